@@ -1,0 +1,163 @@
+"""The `blade` command: dev services, demo, direct queries, connection checks."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _graceful_sigterm() -> None:
+    """SIGTERM -> KeyboardInterrupt, so servers close their databases cleanly."""
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+def _cmd_mock_warehouse(args: argparse.Namespace) -> int:
+    from blade_pipeline.devservices.warehouse.server import WarehouseConfig, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _graceful_sigterm()
+    serve(WarehouseConfig(
+        host=args.host, port=args.port, db_path=args.db, rows=args.rows, seed=args.seed,
+        token=args.token, invalid_fraction=args.invalid_fraction, reseed=args.reseed,
+        end_date=dt.date.fromisoformat(args.end_date) if args.end_date else None,
+        change_interval=args.change_interval, change_rows=args.change_rows,
+        latency_ms=args.latency_ms, fail_rate=args.fail_rate, fault_seed=args.fault_seed))
+    return 0
+
+
+def _cmd_mock_catalog(args: argparse.Namespace) -> int:
+    from blade_pipeline.devservices.catalog.server import serve
+
+    _graceful_sigterm()
+    serve(host=args.host, port=args.port, db_path=args.db, token=args.token,
+          max_body_bytes=args.max_body_mb * 1024 * 1024)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from blade_pipeline.demo import DemoSettings, run_demo
+
+    _graceful_sigterm()
+    return run_demo(DemoSettings(home=Path(args.home), rows=args.rows,
+                                 warehouse_port=args.warehouse_port,
+                                 dagster_port=args.dagster_port,
+                                 change_interval=args.change_interval))
+
+
+def _warehouse():  # -> DatabricksWarehouse (resolved, outside Dagster)
+    from blade_pipeline.resources.warehouse import DatabricksWarehouse
+
+    return DatabricksWarehouse.from_env().process_config_and_initialize()
+
+
+def _cmd_test_connection(args: argparse.Namespace) -> int:
+    from blade_pipeline.resources.warehouse import WarehouseError
+
+    warehouse = _warehouse()
+    try:
+        check = warehouse.test_connection()
+    except WarehouseError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"OK: {check.endpoint} answered in {check.round_trip_ms} ms; "
+          f"catalogs: {', '.join(check.catalogs) or '(none)'}")
+    return 0
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from blade_pipeline.queries import UnsafeFilterError, select_sql
+    from blade_pipeline.resources.warehouse import WarehouseError
+    from blade_pipeline.sources import SourcesFileError, source_for
+
+    try:
+        source = source_for(args.data_type)
+        sql = select_sql(source, args.where, args.limit, order_by_key=args.order_by_key)
+        table = _warehouse().query_arrow(sql)
+    except (SourcesFileError, UnsafeFilterError, WarehouseError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    frame = pl.from_arrow(table)
+    with pl.Config(tbl_rows=max(frame.height, 1), tbl_cols=-1, fmt_str_lengths=40,
+                   tbl_width_chars=240, tbl_hide_dataframe_shape=True):
+        print(frame)
+    print(f"{frame.height} row(s) from {source.warehouse.qualified_name.replace('`', '')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blade", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="start the mock services and the Dagster UI")
+    demo.add_argument("--home", default=".blade", help="state directory (db files, logs)")
+    demo.add_argument("--rows", type=int, default=20_000, help="warehouse rows per table")
+    demo.add_argument("--warehouse-port", type=int, default=8765)
+    demo.add_argument("--dagster-port", type=int, default=3000)
+    demo.add_argument("--change-interval", type=float, default=60.0,
+                      help="seconds between warehouse change-feed ticks (0 = off)")
+    demo.set_defaults(handler=_cmd_demo)
+
+    wh = sub.add_parser("mock-warehouse", help="run the mock Databricks SQL warehouse (dev)")
+    wh.add_argument("--host", default="127.0.0.1")
+    wh.add_argument("--port", type=int, default=8765)
+    wh.add_argument("--db", default=".blade/warehouse.duckdb", help="DuckDB file (catalog main)")
+    wh.add_argument("--rows", type=int, default=20_000, help="rows per table when seeding")
+    wh.add_argument("--seed", type=int, default=42, help="generator seed (same seed, same rows)")
+    wh.add_argument("--token", default="dev-warehouse-token", help="access token clients send")
+    wh.add_argument("--invalid-fraction", type=float, default=0.01,
+                    help="share of deliberately invalid rows")
+    wh.add_argument("--end-date", help="seeded history ends on this date (YYYY-MM-DD; "
+                    "default today UTC)")
+    wh.add_argument("--reseed", action="store_true", help="regenerate tables even if present")
+    wh.add_argument("--change-interval", type=float, default=0.0, metavar="SECONDS",
+                    help="every SECONDS insert and modify rows (last_modified = now); 0 = off")
+    wh.add_argument("--change-rows", type=int, default=5,
+                    help="rows inserted and rows modified per table per change tick")
+    wh.add_argument("--latency-ms", type=int, default=0, help="added latency per Thrift call")
+    wh.add_argument("--fail-rate", type=float, default=0.0,
+                    help="share of ExecuteStatement calls answered with HTTP 503")
+    wh.add_argument("--fault-seed", type=int, help="seed of the fault injector (reproducible)")
+    wh.set_defaults(handler=_cmd_mock_warehouse)
+
+    tc = sub.add_parser("test-connection", help="check the configured warehouse answers")
+    tc.set_defaults(handler=_cmd_test_connection)
+
+    q = sub.add_parser("query", help="print rows of a BLADE data type from the warehouse")
+    q.add_argument("data_type", help="maintenance, sortie, supply, readiness, ...")
+    q.add_argument("--where", help="SQL filter, e.g. \"priority = 'HIGH'\"")
+    q.add_argument("--limit", type=int, default=10)
+    q.add_argument("--order-by-key", action="store_true", help="sort by the primary key")
+    q.set_defaults(handler=_cmd_query)
+
+    cat = sub.add_parser("mock-catalog", help="run the catalog service (dev stand-in)")
+    cat.add_argument("--host", default="127.0.0.1")
+    cat.add_argument("--port", type=int, default=8080)
+    cat.add_argument("--db", default=".blade/catalog.sqlite3", help="SQLite file (durable store)")
+    cat.add_argument("--token", default="dev-catalog-token", help="bearer token clients must send")
+    cat.add_argument("--max-body-mb", type=int, default=64, help="request body limit (MiB)")
+    cat.set_defaults(handler=_cmd_mock_catalog)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

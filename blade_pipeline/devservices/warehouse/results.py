@@ -1,0 +1,128 @@
+"""Page a DuckDB Arrow result into what FetchResults answers: inline batches or cloud-fetch files.
+
+The reader is consumed lazily, one page at a time, with one batch of read-ahead so that
+``hasMoreRows`` is exact. Only the current and the previous page's files are kept in memory.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from blade_pipeline.devservices.warehouse.arrow_types import client_schema, ipc_stream, to_client
+
+#: Results at most this large are sent inline with the ExecuteStatement answer.
+INLINE_MAX_ROWS = 20_000
+INLINE_MAX_BYTES = 2 * 1024 * 1024
+#: Size of one cloud-fetch file, and how many files one FetchResults answer lists at most.
+FILE_TARGET_BYTES = 16 * 1024 * 1024
+MAX_FILES_PER_PAGE = 8
+LINK_TTL_SECONDS = 900
+
+
+@dataclass
+class ResultFile:
+    """One cloud-fetch file: an Arrow IPC stream served over http."""
+
+    key: str
+    start_row: int
+    row_count: int
+    data: pa.Buffer
+    page: int
+    expires_at: float = field(default_factory=lambda: time.time() + LINK_TTL_SECONDS)
+
+
+class ResultStream:
+    """Pages over an Arrow RecordBatchReader (client-readable types)."""
+
+    def __init__(self, reader: pa.RecordBatchReader):
+        self.schema = client_schema(reader.schema)
+        self._reader = reader
+        self._ahead: deque[pa.RecordBatch] = deque()
+        self._done = False
+        self.offset = 0  # rows handed out so far
+        self.page = 0
+        self.files: dict[str, ResultFile] = {}
+        self.lock = threading.Lock()
+
+    def _fill(self) -> bool:
+        """Make sure one non-empty batch is read ahead; False when the reader is exhausted."""
+        while not self._ahead and not self._done:
+            try:
+                batch = self._reader.read_next_batch()
+            except StopIteration:
+                self._done = True
+                self._reader.close()
+                break
+            if batch.num_rows:
+                self._ahead.append(to_client(batch, self.schema))
+        return bool(self._ahead)
+
+    @property
+    def has_more(self) -> bool:
+        return self._fill()
+
+    def take(self, max_rows: int, max_bytes: int) -> list[pa.RecordBatch]:
+        """Next batches totalling at most ``max_rows`` rows (and about ``max_bytes``)."""
+        out: list[pa.RecordBatch] = []
+        rows = size = 0
+        while rows < max_rows and size < max_bytes and self._fill():
+            batch = self._ahead.popleft()
+            room = max_rows - rows
+            if batch.num_rows > room:
+                self._ahead.appendleft(batch.slice(room))
+                batch = batch.slice(0, room)
+            out.append(batch)
+            rows += batch.num_rows
+            size += batch.nbytes
+        self.offset += rows
+        return out
+
+    def peek_small(self, max_rows: int, max_bytes: int) -> bool:
+        """True when the whole remaining result fits in ``max_rows``/``max_bytes``."""
+        rows = size = 0
+        while not self._done:
+            if rows > max_rows or size > max_bytes:
+                return False
+            try:
+                batch = self._reader.read_next_batch()
+            except StopIteration:
+                self._done = True
+                self._reader.close()
+                break
+            if batch.num_rows:
+                batch = to_client(batch, self.schema)
+                self._ahead.append(batch)
+                rows, size = rows + batch.num_rows, size + batch.nbytes
+        total_rows = sum(b.num_rows for b in self._ahead)
+        return total_rows <= max_rows and sum(b.nbytes for b in self._ahead) <= max_bytes
+
+    def next_files(self, max_bytes: int) -> list[ResultFile]:
+        """Cut the next page of cloud-fetch files; drop files of pages before the previous."""
+        self.page += 1
+        for key in [k for k, f in self.files.items() if f.page < self.page - 1]:
+            del self.files[key]
+        page_budget = max(max_bytes, FILE_TARGET_BYTES)
+        made: list[ResultFile] = []
+        spent = 0
+        while len(made) < MAX_FILES_PER_PAGE and spent < page_budget and self._fill():
+            start = self.offset
+            batches = self.take(max_rows=2**62, max_bytes=FILE_TARGET_BYTES)
+            data = ipc_stream(self.schema, batches)
+            rf = ResultFile(secrets.token_urlsafe(16), start, self.offset - start, data, self.page)
+            self.files[rf.key] = rf
+            made.append(rf)
+            spent += data.size
+        return made
+
+    def close(self) -> None:
+        self.files.clear()
+        self._ahead.clear()
+        if not self._done:
+            self._done = True
+            self._reader.close()

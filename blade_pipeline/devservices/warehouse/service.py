@@ -1,0 +1,462 @@
+"""The TCLIService handler: sessions, statements and metadata calls answered from DuckDB."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+from databricks.sql.thrift_api.TCLIService import ttypes
+
+from blade_pipeline.devservices.warehouse import catalog_queries
+from blade_pipeline.devservices.warehouse.arrow_types import serialize_schema, thrift_schema
+from blade_pipeline.devservices.warehouse.parameters import ParameterError, bind_values
+from blade_pipeline.devservices.warehouse.results import (
+    INLINE_MAX_BYTES,
+    INLINE_MAX_ROWS,
+    LINK_TTL_SECONDS,
+    ResultFile,
+    ResultStream,
+)
+from blade_pipeline.devservices.warehouse.sql_dialect import is_single_statement, translate
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = ttypes.TProtocolVersion.SPARK_CLI_SERVICE_PROTOCOL_V8
+READER_BATCH_ROWS = 65_536
+DEFAULT_MAX_ROWS = 100_000
+DEFAULT_MAX_BYTES = 100 * 1024 * 1024
+OK = ttypes.TStatus(statusCode=ttypes.TStatusCode.SUCCESS_STATUS)
+State = ttypes.TOperationState
+
+
+class WarehouseError(Exception):
+    """An error answered to the client as a failed call or a failed operation."""
+
+    def __init__(self, message: str, sql_state: str = "42000"):
+        super().__init__(message)
+        self.sql_state = sql_state
+
+
+def _error_status(message: str, sql_state: str = "HY000",
+                  code: int = ttypes.TStatusCode.ERROR_STATUS) -> ttypes.TStatus:
+    return ttypes.TStatus(statusCode=code, errorMessage=message, displayMessage=message,
+                          sqlState=sql_state)
+
+
+def _sql_state(exc: duckdb.Error) -> str:
+    if isinstance(exc, duckdb.ParserException):
+        return "42601"
+    if isinstance(exc, duckdb.CatalogException):
+        return "42P01"
+    if isinstance(exc, duckdb.BinderException):
+        return "42703"
+    if isinstance(exc, duckdb.ConversionException):
+        return "22018"
+    return "42000"
+
+
+def _new_id() -> ttypes.THandleIdentifier:
+    return ttypes.THandleIdentifier(guid=secrets.token_bytes(16), secret=secrets.token_bytes(16))
+
+
+@dataclass
+class Session:
+    handle: ttypes.THandleIdentifier
+    catalog: str
+    schema: str
+
+
+@dataclass
+class Operation:
+    handle: ttypes.TOperationHandle
+    session: Session
+    state: int = State.FINISHED_STATE
+    stream: ResultStream | None = None
+    url_based: bool = False
+    error: WarehouseError | None = None
+    modified_rows: int | None = None
+    created: float = field(default_factory=time.time)
+    touched: float = field(default_factory=time.time)
+
+    @property
+    def key(self) -> bytes:
+        return self.handle.operationId.guid
+
+
+class WarehouseService:
+    """Implements ``TCLIService.Iface`` over one DuckDB database instance.
+
+    ``catalogs`` maps Databricks catalog names (lower-case) to the attached DuckDB database
+    that holds each. ``base_url`` is a callable giving the http base of the current request,
+    used to build cloud-fetch links.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, catalogs: dict[str, str],
+                 base_url: Callable[[], str], default_catalog: str = "main",
+                 default_schema: str = "default"):
+        self.con = con
+        self.catalogs = catalogs
+        self.base_url = base_url
+        self.default_catalog = default_catalog
+        self.default_schema = default_schema
+        self.sessions: dict[bytes, Session] = {}
+        self.operations: dict[bytes, Operation] = {}
+        self._lock = threading.Lock()
+
+    # ---- handles -------------------------------------------------------------------------
+    def _session(self, handle: ttypes.TSessionHandle) -> Session:
+        sid = handle.sessionId if handle else None
+        session = self.sessions.get(sid.guid) if sid else None
+        if session is None or session.handle.secret != sid.secret:
+            raise WarehouseError("Invalid SessionHandle: session does not exist or was closed",
+                                 "HY000")
+        return session
+
+    def _operation(self, handle: ttypes.TOperationHandle) -> Operation | None:
+        oid = handle.operationId if handle else None
+        op = self.operations.get(oid.guid) if oid else None
+        if op is None or op.handle.operationId.secret != oid.secret:
+            return None
+        return op
+
+    def result_file(self, op_guid_hex: str, key: str) -> ResultFile | None:
+        """The cloud-fetch file ``key`` of an open operation (for the http layer)."""
+        op = self.operations.get(bytes.fromhex(op_guid_hex)) if len(op_guid_hex) == 32 else None
+        if op is None or op.stream is None:
+            return None
+        with op.stream.lock:
+            rf = op.stream.files.get(key)
+        return rf if rf and rf.expires_at > time.time() else None
+
+    # ---- sessions ------------------------------------------------------------------------
+    def OpenSession(self, req: ttypes.TOpenSessionReq) -> ttypes.TOpenSessionResp:
+        ns = req.initialNamespace
+        catalog = (ns.catalogName if ns and ns.catalogName else self.default_catalog).lower()
+        schema = ns.schemaName if ns and ns.schemaName else self.default_schema
+        if catalog not in self.catalogs:
+            return ttypes.TOpenSessionResp(
+                status=_error_status(f"[NO_SUCH_CATALOG_EXCEPTION] Catalog '{catalog}' was not "
+                                     "found.", "42704"),
+                serverProtocolVersion=PROTOCOL_VERSION)
+        session = Session(_new_id(), catalog, schema)
+        with self._lock:
+            self.sessions[session.handle.guid] = session
+        return ttypes.TOpenSessionResp(
+            status=OK, serverProtocolVersion=PROTOCOL_VERSION,
+            sessionHandle=ttypes.TSessionHandle(sessionId=session.handle),
+            configuration={}, canUseMultipleCatalogs=True,
+            initialNamespace=ttypes.TNamespace(catalogName=catalog, schemaName=schema))
+
+    def CloseSession(self, req: ttypes.TCloseSessionReq) -> ttypes.TCloseSessionResp:
+        sid = req.sessionHandle.sessionId
+        with self._lock:
+            self.sessions.pop(sid.guid, None)
+            doomed = [k for k, op in self.operations.items()
+                      if op.session.handle.guid == sid.guid]
+            ops = [self.operations.pop(k) for k in doomed]
+        for op in ops:
+            if op.stream:
+                op.stream.close()
+        return ttypes.TCloseSessionResp(status=OK)
+
+    def GetInfo(self, req: ttypes.TGetInfoReq) -> ttypes.TGetInfoResp:
+        return ttypes.TGetInfoResp(
+            status=OK, infoValue=ttypes.TGetInfoValue(stringValue="blade mock SQL warehouse"))
+
+    # ---- statements ----------------------------------------------------------------------
+    def _cursor(self, session: Session) -> duckdb.DuckDBPyConnection:
+        cur = self.con.cursor()
+        db = self.catalogs[session.catalog]
+        schema = session.schema
+        known = cur.execute(
+            "SELECT count(*) FROM duckdb_schemas() WHERE database_name = $1 AND schema_name = $2",
+            [db, schema]).fetchone()[0]
+        cur.execute(f'USE "{db}"."{schema}"' if known else f'USE "{db}"').fetchall()
+        return cur
+
+    def _use(self, session: Session, sql: str) -> bool:
+        """Handle ``USE [CATALOG|SCHEMA] name`` on the session; True if it was one."""
+        words = sql.strip().rstrip(";").replace("`", "").split()
+        if not words or words[0].upper() != "USE":
+            return False
+        words = words[1:]
+        if words and words[0].upper() in ("CATALOG", "SCHEMA", "DATABASE"):
+            kind, names = words[0].upper(), words[1:]
+        else:
+            kind, names = "SCHEMA", words
+        if len(names) != 1:
+            raise WarehouseError(f"[PARSE_SYNTAX_ERROR] cannot parse USE statement: {sql}",
+                                 "42601")
+        parts = names[0].split(".")
+        if kind == "CATALOG" or len(parts) == 2:
+            catalog = parts[0].lower()
+            if catalog not in self.catalogs:
+                raise WarehouseError(f"[NO_SUCH_CATALOG_EXCEPTION] Catalog '{catalog}' was "
+                                     "not found.", "42704")
+            session.catalog = catalog
+            if kind == "CATALOG":
+                return True
+        session.schema = parts[-1]
+        return True
+
+    def _run(self, session: Session, sql: str, params: object) -> pa.RecordBatchReader | None:
+        if not is_single_statement(sql):
+            raise WarehouseError("[PARSE_SYNTAX_ERROR] only one statement per call is "
+                                 "supported; remove the extra ';'", "42601")
+        if self._use(session, sql):
+            return None
+        described = catalog_queries.describe_table(sql)
+        cur = self._cursor(session)
+        try:
+            if described is not None:
+                return catalog_queries.describe(cur, self.catalogs, session.catalog,
+                                                session.schema, described)
+            rel = cur.sql(translate(cur, sql, self.catalogs), params=params)
+            if rel is None:
+                return None
+            return rel.to_arrow_reader(READER_BATCH_ROWS)
+        except duckdb.Error as exc:
+            cur.close()
+            raise WarehouseError(str(exc), _sql_state(exc)) from exc
+
+    def _start(self, session: Session, op_type: int,
+               run: Callable[[], pa.RecordBatchReader | None], can_download: bool,
+               direct: ttypes.TSparkGetDirectResults | None,
+               ) -> tuple[ttypes.TOperationHandle, ttypes.TSparkDirectResults | None]:
+        handle = ttypes.TOperationHandle(operationId=_new_id(), operationType=op_type,
+                                         hasResultSet=True)
+        op = Operation(handle, session)
+        try:
+            reader = run()
+            if reader is None:
+                reader = pa.RecordBatchReader.from_batches(pa.schema([]), [])
+            op.stream = ResultStream(reader)
+        except (WarehouseError, ParameterError) as exc:
+            op.state = State.ERROR_STATE
+            op.error = exc if isinstance(exc, WarehouseError) else WarehouseError(str(exc),
+                                                                                  "22023")
+        max_rows = direct.maxRows if direct and direct.maxRows else DEFAULT_MAX_ROWS
+        max_bytes = direct.maxBytes if direct and direct.maxBytes else DEFAULT_MAX_BYTES
+        if op.stream is not None:
+            small = op.stream.peek_small(min(INLINE_MAX_ROWS, max_rows),
+                                         min(INLINE_MAX_BYTES, max_bytes))
+            op.url_based = can_download and not small
+        with self._lock:
+            self.operations[op.key] = op
+        if direct is None:
+            return handle, None
+        results = ttypes.TSparkDirectResults(operationStatus=self._status(op))
+        if op.stream is not None:
+            results.resultSetMetadata = self._metadata(op)
+            results.resultSet = self._fetch(op, max_rows, max_bytes)
+        # Inline results that are complete close at once; cloud-fetch results stay open until
+        # the client's CloseOperation, since their files are downloaded after this answer.
+        if op.error is not None or (not op.url_based and not results.resultSet.hasMoreRows):
+            results.closeOperation = ttypes.TCloseOperationResp(status=OK)
+            self._drop(op)
+        return handle, results
+
+    def ExecuteStatement(self, req: ttypes.TExecuteStatementReq
+                         ) -> ttypes.TExecuteStatementResp:
+        try:
+            session = self._session(req.sessionHandle)
+        except WarehouseError as exc:
+            return ttypes.TExecuteStatementResp(
+                status=_error_status(str(exc), code=ttypes.TStatusCode.INVALID_HANDLE_STATUS))
+        if not req.canReadArrowResult:
+            return ttypes.TExecuteStatementResp(status=_error_status(
+                "this warehouse serves Arrow results only (install pyarrow)"))
+        log.debug("execute %r", req.statement)
+
+        def run() -> pa.RecordBatchReader | None:
+            return self._run(session, req.statement, bind_values(req.parameters))
+
+        handle, direct = self._start(session, ttypes.TOperationType.EXECUTE_STATEMENT, run,
+                                     bool(req.canDownloadResult), req.getDirectResults)
+        return ttypes.TExecuteStatementResp(status=OK, operationHandle=handle,
+                                            directResults=direct)
+
+    # ---- metadata calls --------------------------------------------------------------------
+    def _metadata_call(self, req: object, op_type: int,
+                       query: Callable[[duckdb.DuckDBPyConnection], pa.RecordBatchReader],
+                       resp_cls: type) -> object:
+        try:
+            session = self._session(req.sessionHandle)
+        except WarehouseError as exc:
+            return resp_cls(status=_error_status(
+                str(exc), code=ttypes.TStatusCode.INVALID_HANDLE_STATUS))
+
+        def run() -> pa.RecordBatchReader:
+            cur = self._cursor(session)
+            try:
+                return query(cur)
+            except duckdb.Error as exc:
+                raise WarehouseError(str(exc), _sql_state(exc)) from exc
+
+        handle, direct = self._start(session, op_type, run, False, req.getDirectResults)
+        return resp_cls(status=OK, operationHandle=handle, directResults=direct)
+
+    def GetCatalogs(self, req: ttypes.TGetCatalogsReq) -> ttypes.TGetCatalogsResp:
+        return self._metadata_call(
+            req, ttypes.TOperationType.GET_CATALOGS,
+            lambda cur: catalog_queries.catalogs(cur, self.catalogs), ttypes.TGetCatalogsResp)
+
+    def GetSchemas(self, req: ttypes.TGetSchemasReq) -> ttypes.TGetSchemasResp:
+        return self._metadata_call(
+            req, ttypes.TOperationType.GET_SCHEMAS,
+            lambda cur: catalog_queries.schemas(cur, self.catalogs, req.catalogName,
+                                                req.schemaName),
+            ttypes.TGetSchemasResp)
+
+    def GetTables(self, req: ttypes.TGetTablesReq) -> ttypes.TGetTablesResp:
+        return self._metadata_call(
+            req, ttypes.TOperationType.GET_TABLES,
+            lambda cur: catalog_queries.tables(cur, self.catalogs, req.catalogName,
+                                               req.schemaName, req.tableName, req.tableTypes),
+            ttypes.TGetTablesResp)
+
+    def GetColumns(self, req: ttypes.TGetColumnsReq) -> ttypes.TGetColumnsResp:
+        return self._metadata_call(
+            req, ttypes.TOperationType.GET_COLUMNS,
+            lambda cur: catalog_queries.columns(cur, self.catalogs, req.catalogName,
+                                                req.schemaName, req.tableName, req.columnName),
+            ttypes.TGetColumnsResp)
+
+    def GetTableTypes(self, req: ttypes.TGetTableTypesReq) -> ttypes.TGetTableTypesResp:
+        return self._metadata_call(
+            req, ttypes.TOperationType.GET_TABLE_TYPES,
+            lambda cur: catalog_queries.table_types(), ttypes.TGetTableTypesResp)
+
+    def _unsupported(self, resp_cls: type, what: str) -> object:
+        return resp_cls(status=_error_status(f"{what} is not supported by the mock warehouse",
+                                             "0A000"))
+
+    def GetTypeInfo(self, req: ttypes.TGetTypeInfoReq) -> ttypes.TGetTypeInfoResp:
+        return self._unsupported(ttypes.TGetTypeInfoResp, "GetTypeInfo")
+
+    def GetFunctions(self, req: ttypes.TGetFunctionsReq) -> ttypes.TGetFunctionsResp:
+        return self._unsupported(ttypes.TGetFunctionsResp, "GetFunctions")
+
+    def GetPrimaryKeys(self, req: ttypes.TGetPrimaryKeysReq) -> ttypes.TGetPrimaryKeysResp:
+        return self._unsupported(ttypes.TGetPrimaryKeysResp, "GetPrimaryKeys")
+
+    def GetCrossReference(self, req: ttypes.TGetCrossReferenceReq
+                          ) -> ttypes.TGetCrossReferenceResp:
+        return self._unsupported(ttypes.TGetCrossReferenceResp, "GetCrossReference")
+
+    def GetDelegationToken(self, req: object) -> ttypes.TGetDelegationTokenResp:
+        return self._unsupported(ttypes.TGetDelegationTokenResp, "GetDelegationToken")
+
+    def CancelDelegationToken(self, req: object) -> ttypes.TCancelDelegationTokenResp:
+        return self._unsupported(ttypes.TCancelDelegationTokenResp, "CancelDelegationToken")
+
+    def RenewDelegationToken(self, req: object) -> ttypes.TRenewDelegationTokenResp:
+        return self._unsupported(ttypes.TRenewDelegationTokenResp, "RenewDelegationToken")
+
+    # ---- operations ------------------------------------------------------------------------
+    def _status(self, op: Operation) -> ttypes.TGetOperationStatusResp:
+        resp = ttypes.TGetOperationStatusResp(
+            status=OK, operationState=op.state, hasResultSet=op.stream is not None,
+            numModifiedRows=op.modified_rows,
+            operationStarted=int(op.created * 1000), operationCompleted=int(op.created * 1000))
+        if op.error is not None:
+            resp.errorMessage = resp.displayMessage = str(op.error)
+            resp.sqlState = op.error.sql_state
+        return resp
+
+    def _metadata(self, op: Operation) -> ttypes.TGetResultSetMetadataResp:
+        schema = op.stream.schema
+        return ttypes.TGetResultSetMetadataResp(
+            status=OK, schema=thrift_schema(schema), arrowSchema=serialize_schema(schema),
+            resultFormat=(ttypes.TSparkRowSetType.URL_BASED_SET if op.url_based
+                          else ttypes.TSparkRowSetType.ARROW_BASED_SET),
+            lz4Compressed=False, isStagingOperation=False)
+
+    def _fetch(self, op: Operation, max_rows: int, max_bytes: int) -> ttypes.TFetchResultsResp:
+        stream = op.stream
+        op.touched = time.time()
+        with stream.lock:
+            start = stream.offset
+            if op.url_based:
+                now = time.time()
+                links = [
+                    ttypes.TSparkArrowResultLink(
+                        fileLink=f"{self.base_url()}/cloudfetch/{op.key.hex()}/{rf.key}",
+                        expiryTime=int(now + LINK_TTL_SECONDS), startRowOffset=rf.start_row,
+                        rowCount=rf.row_count, bytesNum=rf.data.size, httpHeaders={})
+                    for rf in stream.next_files(max_bytes)]
+                rowset = ttypes.TRowSet(startRowOffset=start, rows=[], resultLinks=links)
+            else:
+                batches = [ttypes.TSparkArrowBatch(batch=b.serialize().to_pybytes(),
+                                                   rowCount=b.num_rows)
+                           for b in stream.take(max_rows, max_bytes)]
+                rowset = ttypes.TRowSet(startRowOffset=start, rows=[], arrowBatches=batches)
+            more = stream.has_more
+        return ttypes.TFetchResultsResp(status=OK, hasMoreRows=more, results=rowset)
+
+    def _drop(self, op: Operation) -> None:
+        with self._lock:
+            self.operations.pop(op.key, None)
+        if op.stream is not None:
+            op.stream.close()
+
+    def GetOperationStatus(self, req: ttypes.TGetOperationStatusReq
+                           ) -> ttypes.TGetOperationStatusResp:
+        op = self._operation(req.operationHandle)
+        if op is None:
+            return ttypes.TGetOperationStatusResp(status=_error_status(
+                "Invalid OperationHandle", code=ttypes.TStatusCode.INVALID_HANDLE_STATUS))
+        return self._status(op)
+
+    def GetResultSetMetadata(self, req: ttypes.TGetResultSetMetadataReq
+                             ) -> ttypes.TGetResultSetMetadataResp:
+        op = self._operation(req.operationHandle)
+        if op is None or op.stream is None:
+            return ttypes.TGetResultSetMetadataResp(status=_error_status(
+                "Invalid OperationHandle", code=ttypes.TStatusCode.INVALID_HANDLE_STATUS))
+        return self._metadata(op)
+
+    def FetchResults(self, req: ttypes.TFetchResultsReq) -> ttypes.TFetchResultsResp:
+        op = self._operation(req.operationHandle)
+        if op is None or op.stream is None or op.state != State.FINISHED_STATE:
+            return ttypes.TFetchResultsResp(status=_error_status(
+                "Invalid OperationHandle: the operation is closed, canceled or unknown",
+                code=ttypes.TStatusCode.INVALID_HANDLE_STATUS))
+        if req.orientation not in (None, ttypes.TFetchOrientation.FETCH_NEXT):
+            return ttypes.TFetchResultsResp(status=_error_status(
+                "only FETCH_NEXT is supported", "0A000"))
+        resp = self._fetch(op, req.maxRows or DEFAULT_MAX_ROWS, req.maxBytes or DEFAULT_MAX_BYTES)
+        if req.includeResultSetMetadata:
+            resp.resultSetMetadata = self._metadata(op)
+        return resp
+
+    def CancelOperation(self, req: ttypes.TCancelOperationReq) -> ttypes.TCancelOperationResp:
+        op = self._operation(req.operationHandle)
+        if op is not None:
+            op.state = State.CANCELED_STATE
+            if op.stream:
+                op.stream.close()
+        return ttypes.TCancelOperationResp(status=OK)
+
+    def CloseOperation(self, req: ttypes.TCloseOperationReq) -> ttypes.TCloseOperationResp:
+        op = self._operation(req.operationHandle)
+        if op is not None:
+            self._drop(op)
+        return ttypes.TCloseOperationResp(status=OK)
+
+    def sweep(self, max_idle_seconds: float = LINK_TTL_SECONDS) -> int:
+        """Drop operations idle for ``max_idle_seconds`` (abandoned by their clients)."""
+        cutoff = time.time() - max_idle_seconds
+        with self._lock:
+            old = [k for k, op in self.operations.items() if op.touched < cutoff]
+            ops = [self.operations.pop(k) for k in old]
+        for op in ops:
+            if op.stream:
+                op.stream.close()
+        return len(ops)

@@ -1,0 +1,141 @@
+"""Declarative BLADE sources (sources.yaml), loaded and validated with pydantic.
+
+A bad file fails at load with a message naming the entry and the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SOURCES_FILE = Path(__file__).with_name("sources.yaml")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SourcesFileError(ValueError):
+    """sources.yaml is missing, not YAML, or an entry is invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WarehouseTable(_Strict):
+    """Where a source's rows live in the warehouse."""
+
+    catalog: str
+    schema_: str = Field(alias="schema")
+    table: str
+    warehouse_id: str
+
+    @field_validator("catalog", "schema_", "table")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _IDENT.match(value):
+            raise ValueError(f"{value!r} is not a plain SQL identifier")
+        return value
+
+    @property
+    def qualified_name(self) -> str:
+        """``catalog.schema.table`` with backtick quoting, as Databricks SQL expects."""
+        return f"`{self.catalog}`.`{self.schema_}`.`{self.table}`"
+
+
+class Classification(_Strict):
+    """Classification marking: a column of the row, falling back to a default."""
+
+    column: str | None = None
+    default: str = "UNCLASS"
+
+
+class BladeSource(_Strict):
+    """One BLADE data type: its table, keys and ingestion settings."""
+
+    name: str
+    display_name: str
+    data_type: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    enabled: bool = True
+    warehouse: WarehouseTable
+    primary_key: str
+    watermark_column: str = "last_modified"
+    item_id_prefix: str = Field(pattern=r"^[A-Z][A-Z0-9]*$")
+    classification: Classification = Classification()
+    partition_start: dt.date
+    max_invalid_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+
+    @field_validator("primary_key", "watermark_column")
+    @classmethod
+    def _column(cls, value: str) -> str:
+        if not _IDENT.match(value):
+            raise ValueError(f"{value!r} is not a plain column name")
+        return value
+
+    @property
+    def catalog_data_source(self) -> str:
+        """Data source name in the catalog service."""
+        return f"BLADE:{self.data_type}"
+
+
+class SourcesFile(_Strict):
+    sources: list[BladeSource]
+
+    @model_validator(mode="after")
+    def _unique(self) -> SourcesFile:
+        for attr in ("name", "data_type", "item_id_prefix"):
+            values = [getattr(s, attr) for s in self.sources]
+            dupes = sorted({v for v in values if values.count(v) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {attr}: {', '.join(dupes)}")
+        return self
+
+
+def _describe(exc: ValidationError, raw: dict) -> str:
+    lines = []
+    entries = raw.get("sources") if isinstance(raw, dict) else None
+    for err in exc.errors():
+        loc = list(err["loc"])
+        where = ".".join(str(p) for p in loc)
+        if len(loc) >= 2 and loc[0] == "sources" and isinstance(loc[1], int) and \
+                isinstance(entries, list) and loc[1] < len(entries) and \
+                isinstance(entries[loc[1]], dict):
+            entry = entries[loc[1]].get("name", f"#{loc[1] + 1}")
+            field = ".".join(str(p) for p in loc[2:]) or "(entry)"
+            where = f"entry {entry!r}, field {field!r}"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_sources(path: Path | str = SOURCES_FILE) -> list[BladeSource]:
+    """Parse and validate a sources file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SourcesFileError(f"cannot read {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise SourcesFileError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        return SourcesFile.model_validate(raw).sources
+    except ValidationError as exc:
+        raise SourcesFileError(f"{path} is invalid:\n{_describe(exc, raw)}") from None
+
+
+@functools.cache
+def default_sources() -> tuple[BladeSource, ...]:
+    """The package's sources.yaml, loaded once."""
+    return tuple(load_sources())
+
+
+def source_for(data_type: str, sources: tuple[BladeSource, ...] | None = None) -> BladeSource:
+    """The source declaring ``data_type``; a clear error listing the known ones otherwise."""
+    sources = sources if sources is not None else default_sources()
+    for source in sources:
+        if source.data_type == data_type:
+            return source
+    known = ", ".join(s.data_type for s in sources)
+    raise SourcesFileError(f"unknown data type {data_type!r}; known: {known}")

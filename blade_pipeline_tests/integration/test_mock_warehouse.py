@@ -1,0 +1,231 @@
+"""The unmodified databricks-sql-connector against the mock warehouse, over loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import duckdb
+import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from databricks import sql as dbsql
+from databricks.sql.exc import RequestError, ServerOperationError
+
+from blade_pipeline.devservices.warehouse import generator
+from blade_pipeline_tests.conftest import BIG_ROWS, END_DATE, WAREHOUSE_TOKEN, warehouse_url
+
+MAINT = "main.blade.blade_maintenance_data"
+
+
+def connect(server, token=WAREHOUSE_TOKEN, **kwargs):
+    url = warehouse_url(server)
+    return dbsql.connect(
+        server_hostname=f"127.0.0.1:{server.port}", http_path="/sql/1.0/warehouses/test",
+        access_token=token, _connection_uri=url, enable_telemetry=False,
+        _retry_stop_after_attempts_count=kwargs.pop("attempts", 3),
+        _retry_stop_after_attempts_duration=kwargs.pop("duration", 10), _retry_delay_max=5,
+        **kwargs)
+
+
+@pytest.fixture(scope="module")
+def reference() -> duckdb.DuckDBPyConnection:
+    """The same generator run in-process: the rows the warehouse must return."""
+    con = duckdb.connect()
+    generator.create_tables(con, "blade")
+    generator.seed(con, BIG_ROWS, 7, end=END_DATE, schema="blade")
+    return con
+
+
+def ref_rows(reference, sql):
+    return reference.cursor().execute(sql).fetchall()
+
+
+def ref_table(reference, sql) -> pa.Table:
+    return reference.cursor().sql(sql).to_arrow_table()
+
+
+def _fingerprint(table: pa.Table, key: str) -> pa.Table:
+    return table.sort_by([(key, "ascending")] + [(c, "ascending") for c in table.column_names
+                                                  if c != key])
+
+
+def test_parameter_styles(big_warehouse, reference):
+    with connect(big_warehouse) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) AS n FROM {MAINT} WHERE priority = :p AND labor_hours > :h",
+                    {"p": "HIGH", "h": 4.5})
+        named = cur.fetchone().n
+        cur.execute(f"SELECT count(*) AS n FROM {MAINT} WHERE priority = ? AND labor_hours > ?",
+                    ["HIGH", 4.5])
+        positional = cur.fetchone().n
+        cur.execute(f"SELECT count(*) AS n FROM {MAINT} WHERE priority = :`param_1`",
+                    {"param_1": "HIGH"})
+        backticked = cur.fetchone().n
+        start = dt.datetime(2026, 6, 1)
+        cur.execute(f"SELECT count(*) AS n FROM {MAINT} WHERE last_modified >= :start "
+                    "AND last_modified < :end AND due_date >= :d",
+                    {"start": start, "end": start + dt.timedelta(days=1), "d": dt.date(2026, 1, 1)})
+        windowed = cur.fetchone().n
+        cur.execute("SELECT :s AS s, :i AS i, :f AS f, :b AS b, :n AS n",
+                    {"s": "x'y", "i": 3, "f": 0.5, "b": True, "n": None})
+        assert tuple(cur.fetchone()) == ("x'y", 3, 0.5, True, None)
+    [(expect,)] = ref_rows(
+        reference, "SELECT count(*) FROM blade.blade_maintenance_data WHERE priority = 'HIGH' "
+        "AND labor_hours > 4.5")
+    assert named == positional == expect > 0
+    assert backticked > named
+    assert [(windowed,)] == ref_rows(
+        reference, "SELECT count(*) FROM blade.blade_maintenance_data WHERE last_modified >= "
+        "'2026-06-01' AND last_modified < '2026-06-02' AND due_date >= '2026-01-01'")
+    assert windowed > 0
+
+
+def test_every_fetch_style_on_small_and_large_results(big_warehouse):
+    with connect(big_warehouse) as conn, conn.cursor() as cur:
+        for limit in (10, 250_000):  # inline, then cloud fetch
+            query = f"SELECT record_id FROM {MAINT} WHERE record_id IS NOT NULL " \
+                    f"ORDER BY record_id LIMIT {limit}"
+            cur.execute(query)
+            first = cur.fetchone()
+            some = cur.fetchmany(3)
+            arrow_some = cur.fetchmany_arrow(5)
+            rest = cur.fetchall_arrow()
+            ids = [first[0]] + [r[0] for r in some] + arrow_some.column(0).to_pylist() \
+                + rest.column(0).to_pylist()
+            assert len(ids) == limit and ids == sorted(ids)
+            cur.execute(query)
+            assert [r[0] for r in cur.fetchall()] == ids
+        assert cur.fetchone() is None
+
+
+def test_cloud_fetch_of_a_million_rows_is_exact(big_warehouse, reference):
+    with connect(big_warehouse) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT * FROM {MAINT}")
+        got = cur.fetchall_arrow()
+    expected = ref_table(reference, "SELECT * FROM blade.blade_maintenance_data")
+    assert got.num_rows == BIG_ROWS
+    assert got.schema.names == expected.schema.names
+    assert _fingerprint(got, "record_id").equals(
+        _fingerprint(expected.cast(got.schema), "record_id"))
+
+
+def test_aggregates_group_by_and_casts(big_warehouse, reference):
+    sql = ("SELECT priority, count(*) AS n, round(sum(labor_hours), 2) AS hours, "
+           "CAST(max(due_date) AS VARCHAR) AS last_due FROM {t} GROUP BY priority ORDER BY 1")
+    with connect(big_warehouse) as conn, conn.cursor() as cur:
+        cur.execute(sql.format(t=MAINT))
+        got = [tuple(r) for r in cur.fetchall()]
+    assert got == ref_rows(reference, sql.format(t="blade.blade_maintenance_data"))
+
+
+def test_metadata_calls_describe_and_use(big_warehouse):
+    with connect(big_warehouse) as conn, conn.cursor() as cur:
+        cur.catalogs()
+        assert [r.TABLE_CAT for r in cur.fetchall()] == ["main"]
+        cur.schemas(catalog_name="main")
+        assert {r.TABLE_SCHEM for r in cur.fetchall()} >= {"blade", "default"}
+        cur.tables(catalog_name="main", schema_name="blade", table_name="blade_%")
+        assert sorted(r.TABLE_NAME for r in cur.fetchall()) == sorted(generator.TABLES.values())
+        cur.columns(catalog_name="main", schema_name="blade", table_name="blade_supply_data")
+        cols = {r.COLUMN_NAME: r.TYPE_NAME for r in cur.fetchall()}
+        assert cols["unit_cost"] == "DECIMAL(12,2)" and cols["quantity_on_hand"] == "INT"
+        cur.execute("DESCRIBE TABLE EXTENDED main.blade.blade_readiness_data")
+        rows = cur.fetchall()
+        assert (rows[0].col_name, rows[0].data_type) == ("report_id", "string")
+        assert any(r.col_name == "# Detailed Table Information" for r in rows)
+        cur.execute("USE main.blade")
+        cur.execute("SELECT count(*) FROM blade_sortie_data")
+        assert cur.fetchone()[0] == BIG_ROWS
+
+
+def test_bad_sql_is_a_server_operation_error_with_duckdbs_message(big_warehouse):
+    with connect(big_warehouse) as conn, conn.cursor() as cur:
+        with pytest.raises(ServerOperationError, match='column "nope" not found'):
+            cur.execute(f"SELECT nope FROM {MAINT}")
+        with pytest.raises(ServerOperationError, match="does not exist"):
+            cur.execute("SELECT * FROM main.blade.no_such_table")
+        with pytest.raises(ServerOperationError, match="one statement"):
+            cur.execute("SELECT 1; SELECT 2")
+        cur.execute("SELECT 1 AS still_works")  # the session survives errors
+        assert cur.fetchone()[0] == 1
+
+
+def test_bad_token_is_refused_at_once(big_warehouse):
+    started = time.perf_counter()
+    with pytest.raises(RequestError, match="Invalid access token"):
+        connect(big_warehouse, token="wrong-token", attempts=30, duration=900)
+    assert time.perf_counter() - started < 3  # a 401 is never retried
+
+
+def test_missing_token_is_a_401_with_a_reason(big_warehouse):
+    # The connector itself refuses an empty token, so speak HTTP directly.
+    resp = httpx.post(warehouse_url(big_warehouse), content=b"\x80\x01\x00\x01",
+                      headers={"Content-Type": "application/x-thrift"})
+    assert resp.status_code == 401
+    assert resp.headers["x-databricks-reason-phrase"] == "Missing access token."
+
+
+def test_dml_changes_are_seen_by_later_queries(start_warehouse):
+    server = start_warehouse(1_000)
+    with connect(server) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE main.blade.blade_supply_data SET quantity_on_hand = 4242 "
+                    "WHERE part_number IN (SELECT part_number FROM main.blade.blade_supply_data "
+                    "WHERE part_number IS NOT NULL ORDER BY 1 LIMIT 3)")
+        cur.execute("SELECT count(*) FROM main.blade.blade_supply_data "
+                    "WHERE quantity_on_hand = 4242")
+        assert cur.fetchone()[0] == 3
+
+
+def test_concurrent_connections(big_warehouse, reference):
+    queries = [
+        (f"SELECT * FROM {MAINT} WHERE last_modified >= '2026-01-01'", "record_id"),
+        ("SELECT * FROM main.blade.blade_sortie_data WHERE base LIKE '%AFB%'", "sortie_id"),
+        ("SELECT * FROM main.blade.blade_supply_data LIMIT 50", None),
+        ("SELECT count(*) AS n FROM main.blade.blade_readiness_data", None),
+    ] * 2
+
+    def run(item):
+        query, _ = item
+        with connect(big_warehouse) as conn, conn.cursor() as cur:
+            cur.execute(query)
+            return cur.fetchall_arrow()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(run, queries))
+    for (query, key), got in zip(queries, results, strict=True):
+        local = query.replace("main.blade.", "blade.")
+        expected = ref_table(reference, local)
+        assert got.num_rows == expected.num_rows
+        if key:
+            assert pc.sum(pc.utf8_length(got.column(key))).as_py() == \
+                pc.sum(pc.utf8_length(expected.column(key))).as_py()
+
+
+def test_transient_503s_are_retried_by_the_connector(start_warehouse):
+    server = start_warehouse(1_000, "--fail-rate", "0.5", "--fault-seed", "3",
+                             "--latency-ms", "50")
+    with connect(server, attempts=10, duration=120) as conn, conn.cursor() as cur:
+        for _ in range(3):  # fault seed 3 fails the 1st and 3rd ExecuteStatement calls
+            cur.execute("SELECT count(*) FROM main.blade.blade_sortie_data")
+            assert cur.fetchone()[0] == 1_000
+    assert server.log_text().count("injected HTTP 503") >= 2
+
+
+def test_change_feed_inserts_and_modifies_rows(start_warehouse):
+    server = start_warehouse(1_000, "--change-interval", "0.5", "--change-rows", "4")
+    started = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=1)
+    deadline = time.monotonic() + 20
+    with connect(server) as conn, conn.cursor() as cur:
+        while time.monotonic() < deadline:
+            cur.execute("SELECT count(*) AS changed, count(*) - count(DISTINCT sortie_id) AS dup "
+                        "FROM main.blade.blade_sortie_data WHERE last_modified >= :t",
+                        {"t": started})
+            row = cur.fetchone()
+            if row.changed >= 16:
+                break
+            time.sleep(0.5)
+        assert row.changed >= 16
+        cur.execute("SELECT count(*) FROM main.blade.blade_sortie_data")
+        assert cur.fetchone()[0] > 1_000  # inserts, not only updates

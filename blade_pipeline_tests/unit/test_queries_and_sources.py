@@ -1,0 +1,85 @@
+"""Source declarations and the guard on user SQL filters."""
+
+import textwrap
+
+import pytest
+
+from blade_pipeline.queries import UnsafeFilterError, select_sql, validate_filter
+from blade_pipeline.sources import SourcesFileError, default_sources, load_sources, source_for
+
+
+def test_the_four_blade_sources_load():
+    sources = default_sources()
+    assert [s.data_type for s in sources] == ["maintenance", "sortie", "supply", "readiness"]
+    maint = source_for("maintenance")
+    assert maint.warehouse.qualified_name == "`main`.`blade`.`blade_maintenance_data`"
+    assert maint.catalog_data_source == "BLADE:maintenance"
+
+
+def test_unknown_data_type_names_the_known_ones():
+    with pytest.raises(SourcesFileError, match="known: maintenance, sortie"):
+        source_for("weather")
+
+
+def test_a_bad_entry_is_named_with_its_field(tmp_path):
+    path = tmp_path / "sources.yaml"
+    path.write_text(textwrap.dedent("""
+        sources:
+          - name: good
+            display_name: Good
+            data_type: good
+            warehouse: {catalog: main, schema: blade, table: t, warehouse_id: w}
+            primary_key: id
+            item_id_prefix: GOOD
+            partition_start: "2024-01-01"
+          - name: broken
+            display_name: Broken
+            data_type: broken
+            warehouse: {catalog: main, schema: blade, table: "t; drop", warehouse_id: w}
+            primary_key: id
+            item_id_prefix: lower
+            partition_start: "not a date"
+    """))
+    with pytest.raises(SourcesFileError) as err:
+        load_sources(path)
+    text = str(err.value)
+    assert "entry 'broken', field 'warehouse.table'" in text
+    assert "entry 'broken', field 'item_id_prefix'" in text
+    assert "entry 'broken', field 'partition_start'" in text
+    assert "'good'" not in text
+
+
+def test_not_yaml_is_a_clear_error(tmp_path):
+    path = tmp_path / "sources.yaml"
+    path.write_text("sources: [unclosed")
+    with pytest.raises(SourcesFileError, match="not valid YAML"):
+        load_sources(path)
+
+
+@pytest.mark.parametrize("where", [
+    "priority = 'HIGH'", "labor_hours > 2.5 AND base LIKE 'Nellis%'",
+    "description = 'a; b -- c'", "`priority` IN ('HIGH', 'LOW')",
+])
+def test_safe_filters_pass(where):
+    assert validate_filter(where) == where
+
+
+@pytest.mark.parametrize(("where", "reason"), [
+    ("1=1; DROP TABLE x", "';' is not allowed"),
+    ("1=1 -- comment", "comments are not allowed"),
+    ("1=1 /* c */", "comments are not allowed"),
+    ("1=1) UNION SELECT * FROM secrets WHERE (1=1", "unbalanced"),
+    ("(a = 1", "unbalanced"),
+    ("a = (DELETE FROM t)", "DELETE"),
+    ("", "empty"),
+    ("priority = 'unterminated", "does not parse"),
+])
+def test_unsafe_filters_are_rejected_with_a_reason(where, reason):
+    with pytest.raises(UnsafeFilterError, match=reason):
+        validate_filter(where)
+
+
+def test_select_sql_uses_the_source_table():
+    sql = select_sql(source_for("supply"), "quantity_on_hand < 0", limit=5, order_by_key=True)
+    assert sql == ("SELECT * FROM `main`.`blade`.`blade_supply_data` WHERE (quantity_on_hand < 0)"
+                   " ORDER BY `part_number` LIMIT 5")

@@ -12,9 +12,9 @@ DuckDB version), even in the same physical order (with DuckDB's default
 valid in both runs identical (row ``i`` does not depend on ``rows``); only the choice of
 invalid rows depends on ``rows``.
 
-Time window: ``last_modified`` covers the ``days`` days before ``end`` *and the day* ``end``
-itself, i.e. ``[end - days, end + 1 day)`` (so "today" has rows when ``end`` is today; note that
-such rows can lie later than the wall clock). More activity on weekdays and in working hours,
+Time window: ``last_modified`` covers the ``days`` days before ``end``, i.e.
+``[end - days, end)``: with ``end`` = today nothing lies ahead of the wall clock, so the change
+feed (which stamps ``now``) always moves the watermark forward. More activity on weekdays and in working hours,
 a slow growth over the window and a Christmas lull.
 
 Invalid rows: exactly ``round(rows * invalid_fraction)`` per table, chosen by a stride
@@ -553,19 +553,19 @@ def seed(
 ) -> dict[str, int]:
     """(Re)create and fill the four tables with ``rows`` rows each, in one transaction.
 
-    ``last_modified`` lies in ``[end - days, end + 1 day)``; ``end`` defaults to today (UTC).
+    ``last_modified`` lies in ``[end - days, end)``; ``end`` defaults to today (UTC).
     Returns rows per table (by data_type).
     """
     if not 0 <= rows <= MAX_ROWS:
         raise ValueError(f"rows must be within 0..{MAX_ROWS}, got {rows}")
     if not 0 <= invalid_fraction <= MAX_INVALID_FRACTION:
         raise ValueError(f"invalid_fraction must be within 0..{MAX_INVALID_FRACTION}")
-    if days < 0:
-        raise ValueError("days must be >= 0")
+    if days < 1:
+        raise ValueError("days must be >= 1")
     _check_seed(seed)
     end = end or dt.datetime.now(dt.UTC).date()
     first_day = end - dt.timedelta(days=days)
-    ref_us = _epoch_us(dt.datetime.combine(end + dt.timedelta(days=1), dt.time()))
+    ref_us = _epoch_us(dt.datetime.combine(end, dt.time()))
     params = {"rows": rows, "seed": seed, "end": end.isoformat(), "days": days,
               "invalid_fraction": invalid_fraction}
     comment = lit(_COMMENT_PREFIX + json.dumps(params, sort_keys=True))
@@ -581,7 +581,7 @@ def seed(
             table = qualified_name(con, data_type, schema)
             con.execute(f"DROP TABLE IF EXISTS {table}")
             con.execute(create_table_sql(table, data_type))
-            batch = _Batch(data_type, seed, 0, rows, plan, first_day, days + 1, None, ref_us,
+            batch = _Batch(data_type, seed, 0, rows, plan, first_day, days, None, ref_us,
                            f"temp.main.{_INDEX_TABLE}")
             (counts[data_type],) = fetch_one(
                 con, f"INSERT INTO {table} {_BUILDERS[data_type](batch)}")

@@ -14,8 +14,8 @@ invalid rows depends on ``rows``.
 
 Time window: ``last_modified`` covers the ``days`` days before ``end``, i.e.
 ``[end - days, end)``: with ``end`` = today nothing lies ahead of the wall clock, so the change
-feed (which stamps ``now``) always moves the watermark forward. More activity on weekdays and in working hours,
-a slow growth over the window and a Christmas lull.
+feed (which stamps ``now``) always moves the watermark forward. More activity on weekdays and
+in working hours, a slow growth over the window and a Christmas lull.
 
 Invalid rows: exactly ``round(rows * invalid_fraction)`` per table, chosen by a stride
 permutation of the row indexes (evenly spread, no two adjacent), split evenly among the table's

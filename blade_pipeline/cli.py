@@ -52,8 +52,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _graceful_sigterm()
     return run_demo(DemoSettings(home=Path(args.home), rows=args.rows,
                                  warehouse_port=args.warehouse_port,
+                                 catalog_port=args.catalog_port,
                                  dagster_port=args.dagster_port,
-                                 change_interval=args.change_interval))
+                                 change_interval=args.change_interval,
+                                 backfill_days=args.backfill_days))
 
 
 def _warehouse():  # -> DatabricksWarehouse (resolved, outside Dagster)
@@ -106,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--home", default=".blade", help="state directory (db files, logs)")
     demo.add_argument("--rows", type=int, default=20_000, help="warehouse rows per table")
     demo.add_argument("--warehouse-port", type=int, default=8765)
+    demo.add_argument("--catalog-port", type=int, default=8080)
     demo.add_argument("--dagster-port", type=int, default=3000)
+    demo.add_argument("--backfill-days", type=int, default=7,
+                      help="days of every data type to ingest at start (0 = none)")
     demo.add_argument("--change-interval", type=float, default=60.0,
                       help="seconds between warehouse change-feed ticks (0 = off)")
     demo.set_defaults(handler=_cmd_demo)

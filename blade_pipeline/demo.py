@@ -1,12 +1,16 @@
-"""`blade demo`: the mock warehouse and the Dagster UI on loopback, ready to click.
+"""`blade demo`: mock warehouse, catalog and the Dagster UI on loopback, with data flowing.
 
-Everything lives under ``--home`` (default ``.blade/``): the warehouse's DuckDB file, service
-logs and the Dagster instance (SQLite unless ``DAGSTER_PG_URL`` is set, then PostgreSQL via the
-repository's dagster.yaml).
+Starts the services, then launches a backfill of the last ``--backfill-days`` days of every
+data type through the Dagster webserver, so the UI shows runs, green partitions, checks and
+metadata, and the catalog's ``/api/v1/stats`` shows the items.
+Everything lives under ``--home`` (default ``.blade/``): the warehouse's DuckDB file, the
+catalog's SQLite file, the Parquet lake, service logs and the Dagster instance (SQLite unless
+``DAGSTER_PG_URL`` is set, then PostgreSQL via the repository's dagster.yaml).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import sys
@@ -14,16 +18,40 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, port_in_use
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SQLITE_INSTANCE_YAML = """\
 # Embedded demo instance: SQLite storage under this directory (written by `blade demo`).
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 2
 telemetry:
   enabled: false
 run_retries:
   enabled: true
   max_retries: 1
+"""
+LAUNCH_BACKFILL = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
+    ... on PartitionSetNotFoundError { message }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidOutputError { invalidOutputName }
+    ... on InvalidSubsetError { message }
+    ... on RunConflict { message }
+    ... on ConflictingExecutionParamsError { message }
+    ... on NoModeProvidedError { message }
+  }
+}
 """
 
 
@@ -32,9 +60,12 @@ class DemoSettings:
     home: Path = Path(".blade")
     rows: int = 20_000
     warehouse_port: int = 8765
+    catalog_port: int = 8080
     dagster_port: int = 3000
     warehouse_token: str = "dev-warehouse-token"
+    catalog_token: str = "dev-catalog-token"
     change_interval: float = 0.0
+    backfill_days: int = 7
 
 
 def dagster_home(settings: DemoSettings) -> Path:
@@ -49,10 +80,34 @@ def dagster_home(settings: DemoSettings) -> Path:
 
 def _check_ports(settings: DemoSettings) -> None:
     for name, port in (("mock warehouse", settings.warehouse_port),
-                       ("Dagster UI", settings.dagster_port)):
+                       ("catalog", settings.catalog_port), ("Dagster UI", settings.dagster_port)):
         if port_in_use(port):
             raise SystemExit(f"port {port} for the {name} is already in use: stop what runs "
                              "there (an earlier demo?) or pick another port")
+
+
+def launch_backfills(dagster_url: str, days: int) -> list[str]:
+    """One backfill per data type over the ``days`` days before today; returns their ids."""
+    from blade_pipeline.assets import catalog_key, staged_key
+    from blade_pipeline.sources import default_sources
+
+    today = dt.datetime.now(dt.UTC).date()
+    partitions = [(today - dt.timedelta(days=n)).isoformat() for n in range(days, 0, -1)]
+    ids = []
+    for source in default_sources():
+        if not source.enabled:
+            continue
+        params = {"partitionNames": partitions, "fromFailure": False,
+                  "assetSelection": [{"path": k.path}
+                                     for k in (staged_key(source), catalog_key(source))]}
+        answer = httpx.post(f"{dagster_url}/graphql", timeout=60,
+                            json={"query": LAUNCH_BACKFILL, "variables": {"params": params}})
+        answer.raise_for_status()
+        launched = answer.json()["data"]["launchPartitionBackfill"]
+        if launched["__typename"] != "LaunchBackfillSuccess":
+            raise RuntimeError(f"backfill of {source.data_type} refused: {launched}")
+        ids.append(launched["backfillId"])
+    return ids
 
 
 def run_demo(settings: DemoSettings) -> int:
@@ -61,9 +116,14 @@ def run_demo(settings: DemoSettings) -> int:
     home = settings.home.resolve()
     logs = home / "logs"
     warehouse_url = f"http://127.0.0.1:{settings.warehouse_port}/sql/1.0/warehouses/demo"
+    catalog_url = f"http://127.0.0.1:{settings.catalog_port}"
+    dagster_url = f"http://127.0.0.1:{settings.dagster_port}"
     env = {
         "BLADE_WAREHOUSE_URL": warehouse_url,
         "DATABRICKS_TOKEN": settings.warehouse_token,
+        "BLADE_CATALOG_URL": catalog_url,
+        "BLADE_CATALOG_TOKEN": settings.catalog_token,
+        "BLADE_LAKE_URI": str(home / "lake"),
         "DAGSTER_HOME": str(dagster_home(settings)),
     }
     warehouse = ServerProcess(
@@ -72,6 +132,10 @@ def run_demo(settings: DemoSettings) -> int:
                       "--token", settings.warehouse_token,
                       "--change-interval", str(settings.change_interval)),
         settings.warehouse_port, logs / "warehouse.log")
+    catalog = ServerProcess(
+        blade_command("mock-catalog", "--port", str(settings.catalog_port),
+                      "--db", str(home / "catalog.sqlite3"), "--token", settings.catalog_token),
+        settings.catalog_port, logs / "catalog.log")
     dagster_bin = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
     dagster = ServerProcess(
         [dagster_bin, "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
@@ -83,10 +147,18 @@ def run_demo(settings: DemoSettings) -> int:
         warehouse.start("/healthz", timeout=300, env=env)
         started.append(warehouse)
         print(f"  warehouse: {warehouse_url}  (token {settings.warehouse_token})", flush=True)
+        catalog.start("/healthz", timeout=60, env=env)
+        started.append(catalog)
+        print(f"  catalog:   {catalog_url}/docs  (token {settings.catalog_token})", flush=True)
         print("starting Dagster (webserver + daemon) ...", flush=True)
         dagster.start("/server_info", timeout=180, env={**env, "PYTHONUNBUFFERED": "1"})
         started.append(dagster)
-        print(f"  Dagster UI: http://127.0.0.1:{settings.dagster_port}", flush=True)
+        print(f"  Dagster UI: {dagster_url}", flush=True)
+        if settings.backfill_days > 0:
+            launch_backfills(dagster_url, settings.backfill_days)
+            print(f"ingesting the last {settings.backfill_days} days of every data type: "
+                  f"watch {dagster_url}/overview/backfills ; items land in "
+                  f"{catalog_url}/api/v1/stats", flush=True)
         print(f"logs in {logs}; Ctrl-C stops everything.", flush=True)
         while all(p.popen and p.popen.poll() is None for p in started):
             time.sleep(1)
@@ -97,5 +169,5 @@ def run_demo(settings: DemoSettings) -> int:
         print("stopping ...", flush=True)
         return 0
     finally:
-        for proc in reversed([warehouse, dagster]):
+        for proc in reversed([warehouse, catalog, dagster]):
             proc.stop(timeout=20)

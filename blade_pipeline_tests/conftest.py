@@ -11,6 +11,7 @@ import pytest
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, free_port
 
 WAREHOUSE_TOKEN = "test-warehouse-token"
+CATALOG_TOKEN = "test-catalog-token-3c9d"
 #: Seeded history ends on a fixed date, so tests can rebuild the same rows in-process.
 END_DATE = dt.date(2026, 6, 30)
 BIG_ROWS = 1_000_000
@@ -50,3 +51,25 @@ def big_warehouse(start_warehouse) -> ServerProcess:
 
 def warehouse_url(server: ServerProcess, warehouse_id: str = "test") -> str:
     return f"{server.base_url}/sql/1.0/warehouses/{warehouse_id}"
+
+
+@pytest.fixture(scope="session")
+def start_catalog(tmp_path_factory) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory: start a catalog service (fresh SQLite store unless ``db`` is given)."""
+    started: list[ServerProcess] = []
+
+    def start(*extra: str, db: Path | None = None) -> ServerProcess:
+        directory = tmp_path_factory.mktemp("catalog")
+        port = free_port()
+        server = ServerProcess(
+            blade_command("mock-catalog", "--port", str(port), "--db",
+                          str(db or directory / "catalog.sqlite3"), "--token", CATALOG_TOKEN,
+                          *extra),
+            port, directory / "catalog.log")
+        server.start("/healthz", timeout=60)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

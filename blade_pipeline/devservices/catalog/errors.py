@@ -1,0 +1,84 @@
+"""JSON error responses: ``{"error": code, "reason": text, "field": name or null}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+          422: "invalid_request", 503: "unavailable"}
+_LOCATIONS = {"body", "query", "path", "header", "cookie"}
+
+
+class ApiError(Exception):
+    """Raised by endpoints; becomes a JSON error response."""
+
+    def __init__(self, status: int, reason: str, field: str | None = None,
+                 error: str | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.field = status, reason, field
+        self.error = error or _CODES.get(status, "error")
+
+
+def error_response(status: int, reason: str, field: str | None = None,
+                   error: str | None = None, headers: dict[str, str] | None = None
+                   ) -> JSONResponse:
+    body = {"error": error or _CODES.get(status, "error"), "reason": reason, "field": field}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if not (p in _LOCATIONS and p == loc[0])]
+    return ".".join(parts) or str(loc[0] if loc else "body")
+
+
+def _expects_form(request: Request) -> bool:
+    route = request.scope.get("route")
+    body = getattr(route, "body_field", None)
+    return type(getattr(body, "field_info", None)).__name__ in {"Form", "File"}
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    content_type = request.headers.get("content-type", "")
+    if _expects_form(request) and not content_type.startswith("multipart/form-data"):
+        return error_response(400, "request body must be multipart/form-data, "
+                                   f"got {content_type[:60] or 'no Content-Type'}", "body")
+    errors = list(exc.errors())
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "JSON decode error")
+        return error_response(400, f"invalid JSON body: {detail}", "body")
+    reasons = "; ".join(f"{_field_name(tuple(e['loc']))}: {e['msg']}" for e in errors[:10])
+    return error_response(422, reasons, _field_name(tuple(first["loc"])))
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.reason, exc.field, exc.error)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    field = "body" if exc.status_code in (400, 413) else None
+    return error_response(exc.status_code, str(exc.detail), field, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, f"internal error: {type(exc).__name__}", error="internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,266 @@
+"""The pipeline's steps as plain functions over Arrow batches (no Dagster in here).
+
+extract -> validate/quarantine -> transform to items -> stage (Parquet) -> diff + upload.
+The assets, the query job, the item job and `blade bench` all call these, so there is one code
+path; Dagster only wraps them (partitions, checks, retries, metadata, progress events).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from blade_pipeline.items import ITEM_SCHEMA, IngestRun, ItemBuilder
+from blade_pipeline.resources.catalog import CatalogClient
+from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline.resources.warehouse import DatabricksWarehouse
+from blade_pipeline.schemas import required_columns
+from blade_pipeline.sources import BladeSource
+from blade_pipeline.validation import REASON_COLUMN, ROW_COLUMN, PartitionValidator
+
+DEFAULT_BATCH_ROWS = 100_000
+PREVIEW_ROWS = 5
+
+
+# ---- extract ---------------------------------------------------------------------------------
+def partition_sql(source: BladeSource) -> str:
+    """One day of a source: rows whose watermark falls in [:start, :end), key-ordered."""
+    wm, pk = source.watermark_column, source.primary_key
+    return (f"SELECT * FROM {source.warehouse.qualified_name} "
+            f"WHERE `{wm}` >= :start AND `{wm}` < :end ORDER BY `{pk}`, `{wm}` DESC")
+
+
+def day_bounds(day: str) -> dict[str, dt.datetime]:
+    """Query parameters for a daily partition key ``YYYY-MM-DD``."""
+    start = dt.datetime.fromisoformat(day)
+    return {"start": start, "end": start + dt.timedelta(days=1)}
+
+
+def extract(warehouse: DatabricksWarehouse, sql: str, params: dict[str, Any] | None,
+            batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """Rows of ``sql`` as Arrow batches, streamed (never the whole result in memory)."""
+    yield from warehouse.stream_arrow(sql, params, batch_rows=batch_rows)
+
+
+# ---- stage -----------------------------------------------------------------------------------
+@dataclass
+class StageResult:
+    """What staging one partition (or one query result) produced."""
+
+    staged_id: str
+    extracted: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
+    schema_errors: list[str] = field(default_factory=list)
+    extra_columns: list[str] = field(default_factory=list)
+    preview: list[dict[str, Any]] = field(default_factory=list)
+    path: str = ""
+    quarantine_path: str = ""
+
+    @property
+    def invalid_fraction(self) -> float:
+        return self.quarantined / self.extracted if self.extracted else 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.extracted / self.seconds if self.seconds else 0.0
+
+    def footer(self) -> dict[str, Any]:
+        """What the staged file's footer records (read back by the asset checks)."""
+        data = asdict(self)
+        data.pop("preview")
+        return data
+
+
+def _quarantine_schema(raw: pa.Schema) -> pa.Schema:
+    return raw.append(pa.field(ROW_COLUMN, pa.int64())).append(pa.field(REASON_COLUMN, pa.string()))
+
+
+def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetLake,
+          items_dir: str, quarantine_dir: str, run: IngestRun,
+          on_batch: Callable[[StageResult], None] | None = None) -> StageResult:
+    """Validate, transform and write batches: items to ``items_dir``, invalid rows (with a
+    reason each) to ``quarantine_dir``. Both files are replaced atomically, even when empty."""
+    started = time.perf_counter()
+    result = StageResult(staged_id=uuid.uuid4().hex)
+    validator = PartitionValidator(source)
+    builder = ItemBuilder(source, run)
+    quarantined: list[pa.Table] = []
+    quarantine_schema: list[pa.Schema] = []
+
+    def item_batches() -> Iterator[pa.Table]:
+        for batch in batches:
+            if not quarantine_schema:
+                quarantine_schema.append(_quarantine_schema(batch.schema))
+                expected = set(required_columns(source.data_type))
+                result.extra_columns = [c for c in batch.schema.names if c not in expected]
+            outcome = validator.validate(batch)
+            items = builder.build(outcome.valid)
+            result.extracted += batch.num_rows
+            result.valid += items.num_rows
+            result.quarantined += outcome.quarantined.num_rows
+            if outcome.quarantined.num_rows:
+                quarantined.append(outcome.quarantined)
+            if len(result.preview) < PREVIEW_ROWS and outcome.valid.num_rows:
+                take = outcome.valid.slice(0, PREVIEW_ROWS - len(result.preview))
+                result.preview.extend(take.to_pylist())
+            if on_batch:
+                on_batch(result)
+            yield items
+
+    def finish() -> dict[str, Any]:
+        result.reasons = dict(validator.reasons.most_common())
+        result.schema_errors = list(validator.schema_errors)
+        result.seconds = time.perf_counter() - started
+        return result.footer()
+
+    written = lake.write_parquet(items_dir, ITEM_SCHEMA, item_batches(), metadata=finish)
+    result.path, result.bytes = written.path, written.bytes
+    q_schema = quarantine_schema[0] if quarantine_schema else _quarantine_schema(pa.schema([]))
+    q_written = lake.write_parquet(quarantine_dir, q_schema, quarantined,
+                                   metadata={"staged_id": result.staged_id})
+    result.quarantine_path = q_written.path
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# ---- upload ----------------------------------------------------------------------------------
+@dataclass
+class UploadProgress:
+    """Progress of a catalog upload, reported after every acknowledged batch."""
+
+    batch: int
+    batches: int
+    processed: int
+    total: int
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    skipped: int = 0  # items of batches acknowledged by an earlier attempt (checkpoint)
+    seconds: float = 0.0
+    rejected_items: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def eta_seconds(self) -> float | None:
+        done = self.processed - self.skipped
+        if done <= 0 or self.seconds <= 0:
+            return None
+        return (self.total - self.processed) / (done / self.seconds)
+
+    @property
+    def items_per_second(self) -> float:
+        done = self.processed - self.skipped
+        return done / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        eta = self.eta_seconds
+        return (f"batch {self.batch}/{self.batches}: {self.processed}/{self.total} processed, "
+                f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, "
+                f"{self.rejected} rejected, {self.skipped} skipped (checkpoint)"
+                + (f", ETA {eta:.0f}s" if eta is not None else ""))
+
+
+def rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
+    """Regroup ``batches`` into tables of exactly ``size`` rows (the last one may be shorter),
+    so that batch numbers are stable whatever the source's chunking."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        pending.append(batch)
+        rows += batch.num_rows
+        while rows >= size:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, size).combine_chunks()
+            rest = table.slice(size)
+            pending, rows = rest.to_batches(), rest.num_rows
+    if rows:
+        yield pa.Table.from_batches(pending).combine_chunks()
+
+
+def changed_items(items: pa.Table, known: dict[str, str]) -> pa.Table:
+    """Rows of ``items`` that the catalog lacks or holds with another content hash."""
+    if not known:
+        return items
+    ids = pa.array(list(known), pa.string())
+    hashes = pa.array(list(known.values()), pa.string())
+    index = pc.index_in(items.column("item_id"), value_set=ids)
+    catalog_hash = pc.take(hashes, index)
+    same = pc.fill_null(pc.equal(catalog_hash, items.column("content_hash")), False)
+    return items.filter(pc.invert(same))
+
+
+def upload(items: Iterator[pa.Table], total: int, source: BladeSource, catalog: CatalogClient,
+           checkpoint: Checkpoint, on_progress: Callable[[UploadProgress], None] | None = None,
+           ) -> UploadProgress:
+    """Diff each batch against the catalog and upload only new or changed items.
+
+    ``items`` yields batches of ``checkpoint.batch_size`` rows in a stable order (the staged
+    file). Batches the checkpoint lists as acknowledged are skipped; after every acknowledged
+    batch the checkpoint is saved and progress reported.
+    """
+    batches = max(1, -(-total // checkpoint.batch_size))
+    progress = UploadProgress(batch=0, batches=batches, processed=0, total=total)
+    started = time.perf_counter()
+    for index, batch in enumerate(items):
+        progress.batch = index + 1
+        if index in checkpoint.acknowledged:
+            progress.processed += batch.num_rows
+            progress.skipped += batch.num_rows
+            continue
+        known = catalog.lookup(batch.column("item_id"))
+        todo = changed_items(batch, known)
+        result = catalog.upload_batch(todo, source.catalog_data_source)
+        progress.created += result.created
+        progress.updated += result.updated
+        progress.unchanged += result.unchanged + (batch.num_rows - todo.num_rows)
+        progress.rejected += len(result.rejected)
+        progress.rejected_items.extend(result.rejected[:100])
+        progress.processed += batch.num_rows
+        progress.seconds = time.perf_counter() - started
+        checkpoint.acknowledge(index, progress)
+        if on_progress:
+            on_progress(progress)
+    progress.seconds = time.perf_counter() - started
+    return progress
+
+
+@dataclass
+class Checkpoint:
+    """Durable upload progress of one staged partition (a JSON file in the lake).
+
+    Valid only for the staged file it was taken on (``staged_id``); the catalog stays the source
+    of truth, so a lost or stale checkpoint costs a re-diff, never a loss or a duplicate.
+    """
+
+    lake: ParquetLake
+    path: str
+    staged_id: str
+    batch_size: int
+    acknowledged: set[int] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, lake: ParquetLake, path: str, staged_id: str, batch_size: int) -> Checkpoint:
+        saved = lake.read_json(path) or {}
+        acked: set[int] = set()
+        if saved.get("staged_id") == staged_id and saved.get("batch_size") == batch_size:
+            acked = set(saved.get("acknowledged", []))
+        return cls(lake, path, staged_id, batch_size, acked)
+
+    def acknowledge(self, index: int, progress: UploadProgress) -> None:
+        self.acknowledged.add(index)
+        self.lake.write_json(self.path, {
+            "staged_id": self.staged_id, "batch_size": self.batch_size,
+            "acknowledged": sorted(self.acknowledged), "processed": progress.processed,
+            "total": progress.total, "updated_at": dt.datetime.now(dt.UTC).isoformat(),
+        })

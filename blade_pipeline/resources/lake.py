@@ -1,0 +1,209 @@
+"""ParquetLake: where staged partitions, quarantine files and upload checkpoints live.
+
+Layout under the lake root (a local path by default, ``s3://bucket/prefix`` when configured)::
+
+    <data_type>/date=YYYY-MM-DD/part-0.parquet             valid BLADE items of the day
+    <data_type>/quarantine/date=YYYY-MM-DD/part-0.parquet  invalid rows, with a reason each
+    <data_type>/checkpoints/date=YYYY-MM-DD.json           catalog upload progress
+    queries/<run_id>/...                                   ad-hoc query job output
+
+Writes are atomic: a hidden temp file is written, fsynced and renamed over the target, so a
+reader sees the old partition or the new one, never a partial file. On object stores, where a
+PUT is atomic by itself, the object is written in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from pydantic import Field, PrivateAttr
+
+DATA_FILE = "part-0.parquet"
+Footer = Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None
+METADATA_KEY = b"blade"
+
+
+class LakeError(Exception):
+    """The lake could not be written or read; names the path and the cause."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What an atomic Parquet write produced."""
+
+    path: str
+    rows: int
+    bytes: int
+
+
+class ParquetLake(dg.ConfigurableResource):
+    """Parquet files on a pyarrow filesystem (local directory or S3)."""
+
+    uri: str = Field(default=".blade/lake", description="Local path or s3://bucket/prefix.")
+    compression: str = Field(default="zstd", description="Parquet compression codec.")
+    row_group_rows: int = Field(default=128_000, ge=1_000, description="Rows per row group.")
+
+    _fs: pafs.FileSystem | None = PrivateAttr(default=None)
+    _root: str = PrivateAttr(default="")
+
+    @classmethod
+    def from_env(cls) -> ParquetLake:
+        """``BLADE_LAKE_URI`` if set, else ``.blade/lake``."""
+        uri = os.environ.get("BLADE_LAKE_URI")
+        return cls(uri=dg.EnvVar("BLADE_LAKE_URI")) if uri else cls()
+
+    # ---- paths ----------------------------------------------------------------------------
+    def _filesystem(self) -> tuple[pafs.FileSystem, str]:
+        if self._fs is None:
+            if "://" in self.uri:
+                self._fs, self._root = pafs.FileSystem.from_uri(self.uri)
+            else:
+                self._fs, self._root = pafs.LocalFileSystem(), str(Path(self.uri).resolve())
+        return self._fs, self._root.rstrip("/")
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self._filesystem()[0], pafs.LocalFileSystem)
+
+    def path(self, *parts: str) -> str:
+        """Absolute path (or bucket key) of ``parts`` under the lake root."""
+        return "/".join([self._filesystem()[1], *parts])
+
+    def partition_dir(self, data_type: str, day: str, kind: str = "") -> str:
+        """Directory of a day's staged items (kind "") or quarantined rows ("quarantine")."""
+        return self.path(data_type, *([kind] if kind else []), f"date={day}")
+
+    def checkpoint_path(self, data_type: str, day: str) -> str:
+        return self.path(data_type, "checkpoints", f"date={day}.json")
+
+    # ---- writes -----------------------------------------------------------------------------
+    def write_parquet(self, directory: str, schema: pa.Schema,
+                      batches: Iterable[pa.RecordBatch | pa.Table],
+                      metadata: Footer = None) -> WriteResult:
+        """Stream ``batches`` into ``directory/part-0.parquet`` atomically (replacing it).
+
+        ``metadata`` (JSON-able, or a callable giving it once every batch is written) is stored
+        in the file footer under the key ``blade``.
+        """
+        fs, _ = self._filesystem()
+        target = f"{directory}/{DATA_FILE}"
+        try:
+            fs.create_dir(directory, recursive=True)
+            if self.is_local:
+                return self._write_local(directory, target, schema, batches, metadata)
+            with fs.open_output_stream(target) as out:
+                rows = self._write_stream(out, schema, batches, metadata)
+            return WriteResult(target, rows, fs.get_file_info(target).size)
+        except OSError as exc:
+            raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from exc
+
+    def _write_stream(self, sink: Any, schema: pa.Schema,
+                      batches: Iterable[pa.RecordBatch | pa.Table], metadata: Footer) -> int:
+        rows = 0
+        with pq.ParquetWriter(sink, schema, compression=self.compression,
+                              write_statistics=True) as writer:
+            for batch in batches:
+                if batch.num_rows:
+                    table = batch if isinstance(batch, pa.Table) else \
+                        pa.Table.from_batches([batch])
+                    writer.write_table(table.cast(schema) if table.schema != schema else table,
+                                       row_group_size=self.row_group_rows)
+                    rows += batch.num_rows
+            if metadata is not None:
+                value = metadata() if callable(metadata) else metadata
+                writer.add_key_value_metadata({METADATA_KEY: json.dumps(value).encode()})
+        return rows
+
+    def _write_local(self, directory: str, target: str, schema: pa.Schema,
+                     batches: Iterable[pa.RecordBatch | pa.Table],
+                     metadata: Footer) -> WriteResult:
+        temp = f"{directory}/.tmp-{uuid.uuid4().hex}.parquet"
+        try:
+            with open(temp, "wb") as handle:
+                rows = self._write_stream(handle, schema, batches, metadata)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, target)
+            _fsync_dir(directory)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        return WriteResult(target, rows, os.path.getsize(target))
+
+    def write_json(self, path: str, value: Any) -> None:
+        """Write a small JSON document atomically (checkpoints)."""
+        fs, _ = self._filesystem()
+        data = json.dumps(value, sort_keys=True).encode()
+        parent = path.rsplit("/", 1)[0]
+        try:
+            fs.create_dir(parent, recursive=True)
+            if not self.is_local:
+                with fs.open_output_stream(path) as out:
+                    out.write(data)
+                return
+            temp = f"{parent}/.tmp-{uuid.uuid4().hex}.json"
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+            _fsync_dir(parent)
+        except OSError as exc:
+            raise LakeError(f"cannot write {path}: {exc}") from exc
+
+    # ---- reads ------------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        fs, _ = self._filesystem()
+        return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def read_json(self, path: str) -> Any | None:
+        """A JSON document, or None when absent."""
+        fs, _ = self._filesystem()
+        if not self.exists(path):
+            return None
+        with fs.open_input_stream(path) as handle:
+            return json.loads(handle.read())
+
+    def parquet_file(self, directory: str) -> pq.ParquetFile | None:
+        """The partition's Parquet file (footer only is read until iterated), or None."""
+        fs, _ = self._filesystem()
+        target = f"{directory}/{DATA_FILE}"
+        if not self.exists(target):
+            return None
+        return pq.ParquetFile(fs.open_input_file(target))
+
+    def footer_metadata(self, directory: str) -> dict[str, Any] | None:
+        """The ``blade`` footer metadata of a partition file, or None when absent."""
+        pf = self.parquet_file(directory)
+        if pf is None:
+            return None
+        raw = (pf.metadata.metadata or {}).get(METADATA_KEY)
+        return json.loads(raw) if raw else {}
+
+    def iter_batches(self, directory: str, batch_rows: int,
+                     columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Batches of a partition file (nothing if the partition is absent)."""
+        pf = self.parquet_file(directory)
+        if pf is not None:
+            yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def _fsync_dir(directory: str) -> None:
+    """Persist a rename: fsync the directory entry (POSIX)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,29 @@
+"""Every definition loads and every expected asset, check and partitioning is present."""
+
+import dagster as dg
+
+from blade_pipeline.definitions import defs
+from blade_pipeline.sources import default_sources
+
+
+def test_every_source_has_its_assets_checks_and_daily_partitions():
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    for source in default_sources():
+        staged, catalog = f"blade/{source.data_type}/staged", f"blade/{source.data_type}/catalog"
+        assert {staged, catalog} <= keys
+        assert {(staged, "schema_conforms"), (staged, "invalid_fraction")} <= checks
+        for key in (staged, catalog):
+            partitions = graph.get(dg.AssetKey.from_user_string(key)).partitions_def
+            assert isinstance(partitions, dg.DailyPartitionsDefinition)
+            assert partitions.start.date() == source.partition_start
+        assert graph.get(dg.AssetKey.from_user_string(catalog)).parent_keys == {
+            dg.AssetKey.from_user_string(staged)}
+    for check_key in graph.asset_check_keys:
+        assert graph.get_check_spec(check_key).blocking
+
+
+def test_resources_are_wired_for_every_asset():
+    assert set(defs.resources) == {"warehouse", "catalog", "lake"}
+    defs.resolve_all_job_defs()  # raises if any asset needs a missing resource

@@ -1,0 +1,123 @@
+"""Raw rows -> BLADE items, and validation with per-row reasons (no servers)."""
+
+import datetime as dt
+import hashlib
+import json
+
+import pyarrow as pa
+import pytest
+
+from blade_pipeline.ingest import changed_items, rebatch
+from blade_pipeline.items import ITEM_SCHEMA, IngestRun, ItemBuilder
+from blade_pipeline.sources import source_for
+from blade_pipeline.validation import PartitionValidator
+
+RUN = IngestRun("run-1", dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
+LM = dt.datetime(2026, 1, 1, 12, 0)
+
+
+def readiness(**overrides) -> dict:
+    row = {"report_id": "000000001", "tail_number": "87-0123", "aircraft_type": "F-16C",
+           "report_date": dt.date(2026, 1, 1), "status": "FMC", "reason": None,
+           "base": "Nellis AFB", "classification": "UNCLASS", "last_modified": LM}
+    return row | overrides
+
+
+SCHEMA = pa.schema([
+    ("report_id", pa.string()), ("tail_number", pa.string()), ("aircraft_type", pa.string()),
+    ("report_date", pa.date32()), ("status", pa.string()), ("reason", pa.string()),
+    ("base", pa.string()), ("classification", pa.string()), ("last_modified", pa.timestamp("us")),
+])
+
+
+def batch(rows: list[dict], schema: pa.Schema = SCHEMA) -> pa.RecordBatch:
+    """Rows typed as the warehouse types them."""
+    return pa.RecordBatch.from_pylist(rows, schema=pa.schema(
+        [f for f in schema if f.name in rows[0]]))
+
+
+def test_items_follow_the_design_contract():
+    items = ItemBuilder(source_for("readiness"), RUN).build(
+        batch([readiness(), readiness(report_id="000000002", classification=None)]))
+    assert items.schema == ITEM_SCHEMA
+    first = items.to_pylist()[0]
+    assert first["item_id"] == "READY-000000001"
+    assert first["data_type"] == "readiness"
+    data = json.loads(first["data"])
+    assert list(data) == sorted(data) and data["status"] == "FMC"
+    assert first["content_hash"] == hashlib.sha256(first["data"].encode()).hexdigest()
+    assert json.loads(first["metadata"]) == {
+        "source": "databricks", "warehouse_id": "demo", "catalog": "main", "schema": "blade",
+        "table": "blade_readiness_data", "ingested_at": "2026-01-02T03:04:05+00:00",
+        "run_id": "run-1"}
+    assert items.column("classification").to_pylist() == ["UNCLASS", "UNCLASS"]
+
+
+def test_content_hash_changes_only_with_the_data():
+    builder = ItemBuilder(source_for("readiness"), RUN)
+    other_run = ItemBuilder(source_for("readiness"), IngestRun("run-2", RUN.ingested_at))
+    a = builder.build(batch([readiness()])).column("content_hash")[0]
+    assert other_run.build(batch([readiness()])).column("content_hash")[0] == a
+    assert builder.build(batch([readiness(status="PMC", reason="x")])).column(
+        "content_hash")[0] != a
+
+
+def test_invalid_rows_get_a_reason_each_and_valid_rows_pass():
+    validator = PartitionValidator(source_for("readiness"))
+    outcome = validator.validate(batch([
+        readiness(),
+        readiness(report_id="000000002", status="BROKEN"),
+        readiness(report_id=None),
+        readiness(report_id="000000003", tail_number="XX"),
+    ]))
+    assert outcome.valid.column("report_id").to_pylist() == ["000000001"]
+    reasons = dict(zip(outcome.quarantined.column("_row").to_pylist(),
+                       outcome.quarantined.column("_reason").to_pylist(), strict=True))
+    assert "status: isin" in reasons[1] and "(got BROKEN)" in reasons[1]
+    assert "report_id: not_nullable" in reasons[2]
+    assert "tail_number: str_matches" in reasons[3] and "(got XX)" in reasons[3]
+    assert not outcome.schema_errors
+
+
+def test_duplicate_keys_across_batches_keep_the_first_row():
+    validator = PartitionValidator(source_for("readiness"))
+    first = validator.validate(batch([readiness(report_id="1".zfill(9)),
+                                      readiness(report_id="2".zfill(9))]))
+    second = validator.validate(batch([readiness(report_id="2".zfill(9)),
+                                       readiness(report_id="3".zfill(9))]))
+    assert first.valid.num_rows == 2
+    assert second.valid.column("report_id").to_pylist() == ["000000003"]
+    assert "duplicate primary key" in second.quarantined.column("_reason")[0].as_py()
+    assert second.quarantined.column("_row").to_pylist() == [2]
+
+
+def test_missing_or_retyped_columns_are_schema_errors_for_every_row():
+    validator = PartitionValidator(source_for("readiness"))
+    rows = [{k: v for k, v in readiness(report_id=str(i).zfill(9)).items() if k != "status"}
+            for i in range(3)]
+    outcome = validator.validate(batch(rows))
+    assert outcome.valid.num_rows == 0 and outcome.quarantined.num_rows == 3
+    assert outcome.schema_errors == ["required column 'status' is missing"]
+    retyped = batch([readiness() | {"report_date": "2026-01-01"}],
+                    SCHEMA.set(3, pa.field("report_date", pa.string())))
+    errors = PartitionValidator(source_for("readiness")).validate(retyped).schema_errors
+    assert any("column 'report_date' has type String" in e for e in errors)
+
+
+def test_changed_items_keeps_new_and_changed_only():
+    items = pa.table({"item_id": ["A-1", "A-2", "A-3"], "content_hash": ["h1", "h2", "h3"]})
+    out = changed_items(items, {"A-1": "h1", "A-2": "old"})
+    assert out.column("item_id").to_pylist() == ["A-2", "A-3"]
+
+
+@pytest.mark.parametrize("sizes", [[3, 3, 3], [10], [1] * 7, [4, 0, 5]])
+def test_rebatch_gives_exact_sizes(sizes):
+    start = 0
+    batches = []
+    for n in sizes:
+        batches.append(pa.record_batch({"x": pa.array(range(start, start + n), pa.int64())}))
+        start += n
+    out = list(rebatch(iter(batches), 4))
+    assert [t.num_rows for t in out[:-1]] == [4] * (len(out) - 1)
+    assert sum(t.num_rows for t in out) == start
+    assert [x for t in out for x in t.column("x").to_pylist()] == list(range(start))

@@ -30,6 +30,7 @@ def _cmd_mock_warehouse(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, db_path=args.db, rows=args.rows, seed=args.seed,
         token=args.token, invalid_fraction=args.invalid_fraction, reseed=args.reseed,
         end_date=dt.date.fromisoformat(args.end_date) if args.end_date else None,
+        days=args.days,
         change_interval=args.change_interval, change_rows=args.change_rows,
         latency_ms=args.latency_ms, fail_rate=args.fail_rate, fault_seed=args.fault_seed))
     return 0
@@ -56,6 +57,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                  dagster_port=args.dagster_port,
                                  change_interval=args.change_interval,
                                  backfill_days=args.backfill_days))
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from blade_pipeline_tests.bench.run import main as bench_main
+
+    return bench_main(args)
 
 
 def _warehouse():  # -> DatabricksWarehouse (resolved, outside Dagster)
@@ -127,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of deliberately invalid rows")
     wh.add_argument("--end-date", help="seeded history ends on this date (YYYY-MM-DD; "
                     "default today UTC)")
+    wh.add_argument("--days", type=int, default=730,
+                    help="seeded history spans this many days before --end-date")
     wh.add_argument("--reseed", action="store_true", help="regenerate tables even if present")
     wh.add_argument("--change-interval", type=float, default=0.0, metavar="SECONDS",
                     help="every SECONDS insert and modify rows (last_modified = now); 0 = off")
@@ -137,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of ExecuteStatement calls answered with HTTP 503")
     wh.add_argument("--fault-seed", type=int, help="seed of the fault injector (reproducible)")
     wh.set_defaults(handler=_cmd_mock_warehouse)
+
+    bench = sub.add_parser("bench", help="throughput and peak RSS of every stage")
+    from blade_pipeline_tests.bench.run import build_parser as bench_parser
+
+    bench_parser(bench)
+    bench.set_defaults(handler=_cmd_bench)
 
     tc = sub.add_parser("test-connection", help="check the configured warehouse answers")
     tc.set_defaults(handler=_cmd_test_connection)

@@ -90,46 +90,45 @@ def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetL
           items_dir: str, quarantine_dir: str, run: IngestRun,
           on_batch: Callable[[StageResult], None] | None = None) -> StageResult:
     """Validate, transform and write batches: items to ``items_dir``, invalid rows (with a
-    reason each) to ``quarantine_dir``. Both files are replaced atomically, even when empty."""
+    reason each) to ``quarantine_dir``. Both files stream (memory bounded by the batch) and
+    are replaced atomically at the end, even when empty; on error neither changes."""
     started = time.perf_counter()
     result = StageResult(staged_id=uuid.uuid4().hex)
     validator = PartitionValidator(source)
     builder = ItemBuilder(source, run)
-    quarantined: list[pa.Table] = []
-    quarantine_schema: list[pa.Schema] = []
-
-    def item_batches() -> Iterator[pa.Table]:
+    items_out = lake.open_writer(items_dir, ITEM_SCHEMA)
+    quarantine_out = None
+    try:
         for batch in batches:
-            if not quarantine_schema:
-                quarantine_schema.append(_quarantine_schema(batch.schema))
+            if quarantine_out is None:
+                quarantine_out = lake.open_writer(quarantine_dir, _quarantine_schema(batch.schema))
                 expected = set(required_columns(source.data_type))
                 result.extra_columns = [c for c in batch.schema.names if c not in expected]
             outcome = validator.validate(batch)
             items = builder.build(outcome.valid)
+            items_out.write(items)
+            quarantine_out.write(outcome.quarantined)
             result.extracted += batch.num_rows
             result.valid += items.num_rows
             result.quarantined += outcome.quarantined.num_rows
-            if outcome.quarantined.num_rows:
-                quarantined.append(outcome.quarantined)
             if len(result.preview) < PREVIEW_ROWS and outcome.valid.num_rows:
                 take = outcome.valid.slice(0, PREVIEW_ROWS - len(result.preview))
                 result.preview.extend(take.to_pylist())
             if on_batch:
                 on_batch(result)
-            yield items
-
-    def finish() -> dict[str, Any]:
+        if quarantine_out is None:
+            quarantine_out = lake.open_writer(quarantine_dir, _quarantine_schema(pa.schema([])))
         result.reasons = dict(validator.reasons.most_common())
         result.schema_errors = list(validator.schema_errors)
         result.seconds = time.perf_counter() - started
-        return result.footer()
-
-    written = lake.write_parquet(items_dir, ITEM_SCHEMA, item_batches(), metadata=finish)
+        result.quarantine_path = quarantine_out.commit({"staged_id": result.staged_id}).path
+        written = items_out.commit(result.footer())
+    except BaseException:
+        items_out.abort()
+        if quarantine_out is not None:
+            quarantine_out.abort()
+        raise
     result.path, result.bytes = written.path, written.bytes
-    q_schema = quarantine_schema[0] if quarantine_schema else _quarantine_schema(pa.schema([]))
-    q_written = lake.write_parquet(quarantine_dir, q_schema, quarantined,
-                                   metadata={"staged_id": result.staged_id})
-    result.quarantine_path = q_written.path
     result.seconds = time.perf_counter() - started
     return result
 

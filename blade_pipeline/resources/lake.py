@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,6 @@ import pyarrow.parquet as pq
 from pydantic import Field, PrivateAttr
 
 DATA_FILE = "part-0.parquet"
-Footer = Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None
 METADATA_KEY = b"blade"
 
 
@@ -88,59 +87,22 @@ class ParquetLake(dg.ConfigurableResource):
         return self.path(data_type, "checkpoints", f"date={day}.json")
 
     # ---- writes -----------------------------------------------------------------------------
+    def open_writer(self, directory: str, schema: pa.Schema) -> PartitionWriter:
+        """A writer of ``directory/part-0.parquet``: nothing is visible until ``commit``."""
+        return PartitionWriter(self, directory, schema)
+
     def write_parquet(self, directory: str, schema: pa.Schema,
                       batches: Iterable[pa.RecordBatch | pa.Table],
-                      metadata: Footer = None) -> WriteResult:
-        """Stream ``batches`` into ``directory/part-0.parquet`` atomically (replacing it).
-
-        ``metadata`` (JSON-able, or a callable giving it once every batch is written) is stored
-        in the file footer under the key ``blade``.
-        """
-        fs, _ = self._filesystem()
-        target = f"{directory}/{DATA_FILE}"
+                      metadata: Mapping[str, Any] | None = None) -> WriteResult:
+        """Stream ``batches`` into ``directory/part-0.parquet`` atomically (replacing it)."""
+        writer = self.open_writer(directory, schema)
         try:
-            fs.create_dir(directory, recursive=True)
-            if self.is_local:
-                return self._write_local(directory, target, schema, batches, metadata)
-            with fs.open_output_stream(target) as out:
-                rows = self._write_stream(out, schema, batches, metadata)
-            return WriteResult(target, rows, fs.get_file_info(target).size)
-        except OSError as exc:
-            raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from exc
-
-    def _write_stream(self, sink: Any, schema: pa.Schema,
-                      batches: Iterable[pa.RecordBatch | pa.Table], metadata: Footer) -> int:
-        rows = 0
-        with pq.ParquetWriter(sink, schema, compression=self.compression,
-                              write_statistics=True) as writer:
             for batch in batches:
-                if batch.num_rows:
-                    table = batch if isinstance(batch, pa.Table) else \
-                        pa.Table.from_batches([batch])
-                    writer.write_table(table.cast(schema) if table.schema != schema else table,
-                                       row_group_size=self.row_group_rows)
-                    rows += batch.num_rows
-            if metadata is not None:
-                value = metadata() if callable(metadata) else metadata
-                writer.add_key_value_metadata({METADATA_KEY: json.dumps(value).encode()})
-        return rows
-
-    def _write_local(self, directory: str, target: str, schema: pa.Schema,
-                     batches: Iterable[pa.RecordBatch | pa.Table],
-                     metadata: Footer) -> WriteResult:
-        temp = f"{directory}/.tmp-{uuid.uuid4().hex}.parquet"
-        try:
-            with open(temp, "wb") as handle:
-                rows = self._write_stream(handle, schema, batches, metadata)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, target)
-            _fsync_dir(directory)
+                writer.write(batch)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
+            writer.abort()
             raise
-        return WriteResult(target, rows, os.path.getsize(target))
+        return writer.commit(metadata)
 
     def write_json(self, path: str, value: Any) -> None:
         """Write a small JSON document atomically (checkpoints)."""
@@ -198,6 +160,77 @@ class ParquetLake(dg.ConfigurableResource):
         pf = self.parquet_file(directory)
         if pf is not None:
             yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+
+
+class PartitionWriter:
+    """Streams row groups into one Parquet file and publishes it atomically on ``commit``.
+
+    Locally: a hidden temp file in the target directory, fsynced, renamed over the target,
+    directory fsynced. On object stores the object is written in place (a PUT is atomic).
+    """
+
+    def __init__(self, lake: ParquetLake, directory: str, schema: pa.Schema):
+        self.lake, self.schema = lake, schema
+        self.target = f"{directory}/{DATA_FILE}"
+        self.directory = directory
+        self.rows = 0
+        fs, _ = lake._filesystem()
+        try:
+            fs.create_dir(directory, recursive=True)
+            if lake.is_local:
+                self.temp: str | None = f"{directory}/.tmp-{uuid.uuid4().hex}.parquet"
+                self._sink: Any = open(self.temp, "wb")  # noqa: SIM115 (closed in commit/abort)
+            else:
+                self.temp = None
+                self._sink = fs.open_output_stream(self.target)
+            self._writer = pq.ParquetWriter(self._sink, schema, compression=lake.compression,
+                                            write_statistics=True)
+        except OSError as exc:
+            self.abort()
+            raise LakeError(f"cannot write {self.target}: {exc.strerror or exc}") from exc
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if not batch.num_rows:
+            return
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        if table.schema != self.schema:
+            table = table.cast(self.schema)
+        try:
+            self._writer.write_table(table, row_group_size=self.lake.row_group_rows)
+        except OSError as exc:
+            self.abort()
+            raise LakeError(f"cannot write {self.target}: {exc.strerror or exc}") from exc
+        self.rows += table.num_rows
+
+    def commit(self, metadata: Mapping[str, Any] | None = None) -> WriteResult:
+        """Close the file (footer ``blade`` = ``metadata``) and make it the partition."""
+        try:
+            if metadata is not None:
+                self._writer.add_key_value_metadata({METADATA_KEY: json.dumps(metadata).encode()})
+            self._writer.close()
+            if self.temp is None:
+                self._sink.close()
+                size = self.lake._filesystem()[0].get_file_info(self.target).size
+                return WriteResult(self.target, self.rows, size)
+            self._sink.flush()
+            os.fsync(self._sink.fileno())
+            self._sink.close()
+            os.replace(self.temp, self.target)
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            self.abort()
+            raise LakeError(f"cannot write {self.target}: {exc.strerror or exc}") from exc
+        return WriteResult(self.target, self.rows, os.path.getsize(self.target))
+
+    def abort(self) -> None:
+        """Drop the temp file; the previous partition (if any) stays as it was."""
+        for close in (getattr(self, "_writer", None), getattr(self, "_sink", None)):
+            with contextlib.suppress(Exception):
+                if close is not None:
+                    close.close()
+        if getattr(self, "temp", None):
+            with contextlib.suppress(OSError):
+                os.unlink(self.temp)
 
 
 def _fsync_dir(directory: str) -> None:

@@ -45,6 +45,7 @@ class WarehouseConfig:
     token: str = "dev-warehouse-token"
     invalid_fraction: float = 0.01
     end_date: dt.date | None = None  # seeded history ends here (default: today, UTC)
+    days: int = 730  # seeded history spans this many days before end_date
     reseed: bool = False
     change_interval: float = 0.0
     change_rows: int = 5
@@ -66,7 +67,7 @@ def open_database(cfg: WarehouseConfig) -> duckdb.DuckDBPyConnection:
     present = cur.execute(f"SELECT count(*) FROM {SCHEMA}.{table}").fetchone()[0]
     if cfg.reseed or present == 0:
         started = time.perf_counter()
-        counts = generator.seed(cur, cfg.rows, cfg.seed, end=cfg.end_date,
+        counts = generator.seed(cur, cfg.rows, cfg.seed, end=cfg.end_date, days=cfg.days,
                                 invalid_fraction=cfg.invalid_fraction, schema=SCHEMA)
         log.info("seeded %s in %.1fs", counts, time.perf_counter() - started)
     cur.execute("CHECKPOINT").fetchall()

@@ -1,0 +1,151 @@
+"""`blade bench`: rows/s and peak RSS of every stage against the raw ceiling, in one run.
+
+Seeds a fresh mock warehouse (all rows in one daily partition) and fresh catalogs on free
+loopback ports, then runs each stage in its own child process (see ``stages.py``):
+
+    ceiling      DuckDB -> Arrow -> Parquet in one process, same rows (the raw ceiling)
+    extract      warehouse -> connector (cloud fetch) -> Arrow batches
+    transform    raw Arrow -> BLADE items (DuckDB to_json + sha256)
+    validate     Pandera (polars) validation + duplicate keys
+    stage        the staging path: extract -> validate -> transform -> Parquet (atomic)
+    upload       staged items -> catalog (diff + NDJSON batches + checkpoints)
+    materialize  staged + checks + catalog through Dagster `materialize`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from blade_pipeline.devservices.processes import ServerProcess, blade_command, free_port
+
+STAGE_ORDER = ("ceiling", "extract", "transform", "validate", "stage", "upload", "materialize")
+END_DATE = "2026-06-30"
+WAREHOUSE_TOKEN, CATALOG_TOKEN = "bench-warehouse", "bench-catalog"
+
+
+def _server(args: list[str], port: int, log: Path, ready: str) -> ServerProcess:
+    server = ServerProcess(args, port, log)
+    server.start(ready, timeout=1200)
+    return server
+
+
+def _catalog(workdir: Path, name: str) -> ServerProcess:
+    port = free_port()
+    return _server(blade_command("mock-catalog", "--port", str(port), "--db",
+                                 str(workdir / f"{name}.sqlite3"), "--token", CATALOG_TOKEN),
+                   port, workdir / f"{name}.log", "/healthz")
+
+
+def _run_stage(stage: str, cfg: dict) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "blade_pipeline_tests.bench.stages", stage, json.dumps(cfg)],
+        capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench stage {stage} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 100_000,
+              repeat: int = 1, stages: tuple[str, ...] = STAGE_ORDER) -> dict:
+    """Run every stage ``repeat`` times; return per-stage medians, ranges and ratios."""
+    samples: dict[str, list[dict]] = {s: [] for s in stages}
+    with tempfile.TemporaryDirectory(prefix="blade-bench-") as tmp:
+        workdir = Path(tmp)
+        port = free_port()
+        warehouse = _server(
+            blade_command("mock-warehouse", "--port", str(port), "--db",
+                          str(workdir / "warehouse.duckdb"), "--rows", str(rows), "--days", "1",
+                          "--end-date", END_DATE, "--seed", "42", "--token", WAREHOUSE_TOKEN),
+            port, workdir / "warehouse.log", "/healthz")
+        try:
+            for attempt in range(repeat):
+                run_dir = workdir / f"run{attempt}"
+                run_dir.mkdir()
+                catalogs = [_catalog(run_dir, "catalog"), _catalog(run_dir, "catalog2")]
+                cfg = {"rows": rows, "seed": 42, "end": END_DATE, "data_type": data_type,
+                       "batch_rows": batch_rows, "workdir": str(run_dir),
+                       "warehouse_url": f"{warehouse.base_url}/sql/1.0/warehouses/bench",
+                       "warehouse_token": WAREHOUSE_TOKEN, "catalog_token": CATALOG_TOKEN,
+                       "catalog_url": catalogs[0].base_url,
+                       "catalog2_url": catalogs[1].base_url}
+                try:
+                    for stage in stages:
+                        samples[stage].append(_run_stage(stage, cfg))
+                finally:
+                    for catalog in catalogs:
+                        catalog.stop()
+        finally:
+            warehouse.stop()
+    return summarize(samples, rows, data_type, batch_rows, repeat)
+
+
+def summarize(samples: dict[str, list[dict]], rows: int, data_type: str, batch_rows: int,
+              repeat: int) -> dict:
+    result: dict = {"rows": rows, "data_type": data_type, "batch_rows": batch_rows,
+                    "repeat": repeat, "stages": {}}
+    ceiling = None
+    for stage, runs in samples.items():
+        rates = [r["rows"] / r["seconds"] for r in runs]
+        entry = {"rows_per_s": round(statistics.median(rates)),
+                 "rows_per_s_min": round(min(rates)), "rows_per_s_max": round(max(rates)),
+                 "seconds": round(statistics.median(r["seconds"] for r in runs), 3),
+                 "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+                 "baseline_rss_mb": max(r["baseline_rss_mb"] for r in runs)}
+        if stage == "ceiling":
+            ceiling = entry
+        result["stages"][stage] = entry
+    for entry in result["stages"].values():
+        if ceiling:
+            entry["ratio_to_ceiling"] = round(entry["rows_per_s"] / ceiling["rows_per_s"], 3)
+            entry["rss_ratio_to_ceiling"] = round(entry["peak_rss_mb"] / ceiling["peak_rss_mb"],
+                                                  2)
+    return result
+
+
+def format_table(result: dict) -> str:
+    lines = [f"blade bench: {result['rows']:,} {result['data_type']} rows, batch "
+             f"{result['batch_rows']:,}, repeat {result['repeat']}",
+             f"{'stage':<12} {'rows/s (median)':>16} {'min-max':>21} {'vs ceiling':>10} "
+             f"{'peak RSS MB':>12} {'RSS vs ceiling':>14}"]
+    for stage, e in result["stages"].items():
+        lines.append(
+            f"{stage:<12} {e['rows_per_s']:>16,} "
+            f"{e['rows_per_s_min']:>10,}-{e['rows_per_s_max']:<10,} "
+            f"{e.get('ratio_to_ceiling', 0):>10.3f} {e['peak_rss_mb']:>12.0f} "
+            f"{e.get('rss_ratio_to_ceiling', 0):>14.2f}")
+    return "\n".join(lines)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="blade bench", description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the partition")
+    parser.add_argument("--data-type", default="maintenance")
+    parser.add_argument("--batch-rows", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=1, help="runs; median and min-max shown")
+    parser.add_argument("--stages", default=",".join(STAGE_ORDER),
+                        help="comma-separated subset of: " + ", ".join(STAGE_ORDER))
+    parser.add_argument("--out", help="write the JSON result here")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    unknown = [s for s in stages if s not in STAGE_ORDER]
+    if unknown:
+        print(f"unknown stage(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    result = run_bench(args.rows, args.data_type, args.batch_rows, args.repeat, stages)
+    print(format_table(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(build_parser().parse_args()))

@@ -1,0 +1,184 @@
+"""Bench stages, each run in its own child process so that its peak RSS is its own.
+
+    python -m blade_pipeline_tests.bench.stages <stage> '<json settings>'
+
+prints one JSON line: {"stage", "rows", "seconds", "peak_rss_mb", "baseline_rss_mb"}.
+Inputs a stage needs (raw rows, staged items) are prepared before the clock starts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from blade_pipeline import ingest
+from blade_pipeline.devservices.warehouse import generator
+from blade_pipeline.items import IngestRun, ItemBuilder
+from blade_pipeline.resources.catalog import CatalogClient
+from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline.resources.warehouse import DatabricksWarehouse
+from blade_pipeline.sources import source_for
+from blade_pipeline.validation import PartitionValidator
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _local_rows(cfg: dict) -> tuple[duckdb.DuckDBPyConnection, str]:
+    """The bench's rows generated in-process (same generator, same parameters)."""
+    con = duckdb.connect()
+    generator.create_tables(con, "blade")
+    generator.seed(con, cfg["rows"], cfg["seed"], end=dt.date.fromisoformat(cfg["end"]),
+                   days=1, schema="blade")
+    return con, f"SELECT * FROM blade.{generator.TABLES[cfg['data_type']]}"
+
+
+def _raw_batches(cfg: dict) -> list[pa.RecordBatch]:
+    con, sql = _local_rows(cfg)
+    return con.cursor().sql(sql).to_arrow_reader(cfg["batch_rows"]).read_all().to_batches(
+        max_chunksize=cfg["batch_rows"])
+
+
+def _warehouse(cfg: dict) -> DatabricksWarehouse:
+    return DatabricksWarehouse(url=cfg["warehouse_url"], token=cfg["warehouse_token"])
+
+
+def _catalog(cfg: dict) -> CatalogClient:
+    return CatalogClient(base_url=cfg["catalog_url"], token=cfg["catalog_token"])
+
+
+def _day(cfg: dict) -> str:
+    return (dt.date.fromisoformat(cfg["end"]) - dt.timedelta(days=1)).isoformat()
+
+
+def prepare_ceiling(cfg: dict) -> Callable[[], int]:
+    con, sql = _local_rows(cfg)
+    out = Path(cfg["workdir"]) / "ceiling.parquet"
+
+    def run() -> int:
+        reader = con.cursor().sql(sql).to_arrow_reader(cfg["batch_rows"])
+        rows = 0
+        with pq.ParquetWriter(out, reader.schema, compression="zstd") as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        return rows
+    return run
+
+
+def prepare_extract(cfg: dict) -> Callable[[], int]:
+    source = source_for(cfg["data_type"])
+
+    def run() -> int:
+        return sum(b.num_rows for b in ingest.extract(
+            _warehouse(cfg), ingest.partition_sql(source), ingest.day_bounds(_day(cfg)),
+            cfg["batch_rows"]))
+    return run
+
+
+def prepare_transform(cfg: dict) -> Callable[[], int]:
+    validator = PartitionValidator(source_for(cfg["data_type"]))
+    batches = [validator.validate(b).valid for b in _raw_batches(cfg)]  # items come from these
+    builder = ItemBuilder(source_for(cfg["data_type"]), IngestRun.now("bench"))
+    return lambda: sum(builder.build(b).num_rows for b in batches)
+
+
+def prepare_validate(cfg: dict) -> Callable[[], int]:
+    batches = _raw_batches(cfg)
+
+    def run() -> int:
+        validator = PartitionValidator(source_for(cfg["data_type"]))
+        return sum(validator.validate(b).valid.num_rows for b in batches)
+    return run
+
+
+def _stage(cfg: dict, lake: ParquetLake) -> ingest.StageResult:
+    source, day = source_for(cfg["data_type"]), _day(cfg)
+    batches = ingest.extract(_warehouse(cfg), ingest.partition_sql(source),
+                             ingest.day_bounds(day), cfg["batch_rows"])
+    return ingest.stage(source, batches, lake, lake.partition_dir(source.data_type, day),
+                        lake.partition_dir(source.data_type, day, "quarantine"),
+                        IngestRun.now("bench"))
+
+
+def prepare_stage(cfg: dict) -> Callable[[], int]:
+    lake = ParquetLake(uri=str(Path(cfg["workdir"]) / "lake"))
+    return lambda: _stage(cfg, lake).extracted
+
+
+def prepare_upload(cfg: dict) -> Callable[[], int]:
+    """Upload the partition staged by the ``stage`` stage to an empty catalog."""
+    lake = ParquetLake(uri=str(Path(cfg["workdir"]) / "lake"))
+    source, day = source_for(cfg["data_type"]), _day(cfg)
+    catalog = _catalog(cfg)
+    items_dir = lake.partition_dir(source.data_type, day)
+    footer = lake.footer_metadata(items_dir) or {}
+    total = lake.parquet_file(items_dir).metadata.num_rows
+
+    def run() -> int:
+        checkpoint = ingest.Checkpoint(lake, lake.path("bench-checkpoint.json"),
+                                       footer.get("staged_id", ""), catalog.batch_size)
+        batches: Iterator[pa.Table] = ingest.rebatch(
+            lake.iter_batches(items_dir, catalog.batch_size), catalog.batch_size)
+        progress = ingest.upload(batches, total, source, catalog, checkpoint)
+        if progress.created + progress.updated != total:
+            raise RuntimeError(f"upload incomplete: {progress.summary()}")
+        return total
+    return run
+
+
+def prepare_materialize(cfg: dict) -> Callable[[], int]:
+    """staged + checks + catalog through Dagster (``materialize``) into a fresh catalog."""
+    import dagster as dg
+
+    from blade_pipeline.assets import build_blade_assets
+
+    source = source_for(cfg["data_type"])
+    resources = {"warehouse": _warehouse(cfg),
+                 "catalog": CatalogClient(base_url=cfg["catalog2_url"],
+                                          token=cfg["catalog_token"]),
+                 "lake": ParquetLake(uri=str(Path(cfg["workdir"]) / "lake-dagster"))}
+
+    def run() -> int:
+        result = dg.materialize(build_blade_assets(source, cfg["batch_rows"]),
+                                partition_key=_day(cfg), resources=resources,
+                                instance=dg.DagsterInstance.ephemeral())
+        if not result.success:
+            raise RuntimeError("materialization failed")
+        return cfg["rows"]
+    return run
+
+
+STAGES: dict[str, Callable[[dict], Callable[[], int]]] = {
+    "ceiling": prepare_ceiling, "extract": prepare_extract, "transform": prepare_transform,
+    "validate": prepare_validate, "stage": prepare_stage, "upload": prepare_upload,
+    "materialize": prepare_materialize,
+}
+
+
+def main() -> None:
+    stage, cfg = sys.argv[1], json.loads(sys.argv[2])
+    run = STAGES[stage](cfg)
+    baseline = _rss_mb()
+    started = time.perf_counter()
+    rows = run()
+    seconds = time.perf_counter() - started
+    out: dict[str, Any] = {"stage": stage, "rows": rows, "seconds": seconds,
+                           "peak_rss_mb": round(_rss_mb(), 1),
+                           "baseline_rss_mb": round(baseline, 1)}
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,10 +7,12 @@ path; Dagster only wraps them (partitions, checks, retries, metadata, progress e
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,14 +20,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from blade_pipeline.items import ITEM_SCHEMA, IngestRun, ItemBuilder
-from blade_pipeline.resources.catalog import CatalogClient
+from blade_pipeline.pipelining import WriteBehind, prefetch
+from blade_pipeline.resources.catalog import BatchResult, CatalogClient
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.resources.warehouse import DatabricksWarehouse
 from blade_pipeline.schemas import required_columns
 from blade_pipeline.sources import BladeSource
 from blade_pipeline.validation import REASON_COLUMN, ROW_COLUMN, PartitionValidator
 
-DEFAULT_BATCH_ROWS = 100_000
+DEFAULT_BATCH_ROWS = 250_000
 PREVIEW_ROWS = 5
 
 
@@ -98,16 +101,17 @@ def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetL
     builder = ItemBuilder(source, run)
     items_out = lake.open_writer(items_dir, ITEM_SCHEMA)
     quarantine_out = None
+    writer = WriteBehind(lambda pair: (items_out.write(pair[0]), quarantine_out.write(pair[1])),
+                         name="stage-writer")
     try:
-        for batch in batches:
+        for batch in prefetch(batches, name="extract"):
             if quarantine_out is None:
                 quarantine_out = lake.open_writer(quarantine_dir, _quarantine_schema(batch.schema))
                 expected = set(required_columns(source.data_type))
                 result.extra_columns = [c for c in batch.schema.names if c not in expected]
             outcome = validator.validate(batch)
             items = builder.build(outcome.valid)
-            items_out.write(items)
-            quarantine_out.write(outcome.quarantined)
+            writer.put((items, outcome.quarantined))
             result.extracted += batch.num_rows
             result.valid += items.num_rows
             result.quarantined += outcome.quarantined.num_rows
@@ -116,6 +120,7 @@ def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetL
                 result.preview.extend(take.to_pylist())
             if on_batch:
                 on_batch(result)
+        writer.close()
         if quarantine_out is None:
             quarantine_out = lake.open_writer(quarantine_dir, _quarantine_schema(pa.schema([])))
         result.reasons = dict(validator.reasons.most_common())
@@ -124,10 +129,14 @@ def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetL
         result.quarantine_path = quarantine_out.commit({"staged_id": result.staged_id}).path
         written = items_out.commit(result.footer())
     except BaseException:
+        with contextlib.suppress(BaseException):
+            writer.close()
         items_out.abort()
         if quarantine_out is not None:
             quarantine_out.abort()
         raise
+    if written.rows != result.valid:  # invariant: every valid row became one staged item
+        raise RuntimeError(f"staged {written.rows} items for {result.valid} valid rows")
     result.path, result.bytes = written.path, written.bytes
     result.seconds = time.perf_counter() - started
     return result
@@ -199,37 +208,60 @@ def changed_items(items: pa.Table, known: dict[str, str]) -> pa.Table:
     return items.filter(pc.invert(same))
 
 
+def _diff_and_upload(batch: pa.Table, source: BladeSource,
+                     catalog: CatalogClient) -> tuple[BatchResult, int]:
+    """Upload the items of ``batch`` the catalog lacks or holds with another hash."""
+    todo = changed_items(batch, catalog.lookup(batch.column("item_id")))
+    return catalog.upload_batch(todo, source.catalog_data_source), batch.num_rows - todo.num_rows
+
+
 def upload(items: Iterator[pa.Table], total: int, source: BladeSource, catalog: CatalogClient,
            checkpoint: Checkpoint, on_progress: Callable[[UploadProgress], None] | None = None,
            ) -> UploadProgress:
     """Diff each batch against the catalog and upload only new or changed items.
 
     ``items`` yields batches of ``checkpoint.batch_size`` rows in a stable order (the staged
-    file). Batches the checkpoint lists as acknowledged are skipped; after every acknowledged
-    batch the checkpoint is saved and progress reported.
+    file). Batches the checkpoint lists as acknowledged are skipped. Up to
+    ``catalog.parallel_uploads`` batches are in flight; after every acknowledged batch the
+    checkpoint is saved and progress reported.
     """
     batches = max(1, -(-total // checkpoint.batch_size))
     progress = UploadProgress(batch=0, batches=batches, processed=0, total=total)
     started = time.perf_counter()
-    for index, batch in enumerate(items):
-        progress.batch = index + 1
-        if index in checkpoint.acknowledged:
-            progress.processed += batch.num_rows
-            progress.skipped += batch.num_rows
-            continue
-        known = catalog.lookup(batch.column("item_id"))
-        todo = changed_items(batch, known)
-        result = catalog.upload_batch(todo, source.catalog_data_source)
-        progress.created += result.created
-        progress.updated += result.updated
-        progress.unchanged += result.unchanged + (batch.num_rows - todo.num_rows)
-        progress.rejected += len(result.rejected)
-        progress.rejected_items.extend(result.rejected[:100])
-        progress.processed += batch.num_rows
-        progress.seconds = time.perf_counter() - started
-        checkpoint.acknowledge(index, progress)
-        if on_progress:
-            on_progress(progress)
+    in_flight: dict[Future, tuple[int, int]] = {}
+
+    def settle(done: set[Future]) -> None:
+        for future in done:
+            index, rows = in_flight.pop(future)
+            result, unchanged = future.result()
+            progress.created += result.created
+            progress.updated += result.updated
+            progress.unchanged += result.unchanged + unchanged
+            progress.rejected += len(result.rejected)
+            progress.rejected_items.extend(result.rejected[:100])
+            progress.processed += rows
+            progress.batch = len(checkpoint.acknowledged) + 1
+            progress.seconds = time.perf_counter() - started
+            checkpoint.acknowledge(index, progress)
+            if on_progress:
+                on_progress(progress)
+
+    with ThreadPoolExecutor(catalog.parallel_uploads, thread_name_prefix="upload") as pool:
+        try:
+            for index, batch in enumerate(items):
+                if index in checkpoint.acknowledged:
+                    progress.processed += batch.num_rows
+                    progress.skipped += batch.num_rows
+                    continue
+                while len(in_flight) >= catalog.parallel_uploads:
+                    settle(wait(in_flight, return_when=FIRST_COMPLETED).done)
+                future = pool.submit(_diff_and_upload, batch, source, catalog)
+                in_flight[future] = (index, batch.num_rows)
+            while in_flight:
+                settle(wait(in_flight, return_when=FIRST_COMPLETED).done)
+        finally:
+            for future in in_flight:
+                future.cancel()
     progress.seconds = time.perf_counter() - started
     return progress
 
@@ -257,6 +289,7 @@ class Checkpoint:
         return cls(lake, path, staged_id, batch_size, acked)
 
     def acknowledge(self, index: int, progress: UploadProgress) -> None:
+        """Record batch ``index`` as acknowledged by the catalog (durably, before returning)."""
         self.acknowledged.add(index)
         self.lake.write_json(self.path, {
             "staged_id": self.staged_id, "batch_size": self.batch_size,

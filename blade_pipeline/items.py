@@ -73,6 +73,18 @@ def item_sql(source: BladeSource, columns: list[str]) -> str:
     )
 
 
+DUCKDB_CHUNK_ROWS = 16_384
+
+
+def _chunked(raw: pa.RecordBatch | pa.Table, rows: int) -> pa.Table:
+    """``raw`` as a table of chunks of at most ``rows`` rows (zero-copy slices): chunks let
+    DuckDB spread the JSON encoding and hashing over every core."""
+    batches = raw.to_batches() if isinstance(raw, pa.Table) else [raw]
+    slices = [batch.slice(start, rows)
+              for batch in batches for start in range(0, batch.num_rows, rows)]
+    return pa.Table.from_batches(slices, schema=raw.schema)
+
+
 class ItemBuilder:
     """Builds item batches for one source and run; one DuckDB connection per thread."""
 
@@ -94,7 +106,7 @@ class ItemBuilder:
         if raw.num_rows == 0:
             return ITEM_SCHEMA.empty_table()
         con = self._con()
-        con.register("raw", raw)
+        con.register("raw", _chunked(raw, DUCKDB_CHUNK_ROWS))
         try:
             table = con.sql(item_sql(self.source, raw.schema.names),
                             params=self.params).to_arrow_table()

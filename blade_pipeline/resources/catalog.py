@@ -113,6 +113,8 @@ class CatalogClient(dg.ConfigurableResource):
     max_connections: int = Field(default=8, ge=1, description="connection pool size")
     max_requests_per_s: float = Field(default=0.0, ge=0, description="client-side request rate "
                                                                      "limit; 0 = unlimited")
+    parallel_uploads: int = Field(default=2, ge=1, le=16, description="batches in flight at "
+                                                                      "once during an upload")
 
     _http: httpx.Client | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)

@@ -175,7 +175,7 @@ class DatabricksWarehouse(dg.ConfigurableResource):
 
     # ---- queries ----------------------------------------------------------------------------
     def stream_arrow(self, sql: str, params: Mapping[str, Any] | None = None,
-                     batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+                     batch_rows: int = 250_000) -> Iterator[pa.RecordBatch]:
         """Run ``sql`` and yield its rows as Arrow record batches of at most ``batch_rows``.
 
         Never holds the whole result: pages are fetched as the caller consumes batches.
@@ -195,7 +195,7 @@ class DatabricksWarehouse(dg.ConfigurableResource):
                         raise self._wrap(exc, "fetching results") from None
                     if table.num_rows == 0:
                         return
-                    yield from table.to_batches(max_chunksize=batch_rows)
+                    yield from table.combine_chunks().to_batches(max_chunksize=batch_rows)
             finally:
                 with contextlib.suppress(Exception):
                     cursor.close()

@@ -51,7 +51,7 @@ def _run_stage(stage: str, cfg: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 100_000,
+def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_000,
               repeat: int = 1, stages: tuple[str, ...] = STAGE_ORDER) -> dict:
     """Run every stage ``repeat`` times; return per-stage medians, ranges and ratios."""
     samples: dict[str, list[dict]] = {s: [] for s in stages}
@@ -126,7 +126,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser = parser or argparse.ArgumentParser(prog="blade bench", description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the partition")
     parser.add_argument("--data-type", default="maintenance")
-    parser.add_argument("--batch-rows", type=int, default=100_000)
+    parser.add_argument("--batch-rows", type=int, default=250_000)
     parser.add_argument("--repeat", type=int, default=1, help="runs; median and min-max shown")
     parser.add_argument("--stages", default=",".join(STAGE_ORDER),
                         help="comma-separated subset of: " + ", ".join(STAGE_ORDER))

@@ -154,8 +154,15 @@ def prepare_materialize(cfg: dict) -> Callable[[], int]:
         result = dg.materialize(build_blade_assets(source, cfg["batch_rows"]),
                                 partition_key=_day(cfg), resources=resources,
                                 instance=dg.DagsterInstance.ephemeral())
-        if not result.success:
-            raise RuntimeError("materialization failed")
+        uploaded = [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
+                    and e.asset_key and e.asset_key.path[-1] == "catalog"]
+        if not result.success or not uploaded:
+            checks = [(c.check_name, c.passed, c.description)
+                      for c in result.get_asset_check_evaluations()]
+            raise RuntimeError(f"materialization did not reach the catalog: {checks}")
+        meta = uploaded[0].event_specific_data.materialization.metadata
+        if meta["created"].value + meta["rejected"].value != meta["items_total"].value:
+            raise RuntimeError(f"catalog upload incomplete: {meta}")
         return cfg["rows"]
     return run
 

@@ -121,3 +121,10 @@ def test_rebatch_gives_exact_sizes(sizes):
     assert [t.num_rows for t in out[:-1]] == [4] * (len(out) - 1)
     assert sum(t.num_rows for t in out) == start
     assert [x for t in out for x in t.column("x").to_pylist()] == list(range(start))
+
+
+def test_large_batches_keep_every_row_in_order():
+    rows = [readiness(report_id=str(i).zfill(9)) for i in range(40_000)]
+    items = ItemBuilder(source_for("readiness"), RUN).build(batch(rows))
+    assert items.num_rows == 40_000
+    assert items.column("item_id").to_pylist() == [f"READY-{i:09d}" for i in range(40_000)]

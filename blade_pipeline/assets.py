@@ -7,6 +7,7 @@ The bodies are thin: the work is in ``ingest`` (shared with jobs and the bench).
 """
 
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -182,7 +183,11 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                 catalog: CatalogClient) -> dg.MaterializeResult:
         day = context.partition_key
         try:
-            progress = upload_staged(context, source, lake, catalog, day, catalog_asset_key)
+            progress = upload_staged(
+                context, source, lake, catalog, lake.partition_dir(source.data_type, day),
+                lake.checkpoint_path(source.data_type, day), f"{source.data_type} {day}",
+                observe=lambda meta: context.log_event(dg.AssetObservation(
+                    asset_key=catalog_asset_key, partition=day, metadata=meta)))
         except (CatalogError, LakeError) as exc:
             raise _fail(source, exc) from None
         return dg.MaterializeResult(metadata=upload_metadata(progress))
@@ -201,37 +206,36 @@ def upload_metadata(progress: ingest.UploadProgress) -> dict[str, Any]:
     }
 
 
-def upload_staged(context: dg.AssetExecutionContext, source: BladeSource, lake: ParquetLake,
-                  catalog: CatalogClient, day: str, asset_key: dg.AssetKey,
+def upload_staged(context: dg.OpExecutionContext | dg.AssetExecutionContext,
+                  source: BladeSource, lake: ParquetLake, catalog: CatalogClient,
+                  items_dir: str, checkpoint_path: str, label: str,
+                  observe: Callable[[dict[str, Any]], None] | None = None,
                   ) -> ingest.UploadProgress:
-    """Upload one staged partition, reporting progress in the log and as observations."""
-    items_dir = lake.partition_dir(source.data_type, day)
+    """Upload a staged items file, reporting progress in the run log (and to ``observe``)."""
     footer = lake.footer_metadata(items_dir)
     if footer is None:
-        raise dg.Failure(description=f"[{source.data_type}] no staged partition {day} at "
-                         f"{items_dir}: materialize {staged_key(source).to_user_string()} "
-                         "first", allow_retries=False)
+        raise dg.Failure(description=f"[{label}] nothing staged at {items_dir}: materialize "
+                         f"{staged_key(source).to_user_string()} first", allow_retries=False)
     pf = lake.parquet_file(items_dir)
     total = pf.metadata.num_rows if pf else 0
-    checkpoint = ingest.Checkpoint.load(lake, lake.checkpoint_path(source.data_type, day),
-                                        footer.get("staged_id", ""), catalog.batch_size)
+    checkpoint = ingest.Checkpoint.load(lake, checkpoint_path, footer.get("staged_id", ""),
+                                        catalog.batch_size)
     if checkpoint.acknowledged:
-        context.log.info(f"[{source.data_type} {day}] resuming: {len(checkpoint.acknowledged)} "
-                         "batches already acknowledged by the catalog")
+        context.log.info(f"[{label}] resuming: {len(checkpoint.acknowledged)} batches already "
+                         "acknowledged by the catalog are skipped")
 
     def on_progress(progress: ingest.UploadProgress) -> None:
-        context.log.info(f"[{source.data_type} {day}] {progress.summary()}")
-        context.log_event(dg.AssetObservation(
-            asset_key=asset_key, partition=day,
-            metadata={"processed": progress.processed, "total": progress.total,
-                      "batch": f"{progress.batch}/{progress.batches}",
-                      "created": progress.created, "updated": progress.updated,
-                      "unchanged": progress.unchanged, "rejected": progress.rejected,
-                      "eta_seconds": round(progress.eta_seconds or 0.0, 1)}))
+        context.log.info(f"[{label}] {progress.summary()}")
+        if observe:
+            observe({"processed": progress.processed, "total": progress.total,
+                     "batch": f"{progress.batch}/{progress.batches}",
+                     "created": progress.created, "updated": progress.updated,
+                     "unchanged": progress.unchanged, "rejected": progress.rejected,
+                     "eta_seconds": round(progress.eta_seconds or 0.0, 1)})
 
     batches = ingest.rebatch(lake.iter_batches(items_dir, catalog.batch_size), catalog.batch_size)
     progress = ingest.upload(batches, total, source, catalog, checkpoint, on_progress)
     if progress.rejected:
-        context.log.warning(f"[{source.data_type} {day}] the catalog rejected "
-                            f"{progress.rejected} items, e.g. {progress.rejected_items[:3]}")
+        context.log.warning(f"[{label}] the catalog rejected {progress.rejected} items, e.g. "
+                            f"{progress.rejected_items[:3]}")
     return progress

@@ -5,21 +5,31 @@ from __future__ import annotations
 import dagster as dg
 
 from blade_pipeline.assets import build_blade_assets
+from blade_pipeline.jobs import blade_item_job, blade_query_job, build_partition_job
+from blade_pipeline.partitions import daily_partitions
 from blade_pipeline.resources import resources_from_env
+from blade_pipeline.schedules import build_daily_schedule
+from blade_pipeline.sensors import build_change_sensor
 from blade_pipeline.sources import default_sources
 
 
 def build_definitions() -> dg.Definitions:
-    """Definitions for every enabled or disabled source in sources.yaml."""
-    assets, checks = [], []
+    """Definitions for every source in sources.yaml (disabled ones start with their sensor
+    and schedule off)."""
+    assets, checks, jobs, sensors, schedules = [], [], [blade_query_job, blade_item_job], [], []
     for source in default_sources():
         for definition in build_blade_assets(source):
             (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(
                 definition)
+        job = build_partition_job(source)
+        jobs.append(job)
+        sensors.append(build_change_sensor(source, job, daily_partitions(source)))
+        schedules.append(build_daily_schedule(source, job))
     # One process per run: a partition's steps run in sequence anyway (staged -> checks ->
     # catalog) and this saves a Python start-up per step. Scale out with more concurrent runs
     # (QueuedRunCoordinator) or switch to dg.multiprocess_executor (see README).
-    return dg.Definitions(assets=assets, asset_checks=checks, resources=resources_from_env(),
+    return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, sensors=sensors,
+                          schedules=schedules, resources=resources_from_env(),
                           executor=dg.in_process_executor)
 
 

@@ -1,0 +1,184 @@
+"""Jobs: one partitioned asset job per data type, the ad-hoc query job and the item job.
+
+* ``blade_<type>_job``: staged + checks + catalog for one day (what sensors, schedules and
+  backfills launch).
+* ``blade_query_job`` (run config ``{data_type, where, limit}``): a SQL filter over a data type,
+  through the same extract -> validate -> stage -> upload path, staged under
+  ``queries/<run_id>/`` in the lake.
+* ``blade_item_job`` (run config ``{data_type, item_ids}``): ingest single items by id; items
+  the catalog already holds with the same hash are skipped; the result is reported per item.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+from pydantic import Field
+
+from blade_pipeline import ingest
+from blade_pipeline.assets import (
+    FATAL,
+    RETRY_POLICY,
+    catalog_key,
+    stage_metadata,
+    staged_key,
+    upload_metadata,
+    upload_staged,
+)
+from blade_pipeline.items import IngestRun, ItemBuilder
+from blade_pipeline.partitions import daily_partitions
+from blade_pipeline.queries import UnsafeFilterError, select_sql
+from blade_pipeline.resources.catalog import CatalogClient, CatalogError
+from blade_pipeline.resources.lake import LakeError, ParquetLake
+from blade_pipeline.resources.warehouse import DatabricksWarehouse, WarehouseError
+from blade_pipeline.sources import BladeSource, SourcesFileError, source_for
+from blade_pipeline.validation import PartitionValidator
+
+MAX_ITEMS_PER_RUN = 1_000
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
+
+
+def build_partition_job(source: BladeSource) -> "UnresolvedAssetJobDefinition":
+    """Staged + catalog (and the staged asset's checks) of one source, one day per run."""
+    return dg.define_asset_job(
+        name=f"blade_{source.data_type}_job",
+        selection=dg.AssetSelection.assets(staged_key(source), catalog_key(source)),
+        partitions_def=daily_partitions(source),
+        description=f"{source.display_name}: extract, validate, stage and upload one day.",
+        tags={"blade/data_type": source.data_type},
+    )
+
+
+def _source(data_type: str) -> BladeSource:
+    try:
+        return source_for(data_type)
+    except SourcesFileError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+
+def _failure(label: str, exc: Exception) -> dg.Failure:
+    return dg.Failure(description=f"[{label}] {exc}", allow_retries=not isinstance(exc, FATAL))
+
+
+class QueryConfig(dg.Config):
+    """Ad-hoc query: rows of one data type matching a SQL filter."""
+
+    data_type: str = Field(description="maintenance, sortie, supply, readiness, ...")
+    where: str | None = Field(default=None, description="SQL filter, e.g. priority = 'HIGH'")
+    limit: int | None = Field(default=None, ge=1, description="at most this many rows")
+
+
+@dg.op(retry_policy=RETRY_POLICY, pool="blade",
+       description="Extract the filtered rows, validate, stage under queries/<run_id>/, upload.")
+def run_query(context: dg.OpExecutionContext, config: QueryConfig,
+              warehouse: DatabricksWarehouse, lake: ParquetLake,
+              catalog: CatalogClient) -> dg.Output[dict]:
+    source = _source(config.data_type)
+    label = f"query {source.data_type}"
+    try:
+        sql = select_sql(source, config.where, config.limit, order_by_key=True)
+    except UnsafeFilterError as exc:
+        raise dg.Failure(description=f"[{label}] filter rejected: {exc}",
+                         allow_retries=False) from None
+    run_id = context.run.run_id
+    items_dir = lake.path("queries", run_id, "items")
+    context.log.info(f"[{label}] {sql}")
+    try:
+        staged = ingest.stage(source, ingest.extract(warehouse, sql, None), lake, items_dir,
+                              lake.path("queries", run_id, "quarantine"),
+                              IngestRun.now(run_id))
+        progress = upload_staged(context, source, lake, catalog, items_dir,
+                                 lake.path("queries", run_id, "checkpoint.json"), label)
+    except (WarehouseError, CatalogError, LakeError) as exc:
+        raise _failure(label, exc) from None
+    metadata = {**stage_metadata(staged, None), **upload_metadata(progress),
+                "filter": config.where or "", "limit": config.limit or 0}
+    return dg.Output({"staged": staged.valid, "uploaded": progress.created + progress.updated},
+                     metadata=metadata)
+
+
+@dg.job(description="Ad-hoc query job: a SQL filter over one BLADE data type, ingested.",
+        tags={"blade/kind": "query"})
+def blade_query_job() -> None:
+    run_query()
+
+
+class ItemsConfig(dg.Config):
+    """Single-item ingest: BLADE item ids (``PREFIX-<key>``) of one data type."""
+
+    data_type: str = Field(description="maintenance, sortie, supply, readiness, ...")
+    item_ids: list[str] = Field(min_length=1, max_length=MAX_ITEMS_PER_RUN)
+
+
+def _keys(source: BladeSource, item_ids: list[str]) -> dict[str, str]:
+    """item_id -> primary key; ids of another data type are refused."""
+    prefix = f"{source.item_id_prefix}-"
+    wrong = [i for i in item_ids if not i.startswith(prefix) or i == prefix]
+    if wrong:
+        raise dg.Failure(description=f"[items {source.data_type}] ids must look like "
+                         f"{prefix}<{source.primary_key}>; not: {', '.join(wrong[:10])}",
+                         allow_retries=False)
+    return {i: i[len(prefix):] for i in dict.fromkeys(item_ids)}
+
+
+def ingest_items(source: BladeSource, item_ids: list[str], warehouse: DatabricksWarehouse,
+                 catalog: CatalogClient, run: IngestRun) -> dict[str, dict[str, Any]]:
+    """Fetch, validate and upload single items; returns item_id -> {status, ...}."""
+    keys = _keys(source, item_ids)
+    pk, wm = source.primary_key, source.watermark_column
+    sql = (f"SELECT * FROM {source.warehouse.qualified_name} "
+           f"WHERE array_contains(:keys, `{pk}`) ORDER BY `{pk}`, `{wm}` DESC")
+    report: dict[str, dict[str, Any]] = {i: {"status": "not found in warehouse"} for i in keys}
+    validator, builder = PartitionValidator(source), ItemBuilder(source, run)
+    for batch in ingest.extract(warehouse, sql, {"keys": list(keys.values())}):
+        outcome = validator.validate(batch)
+        prefix = f"{source.item_id_prefix}-"
+        for key, reason in zip(outcome.quarantined.column(pk).to_pylist(),
+                               outcome.quarantined.column("_reason").to_pylist(), strict=True):
+            if key is not None and report.get(prefix + key, {}).get("status") != "valid":
+                report[prefix + key] = {"status": "invalid", "reason": reason}
+        items = builder.build(outcome.valid)
+        known = catalog.lookup(items.column("item_id"))
+        for item in items.to_pylist():
+            item_id = item["item_id"]
+            if known.get(item_id) == item["content_hash"]:
+                report[item_id] = {"status": "unchanged", "content_hash": item["content_hash"]}
+                continue
+            answer = catalog.upload_item(item, source.catalog_data_source)
+            report[item_id] = {"status": answer.get("status", "uploaded"),
+                               "version": answer.get("version"),
+                               "content_hash": item["content_hash"]}
+    return report
+
+
+@dg.op(retry_policy=RETRY_POLICY, pool="blade",
+       description="Ingest single items by id; skip those the catalog holds unchanged.")
+def ingest_item_ids(context: dg.OpExecutionContext, config: ItemsConfig,
+                    warehouse: DatabricksWarehouse, catalog: CatalogClient) -> dg.Output[dict]:
+    source = _source(config.data_type)
+    try:
+        report = ingest_items(source, config.item_ids, warehouse, catalog,
+                              IngestRun.now(context.run.run_id))
+    except (WarehouseError, CatalogError) as exc:
+        raise _failure(f"items {source.data_type}", exc) from None
+    for item_id, outcome in report.items():
+        context.log.info(f"[items {source.data_type}] {item_id}: {outcome}")
+    counts: dict[str, int] = {}
+    for outcome in report.values():
+        counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1
+    rows = [dg.TableRecord({"item_id": i, "status": o["status"],
+                            "detail": str(o.get("reason") or o.get("version") or "")})
+            for i, o in report.items()]
+    schema = dg.TableSchema(columns=[dg.TableColumn("item_id"), dg.TableColumn("status"),
+                                     dg.TableColumn("detail")])
+    return dg.Output(report, metadata={"counts": dg.MetadataValue.json(counts),
+                                       "items": dg.MetadataValue.table(rows, schema=schema)})
+
+
+@dg.job(description="Single-item ingest: BLADE items by id, skipping unchanged ones.",
+        tags={"blade/kind": "items"})
+def blade_item_job() -> None:
+    ingest_item_ids()

@@ -7,7 +7,8 @@ The bodies are thin: the work is in ``ingest`` (shared with jobs and the bench).
 """
 
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -46,6 +47,20 @@ def _fail(source: BladeSource, exc: Exception) -> dg.Failure:
     """A Dagster failure naming the source; fatal errors are not retried."""
     return dg.Failure(description=f"[{source.data_type}] {exc}",
                       allow_retries=not isinstance(exc, FATAL))
+
+
+@contextlib.contextmanager
+def paused_on_terminate(label: str) -> Iterator[None]:
+    """Terminate (the UI's pause) ends the step for good instead of being retried.
+
+    Dagster re-runs an interrupted step when it has a RetryPolicy (meant for preemption); a
+    user's Terminate must stop the run instead, leaving the checkpoint for Re-execute."""
+    try:
+        yield
+    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+        raise dg.Failure(description=f"[{label}] terminated: paused between batches with the "
+                         "checkpoint saved; Re-execute (from failure) resumes after the last "
+                         "acknowledged batch", allow_retries=False) from None
 
 
 def _markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -121,9 +136,11 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                              f"({result.valid} valid, {result.quarantined} quarantined)")
 
         try:
-            result = ingest.stage(source, batches(), lake, lake.partition_dir(
-                source.data_type, day), lake.partition_dir(source.data_type, day, "quarantine"),
-                IngestRun.now(context.run.run_id), on_batch=on_batch)
+            with paused_on_terminate(f"{source.data_type} {day}"):
+                result = ingest.stage(
+                    source, batches(), lake, lake.partition_dir(source.data_type, day),
+                    lake.partition_dir(source.data_type, day, "quarantine"),
+                    IngestRun.now(context.run.run_id), on_batch=on_batch)
         except (WarehouseError, LakeError) as exc:
             raise _fail(source, exc) from None
         if result.schema_errors:
@@ -234,7 +251,8 @@ def upload_staged(context: dg.OpExecutionContext | dg.AssetExecutionContext,
                      "eta_seconds": round(progress.eta_seconds or 0.0, 1)})
 
     batches = ingest.rebatch(lake.iter_batches(items_dir, catalog.batch_size), catalog.batch_size)
-    progress = ingest.upload(batches, total, source, catalog, checkpoint, on_progress)
+    with paused_on_terminate(label):
+        progress = ingest.upload(batches, total, source, catalog, checkpoint, on_progress)
     if progress.rejected:
         context.log.warning(f"[{label}] the catalog rejected {progress.rejected} items, e.g. "
                             f"{progress.rejected_items[:3]}")

@@ -37,11 +37,19 @@ def _cmd_mock_warehouse(args: argparse.Namespace) -> int:
 
 
 def _cmd_mock_catalog(args: argparse.Namespace) -> int:
+    from blade_pipeline.devservices.catalog.faults import FaultSettings
     from blade_pipeline.devservices.catalog.server import serve
 
+    try:
+        faults = FaultSettings(fail_rate=args.fail_rate, fail_status=args.fail_status,
+                               retry_after_s=args.retry_after, fail_first=args.fail_first,
+                               seed=args.fault_seed, latency_ms=args.latency_ms)
+    except ValueError as exc:
+        print(f"blade mock-catalog: error: {exc}", file=sys.stderr)
+        return 2
     _graceful_sigterm()
     serve(host=args.host, port=args.port, db_path=args.db, token=args.token,
-          max_body_bytes=args.max_body_mb * 1024 * 1024)
+          max_body_bytes=args.max_body_mb * 1024 * 1024, faults=faults)
     return 0
 
 
@@ -169,6 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
     cat.add_argument("--db", default=".blade/catalog.sqlite3", help="SQLite file (durable store)")
     cat.add_argument("--token", default="dev-catalog-token", help="bearer token clients must send")
     cat.add_argument("--max-body-mb", type=int, default=64, help="request body limit (MiB)")
+    faults = cat.add_argument_group("fault injection (tests; requests to /api/v1/items*)")
+    faults.add_argument("--fail-rate", type=float, default=0.0, metavar="R",
+                        help="share (0..1) of requests answered with --fail-status, unprocessed")
+    faults.add_argument("--fail-first", type=int, default=0, metavar="N",
+                        help="the first N requests fail (a burst), then --fail-rate applies")
+    faults.add_argument("--fail-status", type=int, default=503, metavar="CODE",
+                        help="status of injected failures (e.g. 503, 429)")
+    faults.add_argument("--retry-after", type=int, metavar="SECONDS",
+                        help="send Retry-After: SECONDS with injected failures")
+    faults.add_argument("--fault-seed", type=int, help="seed of the fault injector (reproducible)")
+    faults.add_argument("--latency-ms", type=float, default=0.0, metavar="MS",
+                        help="latency added to each of those requests")
     cat.set_defaults(handler=_cmd_mock_catalog)
     return parser
 

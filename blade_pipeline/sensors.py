@@ -9,6 +9,7 @@ job.
 """
 
 import datetime as dt
+import os
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
         UnresolvedAssetJobDefinition,
     )
 
-MINIMUM_INTERVAL_SECONDS = 30
+#: Seconds between ticks; BLADE_SENSOR_INTERVAL_SECONDS overrides (tests, demos).
+MINIMUM_INTERVAL_SECONDS = int(os.environ.get("BLADE_SENSOR_INTERVAL_SECONDS", "30"))
 
 
 def changes_sql(source: BladeSource) -> str:

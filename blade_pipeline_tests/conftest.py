@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dagster as dg
+import psycopg2
 import pytest
 
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, free_port
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 WAREHOUSE_TOKEN = "test-warehouse-token"
 CATALOG_TOKEN = "test-catalog-token-3c9d"
 #: Seeded history ends on a fixed date, so tests can rebuild the same rows in-process.
@@ -73,3 +80,44 @@ def start_catalog(tmp_path_factory) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in started:
         server.stop()
+
+
+def _pg_answers() -> bool:
+    try:
+        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres",
+                         connect_timeout=3).close()
+        return True
+    except psycopg2.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on 127.0.0.1:5432 for this session (dropped afterwards)."""
+    if not _pg_answers():
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432 (CI starts it; see .ci/run)")
+    name = f"blade_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def pg_dagster_home(pg_url, tmp_path_factory) -> Path:
+    """DAGSTER_HOME holding the repository's own dagster.yaml (PostgreSQL storage)."""
+    home = tmp_path_factory.mktemp("dagster_home_pg")
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_PG_URL"] = pg_url
+    return home
+
+
+@pytest.fixture(scope="session")
+def dagster_instance(pg_dagster_home) -> Iterator[dg.DagsterInstance]:
+    """The Dagster instance of the integration suite: PostgreSQL-backed (dagster-postgres)."""
+    with dg.DagsterInstance.from_config(str(pg_dagster_home)) as instance:
+        yield instance

@@ -98,12 +98,13 @@ def catalog_server(start_catalog):
 
 
 @pytest.fixture(scope="module")
-def first_runs(warehouse_server, catalog_server, tmp_path_factory):
-    """Every data type materialized once for DAY (staged, checks, catalog)."""
+def first_runs(warehouse_server, catalog_server, tmp_path_factory, dagster_instance):
+    """Every data type materialized once for DAY (staged, checks, catalog), recorded in the
+    PostgreSQL-backed instance."""
     lake_dir = tmp_path_factory.mktemp("lake")
     res = resources(warehouse_server, catalog_server, lake_dir)
-    instance = dg.DagsterInstance.ephemeral()
-    return {s.data_type: run(s, res, instance=instance) for s in default_sources()}, res
+    return {s.data_type: run(s, res, instance=dagster_instance)
+            for s in default_sources()}, res
 
 
 @pytest.mark.parametrize("data_type", ["maintenance", "sortie", "supply", "readiness"])
@@ -142,9 +143,20 @@ def test_invalid_rows_are_quarantined_with_a_reason(first_runs):
     assert rejected_ids and rejected_ids.isdisjoint(staged.column("item_id").to_pylist())
 
 
-def test_rematerializing_unchanged_uploads_nothing(first_runs):
+def test_runs_are_recorded_in_the_postgres_instance(first_runs, dagster_instance):
+    results, _ = first_runs
+    for result in results.values():
+        record = dagster_instance.get_run_by_id(result.run_id)
+        assert record is not None and record.status == dg.DagsterRunStatus.SUCCESS
+    assert type(dagster_instance.run_storage).__name__ == "PostgresRunStorage"
+    event = dagster_instance.get_latest_materialization_event(
+        catalog_key(source_for("supply")))
+    assert event is not None and event.asset_materialization.partition == DAY
+
+
+def test_rematerializing_unchanged_uploads_nothing(first_runs, dagster_instance):
     _, res = first_runs
-    result = run(source_for("maintenance"), res)
+    result = run(source_for("maintenance"), res, instance=dagster_instance)
     assert result.success
     uploaded = materialization(result, catalog_key(source_for("maintenance")))
     assert (uploaded["created"], uploaded["updated"]) == (0, 0)

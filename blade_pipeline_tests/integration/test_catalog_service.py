@@ -311,3 +311,22 @@ def test_16_concurrent_batches_lose_and_duplicate_nothing(http: httpx.Client) ->
     assert len(http.post("/api/v1/items/lookup", json={"item_ids": ids}).json()["items"]) == \
         len(ids)
     assert http.get("/api/v1/items/SHARED-0000007").json()["version"] == 1
+
+
+@pytest.mark.parametrize(("content_hash", "expected"), [
+    ("sha256:ab/c+=", '"sha256:ab/c+="'), ('q"uote', '"q%22uote"'),
+    ("emoji-\U0001f936", '"emoji-%F0%9F%A4%B6"'), ("é\x01%", '"%C3%A9%01%25"'),
+])
+def test_etag_of_any_opaque_hash(http: httpx.Client, content_hash: str, expected: str) -> None:
+    """Regression (found by fuzzing): a hash that is not Latin-1 made GET/HEAD answer 500."""
+    item = {**ITEM, "item_id": "ETAG-1", "content_hash": content_hash}
+    assert single(http, item).status_code in (200, 201)
+    got = http.get("/api/v1/items/ETAG-1")
+    assert got.json()["content_hash"] == content_hash and got.headers["etag"] == expected
+    assert http.head("/api/v1/items/ETAG-1").headers["etag"] == expected
+
+
+def test_unknown_endpoints_and_methods_say_what_was_asked(http: httpx.Client) -> None:
+    assert "no endpoint GET '/api/v1/nope'" in error_of(http.get("/api/v1/nope"), 404)["reason"]
+    assert error_of(http.delete("/api/v1/items/X"), 405)["reason"] == \
+        "method not allowed: DELETE '/api/v1/items/X'"

@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
-          422: "invalid_request", 503: "unavailable"}
+          422: "invalid_request", 429: "too_many_requests", 500: "internal_error",
+          502: "bad_gateway", 503: "unavailable", 504: "gateway_timeout"}
 _LOCATIONS = {"body", "query", "path", "header", "cookie"}
 
 
@@ -66,10 +67,31 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.reason, exc.field, exc.error)
 
 
+def _http_reason(request: Request, exc: HTTPException) -> str:
+    """Starlette's and FastAPI's terse details, made to say what was wrong."""
+    target = f"{request.method} {request.url.path[:200]!r}"
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        hint = " (an item id cannot contain '/')" if request.url.path.startswith(
+            "/api/v1/items/") else ""
+        return f"no endpoint {target}{hint}"
+    if exc.status_code == 405 and exc.detail == "Method Not Allowed":
+        return f"method not allowed: {target}"
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        cause = exc.__cause__
+        if isinstance(cause, UnicodeDecodeError):
+            return "invalid JSON body: not UTF-8 text"
+        if isinstance(cause, RecursionError):
+            return "invalid JSON body: nested too deeply"
+        if cause is not None:
+            return f"invalid body: {type(cause).__name__}"
+    return str(exc.detail)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     field = "body" if exc.status_code in (400, 413) else None
-    return error_response(exc.status_code, str(exc.detail), field, headers=exc.headers)
+    return error_response(exc.status_code, _http_reason(request, exc), field,
+                          headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -36,6 +36,7 @@ _SCHEMA = pa.schema(
 )
 _PARSE = pa_json.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore")
 _JSON_WS = " \t\r"
+_DOT_SEGMENTS = pa.array([".", ".."])
 
 
 @dataclass(slots=True)
@@ -137,7 +138,8 @@ def _all_valid(table: pa.Table, required_type: str | None) -> bool:
     if ids.null_count or table.column("data").null_count:
         return False
     if not _lengths_within(ids, 1, MAX_ID_LENGTH) or pc.any(
-            pc.match_substring_regex(ids, r"[\x00-\x1f\x7f/]")).as_py():
+            pc.match_substring_regex(ids, r"[\x00-\x1f\x7f/]")).as_py() or pc.any(
+            pc.is_in(ids, value_set=_DOT_SEGMENTS)).as_py():
         return False
     for key in OPTIONAL_STRINGS:
         if not _lengths_within(table.column(key), 0, MAX_SHORT_TEXT):

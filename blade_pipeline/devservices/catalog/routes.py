@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Path, Query, Response, Security, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -49,7 +50,14 @@ _UPLOAD = {**_AUTH,
 DataSource = Annotated[str, Form(alias="dataSource", min_length=1, max_length=MAX_SHORT_TEXT,
                                  pattern=DATA_SOURCE_PATTERN,
                                  description="catalog data source, e.g. BLADE:maintenance")]
+_ETAG_SAFE = "".join(chr(c) for c in range(0x21, 0x7f) if chr(c) not in '"%')
 ItemIdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
+
+
+def etag(content_hash: str) -> str:
+    """The ETag of an item: its content hash, quoted; characters an ETag cannot hold (the
+    hash is opaque client text: quotes, controls, non-ASCII) are percent-encoded."""
+    return f'"{quote(content_hash, safe=_ETAG_SAFE)}"'
 
 
 def _decode_json(raw: bytes | str, field: str) -> Any:
@@ -138,16 +146,18 @@ def build_router(store: CatalogStore) -> APIRouter:
         row = await run_in_threadpool(store.get, item_id)
         if row is None:
             raise ApiError(404, f"no item {item_id!r}", "item_id")
-        response.headers["ETag"] = f'"{row.content_hash}"'
+        response.headers["ETag"] = etag(row.content_hash)
         return CatalogItem.from_stored(row)
 
     @api.head("/items/{item_id}", responses={404: {"description": "no such item"}},
-              summary="Whether an item exists (ETag = content hash, X-Item-Version)")
+              summary="Whether an item exists (ETag = content hash, X-Item-Version)",
+              description="The ETag holds the content hash, percent-encoding any character "
+                          "outside visible ASCII, '\"' and '%'.")
     async def head_item(item_id: ItemIdPath) -> Response:
         row = await run_in_threadpool(store.get, item_id)
         if row is None:
             return Response(status_code=404)
-        return Response(headers={"ETag": f'"{row.content_hash}"',
+        return Response(headers={"ETag": etag(row.content_hash),
                                  "X-Item-Version": str(row.version)})
 
     @api.get("/items", response_model=ItemPage, responses={422: {"model": ErrorBody}},

@@ -20,6 +20,7 @@ _BAD_ID_CHARS = re.compile(r"[\x00-\x1f\x7f/]")
 MAX_DEPTH = 64
 OPTIONAL_STRINGS = ("data_type", "classification", "last_modified", "content_hash")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_DOT_SEGMENTS = (".", "..")
 
 
 def _no_constants(name: str) -> Any:
@@ -118,6 +119,8 @@ def validate_item(obj: Any, doc: str, data_type_required: str | None = None) -> 
         raise ItemError(
             "item_id", f"must be 1-{MAX_ID_LENGTH} characters without '/' or control characters"
         )
+    if item_id in _DOT_SEGMENTS:
+        raise ItemError("item_id", f"{item_id!r} is not allowed (a URL path dot-segment)")
     data = obj.get("data")
     if type(data) is not dict:
         got = "missing" if data is None else f"must be a JSON object, got {json_type(data)}"

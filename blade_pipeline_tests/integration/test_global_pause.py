@@ -1,7 +1,6 @@
 """Global pause of new work: the concurrency pool `blade` set to 0 holds BLADE steps."""
 
 import threading
-import time
 
 import dagster as dg
 

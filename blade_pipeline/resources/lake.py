@@ -184,7 +184,7 @@ class PartitionWriter:
                 self.temp = None
                 self._sink = fs.open_output_stream(self.target)
             self._writer = pq.ParquetWriter(self._sink, schema, compression=lake.compression,
-                                            write_statistics=True)
+                                            **_encoding(schema))
         except OSError as exc:
             self.abort()
             raise LakeError(f"cannot write {self.target}: {exc.strerror or exc}") from exc
@@ -231,6 +231,16 @@ class PartitionWriter:
         if getattr(self, "temp", None):
             with contextlib.suppress(OSError):
                 os.unlink(self.temp)
+
+
+#: Long unique text (JSON documents, hashes) gains nothing from dictionaries or min/max stats.
+_PLAIN_COLUMNS = frozenset({"data", "content_hash", "_reason"})
+
+
+def _encoding(schema: pa.Schema) -> dict[str, Any]:
+    """Dictionary-encode and keep statistics for every column but long unique text."""
+    names = [f.name for f in schema if f.name not in _PLAIN_COLUMNS]
+    return {"use_dictionary": names, "write_statistics": names}
 
 
 def _fsync_dir(directory: str) -> None:

@@ -84,6 +84,15 @@ class ReadinessRecord(_BladeRow):
     reason: str = pa.Field(nullable=True)
     base: str = pa.Field(nullable=True)
 
+    @pa.dataframe_check(error="report_date is after last_modified")
+    @classmethod
+    def reported_before_modified(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """A report cannot be dated after the row was last written (a future date is a
+        malformed row, e.g. the generator's ``wrong_shape`` report_date)."""
+        reported, modified = pl.col("report_date"), pl.col("last_modified").dt.date()
+        return data.lazyframe.select(
+            reported.is_null() | modified.is_null() | (reported <= modified))
+
 
 class BladeItem(pa.DataFrameModel):
     """What reaches the catalog (DESIGN §3); the staged Parquet holds exactly these columns."""

@@ -1,0 +1,237 @@
+"""Fixtures and helpers of the fault suite (issue 7).
+
+Every case runs the real stack on loopback (mock warehouse, catalog service, Dagster on the
+PostgreSQL-backed instance), injects one fault and asserts the defined end state with
+:func:`assert_exact`: every valid row of the day in the catalog with its current hash, no
+duplicate ids, no version above 1, every invalid row quarantined with a reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from blade_pipeline.assets import build_blade_assets
+from blade_pipeline.devservices.processes import ServerProcess
+from blade_pipeline.devservices.warehouse import generator
+from blade_pipeline.resources.catalog import CatalogClient
+from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline.resources.warehouse import DatabricksWarehouse
+from blade_pipeline.sources import BladeSource, source_for
+from blade_pipeline_tests.conftest import (
+    CATALOG_TOKEN,
+    END_DATE,
+    WAREHOUSE_TOKEN,
+    warehouse_url,
+)
+
+#: Small tables over a short history: ~1 000 rows a day, so a case takes seconds.
+ROWS = 30_000
+DAYS = 30
+INVALID = 0.03
+DAY = (END_DATE - dt.timedelta(days=1)).isoformat()
+#: Invalid kinds whose row is quarantined and whose key does not reach the catalog
+#: (a ``duplicate_key`` row repeats a valid key: that key is still uploaded once).
+NON_KEY_INVALID = ("bad_enum", "negative_value", "missing_key", "wrong_shape")
+#: CLI flags of every warehouse of this suite (same rows as :func:`reference_db`).
+WAREHOUSE_ARGS = ("--days", str(DAYS), "--invalid-fraction", str(INVALID))
+
+
+@dataclass
+class Recorded:
+    """What the cases produced, for the secrets case (11) to search afterwards."""
+
+    run_ids: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    lakes: list[Path] = field(default_factory=list)
+    results: list[dg.ExecuteInProcessResult] = field(default_factory=list)
+
+
+@pytest.fixture(scope="session")
+def recorded() -> Recorded:
+    return Recorded()
+
+
+@pytest.fixture(scope="session")
+def reference_db() -> duckdb.DuckDBPyConnection:
+    """The warehouse's rows rebuilt in-process (same generator, seed and flags)."""
+    con = duckdb.connect()
+    generator.create_tables(con, "blade")
+    generator.seed(con, ROWS, 7, end=END_DATE, days=DAYS, invalid_fraction=INVALID,
+                   schema="blade")
+    return con
+
+
+@pytest.fixture(scope="session")
+def fault_warehouse(start_warehouse) -> ServerProcess:
+    """A healthy warehouse shared by the cases that only fault the catalog or the lake."""
+    return start_warehouse(ROWS, *WAREHOUSE_ARGS)
+
+
+def make_resources(warehouse_server: ServerProcess, catalog_server: ServerProcess,
+                   lake_dir: Path | str, *, warehouse_token: str = WAREHOUSE_TOKEN,
+                   catalog_token: str = CATALOG_TOKEN, **catalog_config: Any) -> dict[str, Any]:
+    catalog_config = {"backoff_base_s": 0.05, "backoff_max_s": 0.5, **catalog_config}
+    return {
+        "warehouse": DatabricksWarehouse(url=warehouse_url(warehouse_server),
+                                         token=warehouse_token),
+        "catalog": CatalogClient(base_url=catalog_server.base_url, token=catalog_token,
+                                 **catalog_config),
+        "lake": ParquetLake(uri=str(lake_dir)),
+    }
+
+
+def run(source: BladeSource, res: dict[str, Any], instance: dg.DagsterInstance,
+        recorded: Recorded | None = None, day: str = DAY,
+        selection: list[dg.AssetKey] | None = None, **build: Any,
+        ) -> dg.ExecuteInProcessResult:
+    """Materialize the source's assets (or ``selection``) for ``day`` on ``instance``."""
+    result = dg.materialize(build_blade_assets(source, **build), partition_key=day, resources=res,
+                            instance=instance, raise_on_error=False, selection=selection)
+    if recorded is not None:
+        recorded.run_ids.append(result.run_id)
+        recorded.results.append(result)
+        recorded.texts += failure_messages(result)
+        lake = res["lake"]
+        recorded.lakes.append(Path(lake.uri))
+    return result
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Text of every step failure of the run (message, cause chain, stack)."""
+    out = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.event_specific_data.error
+            while error is not None:
+                out.append(error.to_string())
+                error = error.cause
+    return out
+
+
+def materialization(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict:
+    """Metadata of the run's one materialization of ``key``."""
+    [event] = [e.event_specific_data.materialization for e in result.all_events
+               if e.event_type_value == "ASSET_MATERIALIZATION"
+               and e.event_specific_data.materialization.asset_key == key]
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+def materialized(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> bool:
+    return any(e.event_type_value == "ASSET_MATERIALIZATION"
+               and e.event_specific_data.materialization.asset_key == key
+               for e in result.all_events)
+
+
+def checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def catalog_items(client: CatalogClient, data_source: str) -> list[dict[str, Any]]:
+    """Every item of ``data_source`` in the catalog (id order), pages followed."""
+    items, after = [], None
+    while True:
+        page = client.list_items(data_source, after=after, limit=1000)
+        items += page["items"]
+        after = page.get("next")
+        if not after:
+            return items
+
+
+def expected_ids(reference: duckdb.DuckDBPyConnection, data_type: str,
+                 day: str = DAY) -> set[str]:
+    """Item ids of the day's rows that are valid or only repeat a key (one item per key)."""
+    source = source_for(data_type)
+    pk = source.primary_key
+    cur = reference.cursor()
+    cur.register("invalid", generator.invalid_rows(reference, data_type))
+    rows = cur.execute(
+        f"SELECT DISTINCT t.{pk} FROM (SELECT *, row_number() OVER () - 1 AS row_index "
+        f"FROM blade.{generator.TABLES[data_type]}) t "
+        "LEFT JOIN invalid i ON i.row_index = t.row_index "
+        f"WHERE CAST(t.last_modified AS DATE) = $day AND t.{pk} IS NOT NULL "
+        "AND (i.kind IS NULL OR i.kind NOT IN $kinds)",
+        {"day": day, "kinds": list(NON_KEY_INVALID)}).fetchall()
+    return {f"{source.item_id_prefix}-{r[0]}" for r in rows}
+
+
+def invalid_of_day(reference: duckdb.DuckDBPyConnection, data_type: str,
+                   day: str = DAY) -> list[dict[str, Any]]:
+    """The day's deliberately invalid rows: row_index, key, kind, field."""
+    cur = reference.cursor()
+    cur.register("invalid", generator.invalid_rows(reference, data_type))
+    return [dict(zip(("row_index", "key", "kind", "field"), row, strict=True))
+            for row in cur.execute(
+                f"SELECT i.row_index, i.key, i.kind, i.field FROM invalid i JOIN "
+                f"(SELECT row_number() OVER () - 1 AS row_index, last_modified "
+                f"FROM blade.{generator.TABLES[data_type]}) t USING (row_index) "
+                "WHERE CAST(t.last_modified AS DATE) = $day ORDER BY i.row_index",
+                {"day": day}).fetchall()]
+
+
+def staged_hashes(lake: ParquetLake, data_type: str, day: str = DAY) -> dict[str, str]:
+    table = pq.read_table(lake.partition_dir(data_type, day) + "/part-0.parquet",
+                          columns=["item_id", "content_hash"])
+    return dict(zip(table.column("item_id").to_pylist(),
+                    table.column("content_hash").to_pylist(), strict=True))
+
+
+def quarantine(lake: ParquetLake, data_type: str, day: str = DAY):
+    return pq.read_table(lake.partition_dir(data_type, day, "quarantine") + "/part-0.parquet")
+
+
+def assert_exact(res: dict[str, Any], reference: duckdb.DuckDBPyConnection, data_type: str,
+                 day: str = DAY, changed: frozenset[str] = frozenset()) -> list[dict]:
+    """The catalog holds exactly the day's valid rows: current hashes, no duplicate ids,
+    version 1 unless in ``changed``; every invalid row of the day is quarantined with a
+    reason. Returns the catalog's items."""
+    source = source_for(data_type)
+    lake: ParquetLake = res["lake"]
+    items = catalog_items(res["catalog"], source.catalog_data_source)
+    ids = [item["item_id"] for item in items]
+    assert len(ids) == len(set(ids)), "duplicate item ids in the catalog"
+    expected = expected_ids(reference, data_type, day)
+    assert expected and set(ids) == expected, (
+        f"missing {sorted(expected - set(ids))[:5]}, extra {sorted(set(ids) - expected)[:5]}")
+    staged = staged_hashes(lake, data_type, day)
+    assert set(staged) == expected
+    wrong = [i["item_id"] for i in items if i["content_hash"] != staged[i["item_id"]]]
+    assert not wrong, f"stale content hash in the catalog: {wrong[:5]}"
+    bumped = [(i["item_id"], i["version"]) for i in items
+              if i["version"] != 1 and i["item_id"] not in changed]
+    assert not bumped, f"version bumped without a data change: {bumped[:5]}"
+    table = quarantine(lake, data_type, day)
+    reasons = table.column("_reason").to_pylist()
+    assert table.num_rows == expected_quarantined(reference, data_type, day) and all(reasons)
+    return items
+
+
+def expected_quarantined(reference: duckdb.DuckDBPyConnection, data_type: str,
+                         day: str = DAY) -> int:
+    """Rows of the day the validation must quarantine: every row of a non-key invalid kind,
+    plus all but one row of each key repeated within the day (a ``duplicate_key`` row whose
+    neighbour lies on another day is the only row of its key in this partition: valid here)."""
+    pk = source_for(data_type).primary_key
+    non_key = sum(1 for row in invalid_of_day(reference, data_type, day)
+                  if row["kind"] in NON_KEY_INVALID)
+    [(repeats,)] = reference.execute(
+        f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n "
+        f"FROM blade.{generator.TABLES[data_type]} "
+        f"WHERE CAST(last_modified AS DATE) = $day AND {pk} IS NOT NULL "
+        f"GROUP BY {pk} HAVING count(*) > 1)", {"day": day}).fetchall()
+    return non_key + repeats
+
+
+@pytest.fixture
+def lake_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "lake"
+    path.mkdir()
+    yield path

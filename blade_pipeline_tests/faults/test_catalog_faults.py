@@ -1,0 +1,105 @@
+"""Cases 4 and 5: catalog 503 bursts and 429 + Retry-After; catalog killed mid-upload."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from blade_pipeline.assets import catalog_key
+from blade_pipeline.devservices.processes import ServerProcess
+from blade_pipeline.sources import source_for
+from blade_pipeline_tests.conftest import CATALOG_TOKEN
+from blade_pipeline_tests.faults.conftest import (
+    assert_exact,
+    failure_messages,
+    make_resources,
+    materialization,
+    run,
+)
+
+
+def test_4a_catalog_503_burst_is_ridden_out_and_the_catalog_ends_exact(
+        fault_warehouse, start_catalog, lake_dir, dagster_instance, reference_db, recorded):
+    catalog = start_catalog("--fail-first", "4", "--fail-status", "503")
+    res = make_resources(fault_warehouse, catalog, lake_dir, max_attempts=6)
+    source = source_for("supply")
+    result = run(source, res, dagster_instance, recorded)
+    assert result.success, failure_messages(result)
+    items = assert_exact(res, reference_db, "supply")
+    assert materialization(result, catalog_key(source))["created"] == len(items)
+    assert catalog.log_text().count("injected fault #") == 4
+
+
+def test_4b_catalog_429_with_retry_after_is_waited_out(
+        fault_warehouse, start_catalog, lake_dir, dagster_instance, reference_db, recorded):
+    catalog = start_catalog("--fail-first", "2", "--fail-status", "429", "--retry-after", "2")
+    # Backoff of its own would be 0.05..0.5 s: waiting >= 4 s proves Retry-After was obeyed.
+    res = make_resources(fault_warehouse, catalog, lake_dir, max_attempts=4)
+    source = source_for("readiness")
+    result = run(source, res, dagster_instance, recorded)
+    assert result.success, failure_messages(result)
+    [catalog_step] = [e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"
+                      and e.step_key.endswith("catalog")]
+    assert catalog_step.event_specific_data.duration_ms >= 4_000
+    assert catalog.log_text().count("injected fault #") == 2
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
+    assert_exact(res, reference_db, "readiness")
+
+
+def _stored(catalog: ServerProcess) -> int:
+    """Items the catalog has committed (/stats is not slowed by --latency-ms)."""
+    answer = httpx.get(catalog.base_url + "/api/v1/stats",
+                       headers={"Authorization": f"Bearer {CATALOG_TOKEN}"}, timeout=5)
+    return answer.json()["total"]
+
+
+@pytest.mark.slow
+def test_5_catalog_killed_mid_upload_then_restarted_ends_exact(
+        fault_warehouse, start_catalog, lake_dir, tmp_path, dagster_instance, reference_db,
+        recorded):
+    db = tmp_path / "catalog.sqlite3"
+    catalog = start_catalog("--latency-ms", "400", db=db)
+    # 100-item batches, 2 in flight, 400 ms each: the upload of ~1 400 items lasts ~3 s.
+    res = make_resources(fault_warehouse, catalog, lake_dir, batch_size=100, max_attempts=2)
+    source = source_for("maintenance")
+    killed_at: list[int] = []
+
+    def kill_mid_upload() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                stored = _stored(catalog)
+            except httpx.HTTPError:
+                stored = 0
+            if stored >= 300:
+                catalog.kill()
+                killed_at.append(stored)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_mid_upload, daemon=True)
+    killer.start()
+    result = run(source, res, dagster_instance, recorded)
+    killer.join(5)
+    assert killed_at, "the catalog was never killed"
+    assert not result.success
+    message = " ".join(failure_messages(result))
+    assert "[maintenance]" in message and catalog.base_url in message
+
+    restarted = ServerProcess(catalog.args, catalog.port, catalog.log_path)
+    restarted.start("/healthz", timeout=60)
+    try:
+        assert _stored(restarted) >= killed_at[0], "acknowledged items were lost"
+        again = run(source, res, dagster_instance, recorded, selection=[catalog_key(source)])
+        assert again.success, failure_messages(again)
+        items = assert_exact(res, reference_db, "maintenance")
+        uploaded = materialization(again, catalog_key(source))
+        assert uploaded["updated"] == 0
+        assert uploaded["created"] + uploaded["unchanged"] + uploaded["skipped_by_checkpoint"] \
+            == len(items)
+        assert uploaded["created"] < len(items), "the re-execution re-sent everything"
+    finally:
+        restarted.stop()

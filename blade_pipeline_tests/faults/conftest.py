@@ -32,6 +32,11 @@ from blade_pipeline_tests.conftest import (
     WAREHOUSE_TOKEN,
     warehouse_url,
 )
+from blade_pipeline_tests.expectations import (  # noqa: F401 (re-exported to the cases)
+    NON_KEY_INVALID,
+    expected_ids,
+    materialization,
+)
 
 #: Small tables over a short history: ~1 000 rows a day, so a case takes seconds.
 ROWS = 30_000
@@ -40,7 +45,6 @@ INVALID = 0.03
 DAY = (END_DATE - dt.timedelta(days=1)).isoformat()
 #: Invalid kinds whose row is quarantined and whose key does not reach the catalog
 #: (a ``duplicate_key`` row repeats a valid key: that key is still uploaded once).
-NON_KEY_INVALID = ("bad_enum", "negative_value", "missing_key", "wrong_shape")
 #: CLI flags of every warehouse of this suite (same rows as :func:`reference_db`).
 WAREHOUSE_ARGS = ("--days", str(DAYS), "--invalid-fraction", str(INVALID))
 
@@ -117,14 +121,6 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     return out
 
 
-def materialization(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict:
-    """Metadata of the run's one materialization of ``key``."""
-    [event] = [e.event_specific_data.materialization for e in result.all_events
-               if e.event_type_value == "ASSET_MATERIALIZATION"
-               and e.event_specific_data.materialization.asset_key == key]
-    return {k: v.value for k, v in event.metadata.items()}
-
-
 def materialized(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> bool:
     return any(e.event_type_value == "ASSET_MATERIALIZATION"
                and e.event_specific_data.materialization.asset_key == key
@@ -144,23 +140,6 @@ def catalog_items(client: CatalogClient, data_source: str) -> list[dict[str, Any
         after = page.get("next")
         if not after:
             return items
-
-
-def expected_ids(reference: duckdb.DuckDBPyConnection, data_type: str,
-                 day: str = DAY) -> set[str]:
-    """Item ids of the day's rows that are valid or only repeat a key (one item per key)."""
-    source = source_for(data_type)
-    pk = source.primary_key
-    cur = reference.cursor()
-    cur.register("invalid", generator.invalid_rows(reference, data_type))
-    rows = cur.execute(
-        f"SELECT DISTINCT t.{pk} FROM (SELECT *, row_number() OVER () - 1 AS row_index "
-        f"FROM blade.{generator.TABLES[data_type]}) t "
-        "LEFT JOIN invalid i ON i.row_index = t.row_index "
-        f"WHERE CAST(t.last_modified AS DATE) = $day AND t.{pk} IS NOT NULL "
-        "AND (i.kind IS NULL OR i.kind NOT IN $kinds)",
-        {"day": day, "kinds": list(NON_KEY_INVALID)}).fetchall()
-    return {f"{source.item_id_prefix}-{r[0]}" for r in rows}
 
 
 def invalid_of_day(reference: duckdb.DuckDBPyConnection, data_type: str,

@@ -22,11 +22,11 @@ from blade_pipeline_tests.conftest import (
     WAREHOUSE_TOKEN,
     warehouse_url,
 )
+from blade_pipeline_tests.expectations import expected_ids, materialization
 
 ROWS = 150_000
 INVALID = 0.03
 DAY = (END_DATE - dt.timedelta(days=1)).isoformat()  # a Monday
-NON_KEY_INVALID = ("bad_enum", "negative_value", "missing_key", "wrong_shape")
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +42,6 @@ def reference():
     return con
 
 
-def expected_ids(reference, data_type: str, day: str) -> set[str]:
-    """Keys of the day's rows that are valid or only repeat a key (one item per key)."""
-    source = source_for(data_type)
-    pk = source.primary_key
-    invalid = generator.invalid_rows(reference, data_type)
-    cur = reference.cursor()
-    cur.register("invalid", invalid)
-    rows = cur.execute(
-        f"SELECT DISTINCT t.{pk} FROM (SELECT *, row_number() OVER () - 1 AS row_index "
-        f"FROM blade.{generator.TABLES[data_type]}) t "
-        "LEFT JOIN invalid i ON i.row_index = t.row_index "
-        f"WHERE CAST(t.last_modified AS DATE) = $day AND t.{pk} IS NOT NULL "
-        "AND (i.kind IS NULL OR i.kind NOT IN $kinds)",
-        {"day": day, "kinds": list(NON_KEY_INVALID)}).fetchall()
-    return {f"{source.item_id_prefix}-{r[0]}" for r in rows}
-
-
 def resources(warehouse_server, catalog_server, lake_dir, catalog_token=CATALOG_TOKEN):
     return {
         "warehouse": DatabricksWarehouse(url=warehouse_url(warehouse_server),
@@ -72,14 +55,6 @@ def resources(warehouse_server, catalog_server, lake_dir, catalog_token=CATALOG_
 def run(source, res, day=DAY, instance=None):
     return dg.materialize(build_blade_assets(source), partition_key=day, resources=res,
                           instance=instance, raise_on_error=False)
-
-
-def materialization(result, key: dg.AssetKey) -> dict:
-    """Metadata of the run's one materialization of ``key``."""
-    [event] = [e.event_specific_data.materialization for e in result.all_events
-               if e.event_type_value == "ASSET_MATERIALIZATION"
-               and e.event_specific_data.materialization.asset_key == key]
-    return {k: v.value for k, v in event.metadata.items()}
 
 
 def catalog_ids(client: CatalogClient, data_source: str) -> list[str]:

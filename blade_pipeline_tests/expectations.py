@@ -1,0 +1,37 @@
+"""What the catalog and the runs must hold, derived independently of the pipeline's code."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+
+from blade_pipeline.devservices.warehouse import generator
+from blade_pipeline.sources import source_for
+
+#: Invalid kinds that make a row unusable (a duplicate key still yields one item per key).
+NON_KEY_INVALID = ("bad_enum", "negative_value", "missing_key", "wrong_shape")
+
+
+def expected_ids(reference: duckdb.DuckDBPyConnection, data_type: str, day: str) -> set[str]:
+    """Item ids of the day's rows that are valid or only repeat a key (one item per key),
+    from the generator's rows rebuilt in-process (``reference``) and its invalid-row plan."""
+    source = source_for(data_type)
+    pk = source.primary_key
+    cur = reference.cursor()
+    cur.register("invalid", generator.invalid_rows(reference, data_type))
+    rows = cur.execute(
+        f"SELECT DISTINCT t.{pk} FROM (SELECT *, row_number() OVER () - 1 AS row_index "
+        f"FROM blade.{generator.TABLES[data_type]}) t "
+        "LEFT JOIN invalid i ON i.row_index = t.row_index "
+        f"WHERE CAST(t.last_modified AS DATE) = $day AND t.{pk} IS NOT NULL "
+        "AND (i.kind IS NULL OR i.kind NOT IN $kinds)",
+        {"day": day, "kinds": list(NON_KEY_INVALID)}).fetchall()
+    return {f"{source.item_id_prefix}-{r[0]}" for r in rows}
+
+
+def materialization(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict:
+    """Metadata of the run's one materialization of ``key``."""
+    [event] = [e.event_specific_data.materialization for e in result.all_events
+               if e.event_type_value == "ASSET_MATERIALIZATION"
+               and e.event_specific_data.materialization.asset_key == key]
+    return {k: v.value for k, v in event.metadata.items()}

@@ -217,6 +217,7 @@ def upload_metadata(progress: ingest.UploadProgress) -> dict[str, Any]:
         "items_total": progress.total, "created": progress.created,
         "updated": progress.updated, "unchanged": progress.unchanged,
         "rejected": progress.rejected, "skipped_by_checkpoint": progress.skipped,
+        "kept_newer_in_catalog": progress.stale,
         "batches": progress.batches, "seconds": round(progress.seconds, 3),
         "items_per_second": round(progress.items_per_second),
         "rejected_items": dg.MetadataValue.json(progress.rejected_items[:20]),

@@ -32,9 +32,16 @@ run_coordinator:
     max_concurrent_runs: 2
 telemetry:
   enabled: false
-run_retries:
+run_launcher:  # DefaultRunLauncher + run worker health checks (see blade_pipeline/run_launcher.py)
+  module: blade_pipeline.run_launcher
+  class: LocalProcessRunLauncher
+run_monitoring:  # a run whose worker process died is marked failed ...
   enabled: true
+  poll_interval_seconds: 15
+run_retries:  # ... and re-executed from failure (the upload resumes from its checkpoint);
+  enabled: true  # step failures are left to the steps' own RetryPolicy
   max_retries: 1
+  retry_on_asset_or_op_failure: false
 """
 LAUNCH_BACKFILL = """
 mutation Launch($params: LaunchBackfillParams!) {

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from blade_pipeline.items import ITEM_SCHEMA, IngestRun, ItemBuilder
 from blade_pipeline.pipelining import WriteBehind, prefetch
-from blade_pipeline.resources.catalog import BatchResult, CatalogClient
+from blade_pipeline.resources.catalog import BatchResult, CatalogClient, KnownItems
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.resources.warehouse import DatabricksWarehouse
 from blade_pipeline.schemas import required_columns
@@ -156,6 +156,7 @@ class UploadProgress:
     unchanged: int = 0
     rejected: int = 0
     skipped: int = 0  # items of batches acknowledged by an earlier attempt (checkpoint)
+    stale: int = 0  # items the catalog holds with a newer last_modified (left as they are)
     seconds: float = 0.0
     rejected_items: list[dict[str, Any]] = field(default_factory=list)
 
@@ -176,6 +177,7 @@ class UploadProgress:
         return (f"batch {self.batch}/{self.batches}: {self.processed}/{self.total} processed, "
                 f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, "
                 f"{self.rejected} rejected, {self.skipped} skipped (checkpoint)"
+                + (f", {self.stale} kept newer in catalog" if self.stale else "")
                 + (f", ETA {eta:.0f}s" if eta is not None else ""))
 
 
@@ -196,23 +198,59 @@ def rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
         yield pa.Table.from_batches(pending).combine_chunks()
 
 
-def changed_items(items: pa.Table, known: dict[str, str]) -> pa.Table:
-    """Rows of ``items`` that the catalog lacks or holds with another content hash."""
-    if not known:
-        return items
-    ids = pa.array(list(known), pa.string())
-    hashes = pa.array(list(known.values()), pa.string())
+@dataclass
+class Diff:
+    """Items of one batch to upload, and how many the catalog already has (same or newer)."""
+
+    todo: pa.Table
+    unchanged: int
+    stale: int  # the catalog holds a newer row of the key (an older partition ran later)
+
+
+def changed_items(items: pa.Table, known: KnownItems) -> Diff:
+    """Rows of ``items`` that the catalog lacks or holds with another content hash, except
+    those whose catalog copy has a newer ``last_modified`` (kept: newest row wins)."""
+    if not known.hashes:
+        return Diff(items, 0, 0)
+    ids = pa.array(list(known.hashes), pa.string())
     index = pc.index_in(items.column("item_id"), value_set=ids)
-    catalog_hash = pc.take(hashes, index)
+    catalog_hash = pc.take(pa.array(list(known.hashes.values()), pa.string()), index)
     same = pc.fill_null(pc.equal(catalog_hash, items.column("content_hash")), False)
-    return items.filter(pc.invert(same))
+    keep = same
+    if known.last_modified:
+        catalog_stamp = pc.take(
+            _timestamps([known.last_modified.get(i) for i in known.hashes]), index)
+        newer = pc.fill_null(pc.greater(catalog_stamp, items.column("last_modified")), False)
+        keep = pc.or_(same, newer)
+    todo = items.filter(pc.invert(keep))
+    n_same = pc.sum(same).as_py() or 0
+    return Diff(todo, n_same, items.num_rows - todo.num_rows - n_same)
+
+
+def _timestamps(stamps: list[str | None]) -> pa.Array:
+    """ISO-8601 strings as naive UTC microsecond timestamps (unparseable -> null)."""
+    strings = pa.array(stamps, pa.string())
+    for zone in ("UTC", None):  # all with an offset (what our client sends), or all without
+        with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return pc.cast(pc.cast(strings, pa.timestamp("us", tz=zone)), pa.timestamp("us"))
+    return pa.array([_parse_naive_utc(s) for s in stamps], pa.timestamp("us"))  # mixed: rare
+
+
+def _parse_naive_utc(stamp: str | None) -> dt.datetime | None:
+    try:
+        parsed = dt.datetime.fromisoformat(stamp) if stamp else None
+    except ValueError:
+        return None
+    if parsed is not None and parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
 
 
 def _diff_and_upload(batch: pa.Table, source: BladeSource,
-                     catalog: CatalogClient) -> tuple[BatchResult, int]:
-    """Upload the items of ``batch`` the catalog lacks or holds with another hash."""
-    todo = changed_items(batch, catalog.lookup(batch.column("item_id")))
-    return catalog.upload_batch(todo, source.catalog_data_source), batch.num_rows - todo.num_rows
+                     catalog: CatalogClient) -> tuple[BatchResult, Diff]:
+    """Upload the items of ``batch`` the catalog lacks or holds with an older row."""
+    diff = changed_items(batch, catalog.lookup_known(batch.column("item_id")))
+    return catalog.upload_batch(diff.todo, source.catalog_data_source), diff
 
 
 def upload(items: Iterator[pa.Table], total: int, source: BladeSource, catalog: CatalogClient,
@@ -233,10 +271,11 @@ def upload(items: Iterator[pa.Table], total: int, source: BladeSource, catalog: 
     def settle(done: set[Future]) -> None:
         for future in done:
             index, rows = in_flight.pop(future)
-            result, unchanged = future.result()
+            result, diff = future.result()
             progress.created += result.created
             progress.updated += result.updated
-            progress.unchanged += result.unchanged + unchanged
+            progress.unchanged += result.unchanged + diff.unchanged
+            progress.stale += diff.stale + result.stale
             progress.rejected += len(result.rejected)
             progress.rejected_items.extend(result.rejected[:100])
             progress.processed += rows

@@ -141,11 +141,14 @@ def ingest_items(source: BladeSource, item_ids: list[str], warehouse: Databricks
             if key is not None and report.get(prefix + key, {}).get("status") != "valid":
                 report[prefix + key] = {"status": "invalid", "reason": reason}
         items = builder.build(outcome.valid)
-        known = catalog.lookup(items.column("item_id"))
+        known = catalog.lookup_known(items.column("item_id"))
+        todo = set(ingest.changed_items(items, known).todo.column("item_id").to_pylist())
         for item in items.to_pylist():
             item_id = item["item_id"]
-            if known.get(item_id) == item["content_hash"]:
-                report[item_id] = {"status": "unchanged", "content_hash": item["content_hash"]}
+            if item_id not in todo:
+                same = known.hashes.get(item_id) == item["content_hash"]
+                report[item_id] = {"status": "unchanged" if same else "kept newer in catalog",
+                                   "content_hash": item["content_hash"]}
                 continue
             answer = catalog.upload_item(item, source.catalog_data_source)
             report[item_id] = {"status": answer.get("status", "uploaded"),

@@ -54,6 +54,14 @@ class CatalogUnavailableError(CatalogError):
 
 
 @dataclass
+class KnownItems:
+    """What the catalog holds of some item ids: content hash and stored ``last_modified``."""
+
+    hashes: dict[str, str] = field(default_factory=dict)
+    last_modified: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass
 class BatchResult:
     """Outcome of one or more batch uploads. ``rejected`` lines are 1-based per request;
     ``offset`` is the row index (in the caller's table) of the request's first item."""
@@ -64,15 +72,17 @@ class BatchResult:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     offset: int = 0
     items: int = 0
+    stale: int = 0  # kept by the catalog: its copy has a later last_modified
 
     @property
     def accepted(self) -> int:
-        return self.created + self.updated + self.unchanged
+        return self.created + self.updated + self.unchanged + self.stale
 
     def __add__(self, other: BatchResult) -> BatchResult:
         return BatchResult(self.created + other.created, self.updated + other.updated,
                            self.unchanged + other.unchanged, self.rejected + other.rejected,
-                           min(self.offset, other.offset), self.items + other.items)
+                           min(self.offset, other.offset), self.items + other.items,
+                           self.stale + other.stale)
 
 
 def _jsonable(value: Any) -> Any:
@@ -191,15 +201,19 @@ class CatalogClient(dg.ConfigurableResource):
                                     ("blade_item.json", body.encode(), "application/json")).json()
 
     def upload_batch(self, items: pa.Table | pa.RecordBatch, data_source: str) -> BatchResult:
-        """Upload ``items`` (the items-table contract) as one NDJSON request, one transaction."""
+        """Upload ``items`` (the items-table contract) as one NDJSON request, one transaction.
+
+        Asks the catalog to keep items it holds with a later ``last_modified`` (``keepNewer``):
+        the newest row wins whatever order partitions are uploaded in."""
         if items.num_rows == 0:
             return BatchResult()
         payload = items_to_ndjson(items)
-        body = self._post_multipart("/api/v1/items/batch", {"dataSource": data_source},
+        body = self._post_multipart("/api/v1/items/batch",
+                                    {"dataSource": data_source, "keepNewer": "true"},
                                     ("blade_items.ndjson", payload, "application/x-ndjson")
                                     ).json()
         return BatchResult(body["created"], body["updated"], body["unchanged"], body["rejected"],
-                           items=items.num_rows)
+                           items=items.num_rows, stale=body.get("stale", 0))
 
     def upload_batches(self, items: pa.Table | pa.RecordBatch, data_source: str,
                        batch_size: int | None = None) -> Iterator[BatchResult]:
@@ -213,14 +227,21 @@ class CatalogClient(dg.ConfigurableResource):
 
     def lookup(self, item_ids: Iterable[str] | pa.Array | pa.ChunkedArray) -> dict[str, str]:
         """item_id -> content_hash for the ids the catalog knows (chunked requests)."""
+        return self.lookup_known(item_ids, with_last_modified=False).hashes
+
+    def lookup_known(self, item_ids: Iterable[str] | pa.Array | pa.ChunkedArray,
+                     with_last_modified: bool = True) -> KnownItems:
+        """Content hash (and the stored ``last_modified``) of the ids the catalog knows."""
         ids = item_ids.to_pylist() if isinstance(item_ids, pa.Array | pa.ChunkedArray) \
             else list(item_ids)
-        found: dict[str, str] = {}
+        known = KnownItems()
+        body: dict[str, Any] = {"include": ["last_modified"]} if with_last_modified else {}
         for start in range(0, len(ids), self.lookup_chunk_size):
-            chunk = ids[start:start + self.lookup_chunk_size]
-            found.update(self._request("POST", "/api/v1/items/lookup",
-                                       json={"item_ids": chunk}).json()["items"])
-        return found
+            body["item_ids"] = ids[start:start + self.lookup_chunk_size]
+            answer = self._request("POST", "/api/v1/items/lookup", json=body).json()
+            known.hashes.update(answer["items"])
+            known.last_modified.update(answer.get("last_modified") or {})
+        return known
 
     def list_items(self, data_source: str | None = None, after: str | None = None,
                    limit: int = 100) -> dict[str, Any]:

@@ -1,14 +1,14 @@
-"""Towards case 10 (concurrent partitions): a key present on two days must end in the catalog
-with its newest row, whatever order the two partitions run in (backfills and concurrent runs
-do not run days in order)."""
+"""Case 10, ordering: a key present on two days must end in the catalog with its newest row,
+whatever order the two partitions run in (backfills and concurrent runs do not run days in
+order). The upload diff leaves items whose catalog copy has a newer ``last_modified``."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-import pytest
-
+from blade_pipeline.assets import catalog_key
 from blade_pipeline.sources import source_for
+from blade_pipeline_tests.expectations import materialization
 from blade_pipeline_tests.faults.conftest import (
     DAY,
     failure_messages,
@@ -29,9 +29,6 @@ def key_on_two_days(reference, day: str) -> tuple[str, str, dt.datetime]:
     return key, other, newest
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: the upload diff compares content hashes "
-                   "only, so an older partition run after a newer one overwrites the newer row "
-                   "(version 2, stale data); see the fault-suite report")
 def test_10_older_partition_run_last_does_not_overwrite_the_newer_row(
         fault_warehouse, start_catalog, tmp_path, dagster_instance, reference_db, recorded):
     key, older_day, newest = key_on_two_days(reference_db, DAY)
@@ -40,6 +37,7 @@ def test_10_older_partition_run_last_does_not_overwrite_the_newer_row(
     for day in (DAY, older_day):  # newest day first, as a backfill or a race may do
         result = run(source, res, dagster_instance, recorded, day=day)
         assert result.success, failure_messages(result)
+    assert materialization(result, catalog_key(source))["kept_newer_in_catalog"] >= 1
     item = res["catalog"].get(f"{source.item_id_prefix}-{key}")
     assert item is not None
     assert dt.datetime.fromisoformat(item["last_modified"]).replace(tzinfo=None) == newest

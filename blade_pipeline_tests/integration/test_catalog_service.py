@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterator
@@ -199,6 +200,12 @@ def test_batch_upload_and_idempotency(http: httpx.Client) -> None:
                               "BATCH-0002999": items["content_hash"][2999].as_py()}
     assert http.get("/api/v1/items/BATCH-0000000").json()["version"] == 2
     assert http.get("/api/v1/items/BATCH-0002999").json()["version"] == 1
+    with_stamps = http.post("/api/v1/items/lookup", json={
+        "item_ids": ["BATCH-0000000", "NOPE"], "include": ["last_modified"]}).json()
+    assert with_stamps["items"] == {"BATCH-0000000": changed["content_hash"][0].as_py()}
+    assert list(with_stamps["last_modified"]) == ["BATCH-0000000"]
+    stamp = with_stamps["last_modified"]["BATCH-0000000"]
+    assert dt.datetime.fromisoformat(stamp) == changed["last_modified"][0].as_py()
 
 
 def test_batch_keeps_good_lines_and_rejects_bad_ones(http: httpx.Client) -> None:

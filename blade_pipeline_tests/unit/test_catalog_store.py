@@ -14,8 +14,9 @@ from blade_pipeline.devservices.catalog.store import CatalogStore
 SOURCE = "BLADE:maintenance"
 
 
-def rec(item_id: str, content_hash: str = "h1", doc: str = '{"data":{}}') -> tuple:
-    return (item_id, content_hash, "maintenance", "UNCLASS", "2024-06-01T00:00:00Z", doc)
+def rec(item_id: str, content_hash: str = "h1", doc: str = '{"data":{}}',
+        last_modified: str = "2024-06-01T00:00:00Z") -> tuple:
+    return (item_id, content_hash, "maintenance", "UNCLASS", last_modified, doc)
 
 
 @pytest.fixture
@@ -38,6 +39,18 @@ def test_duplicates_within_one_batch_apply_in_order(store: CatalogStore) -> None
     assert outcomes == [("created", 1), ("unchanged", 1), ("updated", 2), ("updated", 3)]
     assert store.lookup(["A"]) == {"A": "h3"}
     assert store.get("A").version == 3  # type: ignore[union-attr]
+
+
+def test_keep_newer_never_replaces_a_later_row(store: CatalogStore) -> None:
+    store.upsert(SOURCE, [rec("A", "new", last_modified="2024-06-02T00:00:00+00:00")])
+    older = [rec("A", "old", last_modified="2024-06-01T23:00:00"),  # naive = UTC
+             rec("B", "b", last_modified="2024-06-01T00:00:00Z")]
+    assert store.upsert(SOURCE, older, keep_newer=True) == [("stale", 1), ("created", 1)]
+    assert store.lookup(["A"]) == {"A": "new"}
+    later = rec("A", "newer", last_modified="2024-06-02T03:00:00+02:00")  # 01:00 UTC
+    assert store.upsert(SOURCE, [later], keep_newer=True) == [("updated", 2)]
+    assert store.upsert(SOURCE, [rec("A", "x", last_modified="2024-01-01T00:00:00Z")]) == \
+        [("updated", 3)]  # without keep_newer: plain upsert by hash
 
 
 def test_failed_transaction_applies_nothing(store: CatalogStore) -> None:

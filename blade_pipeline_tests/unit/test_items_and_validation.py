@@ -9,6 +9,7 @@ import pytest
 
 from blade_pipeline.ingest import changed_items, rebatch
 from blade_pipeline.items import ITEM_SCHEMA, IngestRun, ItemBuilder
+from blade_pipeline.resources.catalog import KnownItems
 from blade_pipeline.sources import source_for
 from blade_pipeline.validation import PartitionValidator
 
@@ -104,10 +105,33 @@ def test_missing_or_retyped_columns_are_schema_errors_for_every_row():
     assert any("column 'report_date' has type String" in e for e in errors)
 
 
+def _diff_items() -> pa.Table:
+    stamps = [dt.datetime(2026, 6, 1, 12, 0, i) for i in range(4)]
+    return pa.table({"item_id": ["A-1", "A-2", "A-3", "A-4"],
+                     "content_hash": ["h1", "h2", "h3", "h4"],
+                     "last_modified": pa.array(stamps, pa.timestamp("us"))})
+
+
 def test_changed_items_keeps_new_and_changed_only():
-    items = pa.table({"item_id": ["A-1", "A-2", "A-3"], "content_hash": ["h1", "h2", "h3"]})
-    out = changed_items(items, {"A-1": "h1", "A-2": "old"})
-    assert out.column("item_id").to_pylist() == ["A-2", "A-3"]
+    diff = changed_items(_diff_items(), KnownItems({"A-1": "h1", "A-2": "old"}))
+    assert diff.todo.column("item_id").to_pylist() == ["A-2", "A-3", "A-4"]
+    assert (diff.unchanged, diff.stale) == (1, 0)
+
+
+def test_changed_items_never_replaces_a_newer_catalog_row():
+    known = KnownItems({"A-1": "h1", "A-2": "old", "A-3": "old", "A-4": "old"},
+                       {"A-1": "2026-06-01T12:00:00", "A-2": "2026-06-02T00:00:00",
+                        "A-3": "2026-06-01T11:00:00+00:00", "A-4": None})
+    diff = changed_items(_diff_items(), known)
+    assert diff.todo.column("item_id").to_pylist() == ["A-3", "A-4"]  # older / unknown: upload
+    assert (diff.unchanged, diff.stale) == (1, 1)
+
+
+def test_changed_items_compares_offset_timestamps_in_utc():
+    known = KnownItems({"A-1": "old"}, {"A-1": "2026-06-01T14:00:00+02:00"})  # = 12:00 UTC
+    assert changed_items(_diff_items(), known).todo.num_rows == 4
+    known = KnownItems({"A-1": "old"}, {"A-1": "2026-06-01T14:00:01+02:00"})
+    assert changed_items(_diff_items(), known).stale == 1
 
 
 @pytest.mark.parametrize("sizes", [[3, 3, 3], [10], [1] * 7, [4, 0, 5]])

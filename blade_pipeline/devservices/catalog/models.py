@@ -39,16 +39,23 @@ class BatchUploadResult(BaseModel):
     created: int
     updated: int
     unchanged: int
+    stale: int = Field(default=0, description="left as stored: the stored item is newer "
+                                              "(only with keepNewer)")
     rejected: list[RejectedLine]
 
 
 class LookupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     item_ids: list[ItemId] = Field(max_length=MAX_LOOKUP_IDS)
+    include: list[Literal["last_modified"]] = Field(
+        default=[], description="extra per-item fields to return (``last_modified``)")
 
 
 class LookupResult(BaseModel):
     items: dict[str, str] = Field(description="item_id -> content_hash, known ids only")
+    last_modified: dict[str, str | None] | None = Field(
+        default=None, description="item_id -> the stored item's last_modified (ISO-8601), "
+                                  "when asked for with include=[\"last_modified\"]")
 
 
 class CatalogItem(BaseModel):

@@ -128,9 +128,12 @@ def build_router(store: CatalogStore) -> APIRouter:
     async def upload_batch(
         file: Annotated[UploadFile, File(description="NDJSON: one BLADE item object per line")],
         data_source: DataSource,
+        keep_newer: Annotated[bool, Form(
+            alias="keepNewer", description="leave items whose stored last_modified is later "
+                                           "than the upload's (counted as stale)")] = False,
     ) -> BatchUploadResult:
         raw = await file.read()
-        return await run_in_threadpool(_ingest_batch, store, data_source, raw)
+        return await run_in_threadpool(_ingest_batch, store, data_source, raw, keep_newer)
 
     @api.post("/items/lookup", response_model=LookupResult,
               responses={**_AUTH, 400: {"model": ErrorBody, "description": "malformed JSON"},
@@ -138,7 +141,11 @@ def build_router(store: CatalogStore) -> APIRouter:
                          422: {"model": ErrorBody, "description": "wrong or missing fields"}},
               summary="Current content_hash of each known item id")
     async def lookup(body: LookupRequest) -> LookupResult:
-        return LookupResult(items=await run_in_threadpool(store.lookup, body.item_ids))
+        if "last_modified" not in body.include:
+            return LookupResult(items=await run_in_threadpool(store.lookup, body.item_ids))
+        rows = await run_in_threadpool(store.lookup_with_last_modified, body.item_ids)
+        return LookupResult(items={item_id: content_hash for item_id, content_hash, _ in rows},
+                            last_modified={item_id: stamp for item_id, _, stamp in rows})
 
     @api.get("/items/{item_id}", response_model=CatalogItem,
              responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
@@ -182,14 +189,15 @@ def build_router(store: CatalogStore) -> APIRouter:
     return api
 
 
-def _ingest_batch(store: CatalogStore, data_source: str, raw: bytes) -> BatchUploadResult:
+def _ingest_batch(store: CatalogStore, data_source: str, raw: bytes,
+                  keep_newer: bool = False) -> BatchUploadResult:
     records, rejected = parse_ndjson(raw, data_source)
     if not records and not rejected:
         raise ApiError(422, "file: contains no items", "file")
-    counts = Counter(status for status, _ in store.upsert(data_source, records))
+    counts = Counter(status for status, _ in store.upsert(data_source, records, keep_newer))
     return BatchUploadResult(
         received=len(records) + len(rejected), created=counts["created"],
-        updated=counts["updated"], unchanged=counts["unchanged"],
+        updated=counts["updated"], unchanged=counts["unchanged"], stale=counts["stale"],
         rejected=[RejectedLine(line=r.line, item_id=r.item_id, reason=r.reason)
                   for r in rejected],
     )

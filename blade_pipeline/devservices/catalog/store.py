@@ -2,6 +2,9 @@
 
 Upsert by ``item_id``: an unknown id is created (version 1); a known id with the same
 ``content_hash`` is unchanged; a different hash replaces the item and bumps its version.
+With ``keep_newer`` an item whose stored ``last_modified`` is later than the upload's is left as
+it is (``stale``): out-of-order or concurrent writers cannot replace a newer row with an older
+one, since the comparison happens inside the write transaction.
 A call to :meth:`CatalogStore.upsert` is one transaction, committed before it returns.
 """
 
@@ -21,7 +24,7 @@ from typing import Literal
 from blade_pipeline.devservices.catalog.validation import RecordTuple
 
 log = logging.getLogger(__name__)
-Status = Literal["created", "updated", "unchanged"]
+Status = Literal["created", "updated", "unchanged", "stale"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -152,11 +155,12 @@ class CatalogStore:
         with self._write_lock:
             self._writer.close()
 
-    def upsert(self, data_source: str, records: Sequence[RecordTuple]
-               ) -> list[tuple[Status, int]]:
+    def upsert(self, data_source: str, records: Sequence[RecordTuple],
+               keep_newer: bool = False) -> list[tuple[Status, int]]:
         """Apply ``records`` in order in one committed transaction.
 
-        Returns ``(status, version)`` per record, status created/updated/unchanged."""
+        Returns ``(status, version)`` per record, status created/updated/unchanged (or stale:
+        with ``keep_newer``, the stored item has a later ``last_modified`` and is kept)."""
         if not records:
             return []
         ids = json.dumps([r[0] for r in records])
@@ -164,7 +168,7 @@ class CatalogStore:
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
-                outcomes = self._apply(conn, data_source, records, ids)
+                outcomes = self._apply(conn, data_source, records, ids, keep_newer)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -174,13 +178,13 @@ class CatalogStore:
 
     @staticmethod
     def _apply(conn: sqlite3.Connection, data_source: str, records: Sequence[RecordTuple],
-               ids: str) -> list[tuple[Status, int]]:
-        current: dict[str, tuple[str, int]] = {
-            item_id: (content_hash, version)
-            for item_id, content_hash, version in conn.execute(
-                f"SELECT item_id, content_hash, version FROM items WHERE item_id IN {_IDS}", (ids,)
-            )
-        }
+               ids: str, keep_newer: bool) -> list[tuple[Status, int]]:
+        current: dict[str, tuple[str, int]] = {}
+        stamps: dict[str, str | None] = {}
+        for item_id, content_hash, version, stamp in conn.execute(
+                "SELECT item_id, content_hash, version, last_modified FROM items "
+                f"WHERE item_id IN {_IDS}", (ids,)):
+            current[item_id], stamps[item_id] = (content_hash, version), stamp
         existed = set(current)
         final: dict[str, tuple[RecordTuple, int]] = {}
         outcomes: list[tuple[Status, int]] = []
@@ -194,9 +198,12 @@ class CatalogStore:
             elif seen[0] == content_hash:
                 append(("unchanged", seen[1]))
                 continue
+            elif keep_newer and _later(stamps.get(item_id), rec[4]):
+                append(("stale", seen[1]))
+                continue
             else:
                 version, status = seen[1] + 1, "updated"
-            current[item_id] = (content_hash, version)
+            current[item_id], stamps[item_id] = (content_hash, version), rec[4]
             final[item_id] = (rec, version)
             append((status, version))
         now = datetime.now(UTC).isoformat(timespec="microseconds")
@@ -216,11 +223,16 @@ class CatalogStore:
 
     def lookup(self, item_ids: Iterable[str]) -> dict[str, str]:
         """Current ``content_hash`` of each known id (unknown ids are left out)."""
+        return {item_id: content_hash
+                for item_id, content_hash, _ in self.lookup_with_last_modified(item_ids)}
+
+    def lookup_with_last_modified(self, item_ids: Iterable[str]) -> list[tuple[str, str, str]]:
+        """(item_id, content_hash, last_modified) of each known id."""
         rows = self._reader().execute(
-            f"SELECT item_id, content_hash FROM items WHERE item_id IN {_IDS}",
+            f"SELECT item_id, content_hash, last_modified FROM items WHERE item_id IN {_IDS}",
             (json.dumps(list(item_ids)),),
         )
-        return dict(rows.fetchall())
+        return rows.fetchall()
 
     def get(self, item_id: str) -> StoredItem | None:
         row = self._reader().execute(
@@ -247,3 +259,12 @@ class CatalogStore:
 
     def ping(self) -> None:
         self._reader().execute("SELECT 1").fetchone()
+
+
+def _later(stored: str | None, incoming: str | None) -> bool:
+    """Whether ``stored`` is a later instant than ``incoming`` (naive stamps count as UTC)."""
+    if not stored or not incoming:
+        return False
+    first, second = (datetime.fromisoformat(s) for s in (stored, incoming))
+    first, second = (d if d.tzinfo else d.replace(tzinfo=UTC) for d in (first, second))
+    return first > second

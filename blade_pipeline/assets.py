@@ -124,9 +124,10 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
         day = context.partition_key
         raw_schema: list[pa.Schema] = []
 
+        sql, bounds = ingest.partition_sql(source), ingest.day_bounds(day)
+
         def batches():
-            for batch in ingest.extract(warehouse, ingest.partition_sql(source),
-                                        ingest.day_bounds(day), batch_rows):
+            for batch in ingest.extract(warehouse, sql, bounds, batch_rows):
                 if not raw_schema:
                     raw_schema.append(batch.schema)
                 yield batch
@@ -137,10 +138,12 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
 
         try:
             with paused_on_terminate(f"{source.data_type} {day}"):
+                duplicates = ingest.duplicate_keys(warehouse, source, sql, bounds)
                 result = ingest.stage(
                     source, batches(), lake, lake.partition_dir(source.data_type, day),
                     lake.partition_dir(source.data_type, day, "quarantine"),
-                    IngestRun.now(context.run.run_id), on_batch=on_batch)
+                    IngestRun.now(context.run.run_id), on_batch=on_batch,
+                    duplicates=duplicates)
         except (WarehouseError, LakeError) as exc:
             raise _fail(source, exc) from None
         if result.schema_errors:

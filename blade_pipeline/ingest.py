@@ -26,7 +26,12 @@ from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.resources.warehouse import DatabricksWarehouse
 from blade_pipeline.schemas import required_columns
 from blade_pipeline.sources import BladeSource
-from blade_pipeline.validation import REASON_COLUMN, ROW_COLUMN, PartitionValidator
+from blade_pipeline.validation import (
+    REASON_COLUMN,
+    ROW_COLUMN,
+    PartitionValidator,
+    duplicate_keys_sql,
+)
 
 DEFAULT_BATCH_ROWS = 250_000
 PREVIEW_ROWS = 5
@@ -34,10 +39,17 @@ PREVIEW_ROWS = 5
 
 # ---- extract ---------------------------------------------------------------------------------
 def partition_sql(source: BladeSource) -> str:
-    """One day of a source: rows whose watermark falls in [:start, :end), key-ordered."""
-    wm, pk = source.watermark_column, source.primary_key
+    """One day of a source: rows whose watermark falls in [:start, :end), in the warehouse's
+    own order (no sort: the warehouse streams as it scans; duplicates are found apart)."""
+    wm = source.watermark_column
     return (f"SELECT * FROM {source.warehouse.qualified_name} "
-            f"WHERE `{wm}` >= :start AND `{wm}` < :end ORDER BY `{pk}`, `{wm}` DESC")
+            f"WHERE `{wm}` >= :start AND `{wm}` < :end")
+
+
+def duplicate_keys(warehouse: DatabricksWarehouse, source: BladeSource, sql: str,
+                   params: dict[str, Any] | None) -> pa.Table:
+    """Keys held by more than one row of ``sql`` and the newest watermark of each."""
+    return warehouse.query_arrow(duplicate_keys_sql(source, sql), params)
 
 
 def day_bounds(day: str) -> dict[str, dt.datetime]:
@@ -91,13 +103,15 @@ def _quarantine_schema(raw: pa.Schema) -> pa.Schema:
 
 def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetLake,
           items_dir: str, quarantine_dir: str, run: IngestRun,
-          on_batch: Callable[[StageResult], None] | None = None) -> StageResult:
+          on_batch: Callable[[StageResult], None] | None = None,
+          duplicates: pa.Table | None = None) -> StageResult:
     """Validate, transform and write batches: items to ``items_dir``, invalid rows (with a
     reason each) to ``quarantine_dir``. Both files stream (memory bounded by the batch) and
-    are replaced atomically at the end, even when empty; on error neither changes."""
+    are replaced atomically at the end, even when empty; on error neither changes.
+    ``duplicates``: :func:`duplicate_keys` of the same rows."""
     started = time.perf_counter()
     result = StageResult(staged_id=uuid.uuid4().hex)
-    validator = PartitionValidator(source)
+    validator = PartitionValidator(source, duplicates)
     builder = ItemBuilder(source, run)
     items_out = lake.open_writer(items_dir, ITEM_SCHEMA)
     quarantine_out = None

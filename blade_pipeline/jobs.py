@@ -89,7 +89,8 @@ def run_query(context: dg.OpExecutionContext, config: QueryConfig,
     try:
         staged = ingest.stage(source, ingest.extract(warehouse, sql, None), lake, items_dir,
                               lake.path("queries", run_id, "quarantine"),
-                              IngestRun.now(run_id))
+                              IngestRun.now(run_id),
+                              duplicates=ingest.duplicate_keys(warehouse, source, sql, None))
         progress = upload_staged(context, source, lake, catalog, items_dir,
                                  lake.path("queries", run_id, "checkpoint.json"), label)
     except (WarehouseError, CatalogError, LakeError) as exc:
@@ -128,12 +129,13 @@ def ingest_items(source: BladeSource, item_ids: list[str], warehouse: Databricks
                  catalog: CatalogClient, run: IngestRun) -> dict[str, dict[str, Any]]:
     """Fetch, validate and upload single items; returns item_id -> {status, ...}."""
     keys = _keys(source, item_ids)
-    pk, wm = source.primary_key, source.watermark_column
-    sql = (f"SELECT * FROM {source.warehouse.qualified_name} "
-           f"WHERE array_contains(:keys, `{pk}`) ORDER BY `{pk}`, `{wm}` DESC")
+    pk = source.primary_key
+    sql = f"SELECT * FROM {source.warehouse.qualified_name} WHERE array_contains(:keys, `{pk}`)"
+    params = {"keys": list(keys.values())}
     report: dict[str, dict[str, Any]] = {i: {"status": "not found in warehouse"} for i in keys}
-    validator, builder = PartitionValidator(source), ItemBuilder(source, run)
-    for batch in ingest.extract(warehouse, sql, {"keys": list(keys.values())}):
+    validator = PartitionValidator(source, ingest.duplicate_keys(warehouse, source, sql, params))
+    builder = ItemBuilder(source, run)
+    for batch in ingest.extract(warehouse, sql, params):
         outcome = validator.validate(batch)
         prefix = f"{source.item_id_prefix}-"
         for key, reason in zip(outcome.quarantined.column(pk).to_pylist(),

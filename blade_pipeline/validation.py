@@ -3,8 +3,10 @@
 Row-level failures become a reason per row (column, rule, offending value). Failures that have
 no row (a required column missing or retyped) are schema errors: every row of the batch is
 quarantined with them, and the staged asset's blocking check reports them.
-Duplicate primary keys are found across the whole partition: extraction is ordered by key and
-then watermark (newest first), so the newest row of a key is kept and later ones quarantined.
+Duplicate primary keys are found across the whole partition without ordering the extract: the
+warehouse first lists the keys held by more than one row with their newest watermark
+(:func:`duplicate_keys_sql`, a small aggregate); the first row carrying a key's newest watermark
+is kept, every other row of the key is quarantined, whatever batch it arrives in.
 """
 
 from __future__ import annotations
@@ -34,15 +36,30 @@ class BatchOutcome:
     schema_errors: list[str]
 
 
+DUPLICATE_KEY_COLUMNS = ("key", "newest")
+
+
+def duplicate_keys_sql(source: BladeSource, rows_sql: str) -> str:
+    """Keys that more than one row of ``rows_sql`` holds, with the newest watermark of each
+    (columns ``key``, ``newest``); ``rows_sql`` keeps its parameters."""
+    pk, wm = f"`{source.primary_key}`", f"`{source.watermark_column}`"
+    return (f"SELECT {pk} AS key, max({wm}) AS newest FROM ({rows_sql}) AS extracted "
+            f"WHERE {pk} IS NOT NULL GROUP BY {pk} HAVING count(*) > 1")
+
+
 @dataclass
 class PartitionValidator:
-    """Validates the batches of one partition in order (keeps state across batches)."""
+    """Validates the batches of one partition (keeps state across batches).
+
+    ``duplicates`` is the answer of :func:`duplicate_keys_sql` for the same rows (none: no
+    key repeats)."""
 
     source: BladeSource
+    duplicates: pa.Table | None = None
     rows_seen: int = 0
     reasons: Counter = field(default_factory=Counter)
     schema_errors: list[str] = field(default_factory=list)
-    _last_key: object = None
+    _kept: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
 
     def __post_init__(self) -> None:
         self.model = row_model(self.source.data_type)
@@ -64,13 +81,30 @@ class PartitionValidator:
             return f"column '{column}' has type {value}, expected {expected}"
         return f"column '{column}': {check} could not be evaluated ({value})"
 
-    def _duplicate_mask(self, keys: pa.Array) -> pa.Array:
-        previous = pa.concat_arrays([pa.array([self._last_key], keys.type), keys[:-1]]) \
-            if len(keys) else keys
-        dup = pc.fill_null(pc.equal(keys, previous), False)
-        if len(keys):
-            self._last_key = keys[-1].as_py()
-        return dup
+    def _duplicate_mask(self, batch: pa.RecordBatch) -> pa.Array | None:
+        """Rows repeating a key whose kept row is another one (None: no such row here)."""
+        pk, wm = self.source.primary_key, self.source.watermark_column
+        dups = self.duplicates
+        if dups is None or not dups.num_rows or pk not in batch.schema.names \
+                or wm not in batch.schema.names:
+            return None
+        keys = batch.column(pk)
+        index = pc.index_in(keys.cast(dups.schema.field("key").type), value_set=dups["key"])
+        repeated = pc.is_valid(index)
+        if not pc.any(repeated).as_py():
+            return None
+        newest = pc.take(dups["newest"], index)
+        stamps = batch.column(wm).cast(newest.type)
+        rows = pa.table({"key": keys.cast(pa.string()),
+                         "pos": pa.array(np.arange(batch.num_rows, dtype=np.int64))})
+        candidates = rows.filter(pc.and_(
+            pc.fill_null(pc.equal(stamps, newest), False),
+            pc.invert(pc.is_in(rows["key"], value_set=self._kept))))
+        first = candidates.group_by("key", use_threads=False).aggregate([("pos", "min")])
+        self._kept = pa.concat_arrays([self._kept, first["key"].combine_chunks()])
+        keep = np.zeros(batch.num_rows, dtype=bool)
+        keep[first["pos_min"].to_numpy()] = True
+        return pc.and_(repeated, pc.invert(pa.array(keep)))
 
     def validate(self, batch: pa.RecordBatch) -> BatchOutcome:
         """Split ``batch`` into valid rows and quarantined rows with reasons."""
@@ -98,9 +132,10 @@ class PartitionValidator:
                     .join(per_row, on="index", how="left", maintain_order="left")["why"]
                 )
         reasons = pa.array(row_reasons.to_arrow(), pa.string()) if n else pa.array([], pa.string())
-        if self.source.primary_key in batch.schema.names:
-            dup = self._duplicate_mask(batch.column(self.source.primary_key))
-            dup_reason = f"duplicate primary key {self.source.primary_key} (a newer row kept)"
+        dup = self._duplicate_mask(batch)
+        if dup is not None:
+            dup_reason = (f"duplicate primary key {self.source.primary_key} (the row with the "
+                          f"newest {self.source.watermark_column} is kept)")
             self.reasons["duplicate primary key"] += pc.sum(dup).as_py() or 0
             reasons = pc.if_else(
                 dup, pc.if_else(pc.is_null(reasons), dup_reason,

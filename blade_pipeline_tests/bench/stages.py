@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from blade_pipeline import ingest
@@ -94,22 +95,34 @@ def prepare_transform(cfg: dict) -> Callable[[], int]:
     return lambda: sum(builder.build(b).num_rows for b in batches)
 
 
+def _duplicates(cfg: dict, batches: list[pa.RecordBatch]) -> pa.Table:
+    """What the warehouse's duplicate-key query answers for these rows."""
+    source = source_for(cfg["data_type"])
+    pk, wm = source.primary_key, source.watermark_column
+    counts = pa.Table.from_batches(batches).group_by(pk).aggregate([(wm, "max"), (pk, "count")])
+    repeated = counts.filter(pc.and_(pc.greater(counts[f"{pk}_count"], 1),
+                                     pc.is_valid(counts[pk])))
+    return pa.table({"key": repeated[pk], "newest": repeated[f"{wm}_max"]})
+
+
 def prepare_validate(cfg: dict) -> Callable[[], int]:
     batches = _raw_batches(cfg)
+    duplicates = _duplicates(cfg, batches)
 
     def run() -> int:
-        validator = PartitionValidator(source_for(cfg["data_type"]))
+        validator = PartitionValidator(source_for(cfg["data_type"]), duplicates)
         return sum(validator.validate(b).valid.num_rows for b in batches)
     return run
 
 
 def _stage(cfg: dict, lake: ParquetLake) -> ingest.StageResult:
     source, day = source_for(cfg["data_type"]), _day(cfg)
-    batches = ingest.extract(_warehouse(cfg), ingest.partition_sql(source),
-                             ingest.day_bounds(day), cfg["batch_rows"])
+    warehouse, sql, bounds = _warehouse(cfg), ingest.partition_sql(source), ingest.day_bounds(day)
+    duplicates = ingest.duplicate_keys(warehouse, source, sql, bounds)
+    batches = ingest.extract(warehouse, sql, bounds, cfg["batch_rows"])
     return ingest.stage(source, batches, lake, lake.partition_dir(source.data_type, day),
                         lake.partition_dir(source.data_type, day, "quarantine"),
-                        IngestRun.now("bench"))
+                        IngestRun.now("bench"), duplicates=duplicates)
 
 
 def prepare_stage(cfg: dict) -> Callable[[], int]:

@@ -80,16 +80,26 @@ def test_invalid_rows_get_a_reason_each_and_valid_rows_pass():
     assert not outcome.schema_errors
 
 
-def test_duplicate_keys_across_batches_keep_the_first_row():
-    validator = PartitionValidator(source_for("readiness"))
-    first = validator.validate(batch([readiness(report_id="1".zfill(9)),
-                                      readiness(report_id="2".zfill(9))]))
-    second = validator.validate(batch([readiness(report_id="2".zfill(9)),
-                                       readiness(report_id="3".zfill(9))]))
-    assert first.valid.num_rows == 2
-    assert second.valid.column("report_id").to_pylist() == ["000000003"]
-    assert "duplicate primary key" in second.quarantined.column("_reason")[0].as_py()
-    assert second.quarantined.column("_row").to_pylist() == [2]
+def test_duplicate_keys_keep_the_newest_row_in_whatever_batch_it_arrives():
+    newer = LM + dt.timedelta(hours=1)
+    duplicates = pa.table({"key": ["000000002", "000000004"],
+                           "newest": pa.array([newer, LM], pa.timestamp("us"))})
+    validator = PartitionValidator(source_for("readiness"), duplicates)
+    first = validator.validate(batch([readiness(report_id="000000001"),
+                                      readiness(report_id="000000002"),  # older: quarantined
+                                      readiness(report_id="000000004"),  # tie: first is kept
+                                      readiness(report_id="000000004")]))
+    second = validator.validate(batch([readiness(report_id="000000002", last_modified=newer),
+                                       readiness(report_id="000000003"),
+                                       readiness(report_id="000000004")]))
+    assert first.valid.column("report_id").to_pylist() == ["000000001", "000000004"]
+    assert second.valid.column("report_id").to_pylist() == ["000000002", "000000003"]
+    assert second.valid.column("last_modified")[0].as_py() == newer
+    assert first.quarantined.column("_row").to_pylist() == [1, 3]
+    assert second.quarantined.column("_row").to_pylist() == [6]
+    reasons = first.quarantined.column("_reason").to_pylist()
+    assert all("duplicate primary key report_id" in r for r in reasons)
+    assert validator.reasons["duplicate primary key"] == 3
 
 
 def test_missing_or_retyped_columns_are_schema_errors_for_every_row():

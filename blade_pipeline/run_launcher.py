@@ -50,7 +50,8 @@ def run_worker_started(instance: DagsterInstance, run_id: str) -> tuple[int, flo
     records = instance.get_records_for_run(
         run_id, of_type=DagsterEventType.ENGINE_EVENT, ascending=False, limit=1000).records
     for record in records:
-        message = record.event_log_entry.user_message or ""
+        entry = record.event_log_entry
+        message = (entry.dagster_event.message if entry.dagster_event else None) or ""
         if message.startswith(STARTED_PROCESS):
             pid = int(message[len(STARTED_PROCESS):].split(")")[0])
             return pid, record.event_log_entry.timestamp

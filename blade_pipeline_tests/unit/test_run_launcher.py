@@ -19,7 +19,8 @@ class FakeInstance:
 
     def __init__(self, *messages: tuple[str, float]) -> None:
         self.records = [SimpleNamespace(event_log_entry=SimpleNamespace(
-            user_message=message, timestamp=stamp)) for message, stamp in messages]
+            user_message="", dagster_event=SimpleNamespace(message=message), timestamp=stamp))
+            for message, stamp in messages]
 
     def get_records_for_run(self, run_id, of_type, ascending, limit):
         return SimpleNamespace(records=self.records)

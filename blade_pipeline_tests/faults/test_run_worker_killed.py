@@ -1,0 +1,147 @@
+"""Case 6: the run's own process is killed with ``kill -9`` mid-upload.
+
+A ``dagster-daemon`` on the PostgreSQL instance runs the queue, run monitoring and run retries;
+the run is submitted with ``dagster job launch`` (as the UI would) and executes in a run worker
+process of the daemon's code server (:class:`~blade_pipeline.run_launcher.LocalProcessRunLauncher`).
+
+* worker killed: the code server sees its child die and fails the run;
+* worker and code server killed (OOM killer, crash): nothing is left to notice but run
+  monitoring, which finds the worker's process gone through the launcher's health check.
+
+Either way run retries re-execute the run from failure and the upload resumes after its last
+acknowledged batch. End state: the catalog holds exactly the staged items, each at version 1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from blade_pipeline.run_launcher import run_worker_started
+from blade_pipeline_tests.conftest import (
+    CATALOG_TOKEN,
+    END_DATE,
+    REPO_ROOT,
+    WAREHOUSE_TOKEN,
+    warehouse_url,
+)
+from blade_pipeline_tests.faults.conftest import catalog_items, make_resources, staged_hashes
+
+pytestmark = pytest.mark.slow
+
+DAY = (END_DATE - dt.timedelta(days=1)).isoformat()
+ROWS = 60_000
+BIN = Path(sys.executable).parent
+
+
+def wait_for(what: str, check, timeout: float, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture
+def daemon_home(tmp_path, pg_dagster_home) -> Path:
+    """The repository's instance config with run monitoring polling every 2 s."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    text = (pg_dagster_home / "dagster.yaml").read_text()
+    assert "poll_interval_seconds: 15" in text
+    (home / "dagster.yaml").write_text(text.replace("poll_interval_seconds: 15",
+                                                    "poll_interval_seconds: 2"))
+    return home
+
+
+def stop(daemon: subprocess.Popen) -> None:
+    daemon.send_signal(signal.SIGINT)
+    try:
+        daemon.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("also_code_server", [False, True], ids=["worker", "worker+code-server"])
+def test_6_run_worker_killed_mid_upload_is_failed_retried_and_ends_exact(
+        also_code_server, start_warehouse, start_catalog, tmp_path, daemon_home, pg_url,
+        dagster_instance):
+    warehouse = start_warehouse(ROWS, "--days", "1")
+    catalog = start_catalog("--latency-ms", "200")
+    res = make_resources(warehouse, catalog, tmp_path / "lake")
+    env = {**os.environ, "DAGSTER_HOME": str(daemon_home), "DAGSTER_PG_URL": pg_url,
+           "BLADE_WAREHOUSE_URL": warehouse_url(warehouse), "DATABRICKS_TOKEN": WAREHOUSE_TOKEN,
+           "BLADE_CATALOG_URL": catalog.base_url, "BLADE_CATALOG_TOKEN": CATALOG_TOKEN,
+           "BLADE_LAKE_URI": str(tmp_path / "lake"), "BLADE_CATALOG_BATCH_SIZE": "2000"}
+    workspace = str(REPO_ROOT / "workspace.yaml")
+
+    def start_daemon() -> subprocess.Popen:
+        with (tmp_path / "daemon.log").open("ab") as log:
+            return subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", workspace],
+                                    env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+
+    daemon = start_daemon()
+    try:
+        subprocess.run([str(BIN / "dagster"), "job", "launch", "-w", workspace,
+                        "-j", "blade_maintenance_job", "--tags",
+                        json.dumps({"dagster/partition": DAY, "blade/case": tmp_path.name})],
+                       env=env, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+        [run] = dagster_instance.get_runs(dg.RunsFilter(tags={"blade/case": tmp_path.name}))
+        checkpoint = res["lake"].checkpoint_path("maintenance", DAY)
+        wait_for("three acknowledged batches", lambda: len(
+            (res["lake"].read_json(checkpoint) or {}).get("acknowledged", [])) >= 3, 240)
+        started = run_worker_started(dagster_instance, run.run_id)
+        assert started, "no 'Started process for run' event"
+        pid, _ = started
+        code_server = parent_pid(pid)
+        assert b"grpc" in Path(f"/proc/{code_server}/cmdline").read_bytes()
+        os.kill(pid, signal.SIGKILL)
+        if also_code_server:  # nothing is left to notice the dead worker but run monitoring
+            os.kill(code_server, signal.SIGKILL)
+        killed_at = res["lake"].read_json(checkpoint)
+        assert killed_at["processed"] < killed_at["total"], "the upload finished too fast"
+
+        failed = wait_for("the run to be failed", lambda: (
+            r := dagster_instance.get_run_by_id(run.run_id)).is_finished and r, 60)
+        assert failed.status == dg.DagsterRunStatus.FAILURE
+        if also_code_server:  # the daemon keeps no code server now: its supervisor restarts it
+            stop(daemon)
+            daemon = start_daemon()
+        retry = wait_for("the automatic retry", lambda: dagster_instance.get_runs(
+            dg.RunsFilter(tags={"dagster/parent_run_id": run.run_id})), 90)[0]
+        assert retry.tags.get("dagster/retry_strategy", "FROM_FAILURE") == "FROM_FAILURE"
+        done = wait_for("the retry to finish", lambda: (
+            r := dagster_instance.get_run_by_id(retry.run_id)).is_finished and r, 240)
+        assert done.status == dg.DagsterRunStatus.SUCCESS, (tmp_path / "daemon.log").read_text()
+    finally:
+        stop(daemon)
+
+    messages = [f"{e.user_message} {e.dagster_event.message if e.dagster_event else ''}"
+                for e in dagster_instance.all_logs(run.run_id)]
+    noticed_by = (f"run worker process {pid} is gone" if also_code_server  # run monitoring
+                  else f"Run execution process for {run.run_id}")  # the code server
+    assert any(noticed_by in m for m in messages), messages[-5:]
+    resumed = [m for m in dagster_instance.all_logs(retry.run_id)
+               if "resuming" in (m.user_message or "")]
+    assert resumed, "the retry did not resume from the checkpoint"
+    staged = staged_hashes(res["lake"], "maintenance", DAY)
+    items = catalog_items(res["catalog"], "BLADE:maintenance")
+    assert len(items) == len({i["item_id"] for i in items}) == len(staged)
+    assert {i["item_id"]: i["content_hash"] for i in items} == staged
+    assert {i["version"] for i in items} == {1}

@@ -107,12 +107,14 @@ class PartitionValidator:
         return pc.and_(repeated, pc.invert(pa.array(keep)))
 
     def validate(self, batch: pa.RecordBatch) -> BatchOutcome:
-        """Split ``batch`` into valid rows and quarantined rows with reasons."""
+        """Split ``batch`` into valid rows and quarantined rows with reasons.
+
+        Reasons are built for the failing rows only (a few per cent), never per row of the
+        batch; a batch without failures passes through uncopied."""
         n = batch.num_rows
-        frame = pl.from_arrow(pa.Table.from_batches([batch]))
-        cases = self._failure_cases(frame)
+        cases = self._failure_cases(pl.from_arrow(pa.Table.from_batches([batch])))
         schema_errors: list[str] = []
-        row_reasons = pl.Series("r", [None] * n, dtype=pl.String)
+        failing: list[pl.DataFrame] = []  # (index, why) of failing rows
         if cases is not None:
             cases = cases.with_columns(pl.col("failure_case").cast(pl.String))
             for case in cases.filter(pl.col("index").is_null()).iter_rows(named=True):
@@ -120,37 +122,39 @@ class PartitionValidator:
             row_cases = cases.filter(pl.col("index").is_not_null())
             for column, check, count in row_cases.group_by("column", "check").len().iter_rows():
                 self.reasons[f"{column}: {check}"] += count
-            per_row = (
-                row_cases
-                .with_columns(pl.format("{}: {} (got {})", "column", "check",
-                                        pl.col("failure_case").fill_null("null")).alias("why"))
-                .group_by("index").agg(pl.col("why").str.join("; "))
-            )
-            if per_row.height:
-                row_reasons = (
-                    pl.DataFrame({"index": pl.arange(0, n, eager=True, dtype=pl.Int32)})
-                    .join(per_row, on="index", how="left", maintain_order="left")["why"]
-                )
-        reasons = pa.array(row_reasons.to_arrow(), pa.string()) if n else pa.array([], pa.string())
+            failing.append(row_cases.select(
+                pl.col("index").cast(pl.Int64),
+                pl.format("{}: {} (got {})", "column", "check",
+                          pl.col("failure_case").fill_null("null")).alias("why")))
         dup = self._duplicate_mask(batch)
         if dup is not None:
-            dup_reason = (f"duplicate primary key {self.source.primary_key} (the row with the "
-                          f"newest {self.source.watermark_column} is kept)")
-            self.reasons["duplicate primary key"] += pc.sum(dup).as_py() or 0
-            reasons = pc.if_else(
-                dup, pc.if_else(pc.is_null(reasons), dup_reason,
-                                pc.binary_join_element_wise(reasons, dup_reason, "; ")),
-                reasons)
+            dup_rows = np.flatnonzero(dup.to_numpy(zero_copy_only=False))
+            self.reasons["duplicate primary key"] += len(dup_rows)
+            failing.append(pl.DataFrame({
+                "index": dup_rows.astype(np.int64),
+                "why": [f"duplicate primary key {self.source.primary_key} (the row with the "
+                        f"newest {self.source.watermark_column} is kept)"] * len(dup_rows)},
+                schema={"index": pl.Int64, "why": pl.String}))
         if schema_errors:
-            reasons = pa.array(["; ".join(schema_errors)] * n, pa.string())
+            bad_rows = np.arange(n, dtype=np.int64)
+            why = pa.array(["; ".join(schema_errors)] * n, pa.string())
             for error in schema_errors:
                 self.reasons[error] += n
                 if error not in self.schema_errors:
                     self.schema_errors.append(error)
-        bad = pc.is_valid(reasons)
-        rows = pa.array(np.arange(self.rows_seen, self.rows_seen + n, dtype=np.int64))
-        self.rows_seen += n
-        quarantined = pa.Table.from_batches([batch]).filter(bad)
-        quarantined = quarantined.append_column(ROW_COLUMN, rows.filter(bad)).append_column(
-            REASON_COLUMN, reasons.filter(bad))
-        return BatchOutcome(batch.filter(pc.invert(bad)), quarantined, schema_errors)
+        else:
+            merged = (pl.concat(failing).group_by("index", maintain_order=True)
+                      .agg(pl.col("why").str.join("; ")).sort("index")
+                      if failing else pl.DataFrame(schema={"index": pl.Int64, "why": pl.String}))
+            bad_rows = merged["index"].to_numpy()
+            why = merged["why"].to_arrow().cast(pa.string())
+        first_row, self.rows_seen = self.rows_seen, self.rows_seen + n
+        quarantined = pa.Table.from_batches([batch]).take(bad_rows)
+        quarantined = quarantined.append_column(
+            ROW_COLUMN, pa.array(bad_rows + first_row, pa.int64())).append_column(
+            REASON_COLUMN, why)
+        if not len(bad_rows):
+            return BatchOutcome(batch, quarantined, schema_errors)
+        keep = np.ones(n, dtype=bool)
+        keep[bad_rows] = False
+        return BatchOutcome(batch.filter(pa.array(keep)), quarantined, schema_errors)

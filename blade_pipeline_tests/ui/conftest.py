@@ -84,9 +84,10 @@ def browser() -> Iterator:
             chromium.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ui_stack(browser, start_warehouse, start_catalog, tmp_path_factory) -> Iterator[LiveStack]:
-    """The stack the browser tests click through (started only once a browser runs)."""
+    """The stack the browser tests click through (started only once a browser runs; stopped
+    after the module, not left running through the rest of the suite)."""
     if not pg_answers():
         pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432 (CI starts it; see .ci/run)")
     warehouse = start_warehouse(UI_ROWS, "--days", "2")

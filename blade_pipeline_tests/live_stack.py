@@ -1,0 +1,155 @@
+"""A live Dagster stack on loopback: dagster-webserver + dagster-daemon on a PostgreSQL instance,
+wired to an already started mock warehouse and catalog.
+
+Used by the live GraphQL tests (``integration/test_live_dagster.py``) and the browser tests
+(``ui/``), which each start their own warehouse and catalog with the data they need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+
+from blade_pipeline.resources.catalog import CatalogClient
+from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline.resources.warehouse import DatabricksWarehouse
+from blade_pipeline_tests.conftest import (
+    CATALOG_TOKEN,
+    PG_SERVER,
+    REPO_ROOT,
+    WAREHOUSE_TOKEN,
+    warehouse_url,
+)
+from blade_pipeline_tests.dagster_gql import DagsterGraphQL
+from blade_pipeline_tests.servers import ServerProcess, free_port
+
+DAEMON_HEALTH = """
+{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"""
+
+
+@dataclass
+class LiveStack:
+    """Clients of a running stack, and its Dagster processes."""
+
+    gql: DagsterGraphQL
+    lake: ParquetLake
+    catalog: CatalogClient
+    warehouse: DatabricksWarehouse
+    web: ServerProcess
+    daemon: ServerProcess
+
+    @property
+    def base_url(self) -> str:
+        """The Dagster UI, e.g. ``http://127.0.0.1:PORT``."""
+        return self.web.base_url
+
+
+def pg_answers() -> bool:
+    """True when the PostgreSQL server on 127.0.0.1:5432 accepts connections."""
+    try:
+        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres",
+                         connect_timeout=3).close()
+        return True
+    except psycopg2.OperationalError:
+        return False
+
+
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str = "blade_live") -> Iterator[str]:
+    """A new, empty PostgreSQL database on 127.0.0.1:5432 (dropped on exit); yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres",
+                             connect_timeout=5)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def make_pg_dagster_home(directory: Path) -> Path:
+    """``directory`` as a DAGSTER_HOME holding the repository's dagster.yaml (PostgreSQL)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO_ROOT / "dagster.yaml", directory / "dagster.yaml")
+    return directory
+
+
+@contextlib.contextmanager
+def live_dagster(warehouse: ServerProcess, catalog: ServerProcess, dagster_home: Path,
+                 pg_url: str, workdir: Path, **extra_env: str) -> Iterator[LiveStack]:
+    """Start webserver + daemon on ``dagster_home`` (PostgreSQL at ``pg_url``) with the
+    pipeline pointed at ``warehouse``, ``catalog`` and a lake under ``workdir``; stop them on
+    exit. ``extra_env`` adds environment variables (e.g. BLADE_SENSOR_INTERVAL_SECONDS)."""
+    lake_dir = workdir / "lake"
+    env = {"DAGSTER_HOME": str(dagster_home), "DAGSTER_PG_URL": pg_url,
+           "BLADE_WAREHOUSE_URL": warehouse_url(warehouse), "DATABRICKS_TOKEN": WAREHOUSE_TOKEN,
+           "BLADE_CATALOG_URL": catalog.base_url, "BLADE_CATALOG_TOKEN": CATALOG_TOKEN,
+           "BLADE_LAKE_URI": str(lake_dir), **extra_env}
+    logs = workdir / "logs"
+    bin_dir = Path(sys.executable).parent  # the venv's dagster-webserver / dagster-daemon
+    port = free_port()
+    web = ServerProcess([str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
+                         "-w", str(REPO_ROOT / "workspace.yaml")], port, logs / "web.log")
+    daemon = ServerProcess([str(bin_dir / "dagster-daemon"), "run", "-w",
+                            str(REPO_ROOT / "workspace.yaml")], port, logs / "daemon.log")
+    web.start("/server_info", timeout=180, env=env)
+    try:
+        daemon.start("/server_info", timeout=60, env=env)  # returns once it runs: see below
+        wait_for_daemons(DagsterGraphQL(web.base_url), daemon)
+        yield LiveStack(gql=DagsterGraphQL(web.base_url), lake=ParquetLake(uri=str(lake_dir)),
+                        catalog=CatalogClient(base_url=catalog.base_url, token=CATALOG_TOKEN),
+                        warehouse=DatabricksWarehouse(url=warehouse_url(warehouse),
+                                                      token=WAREHOUSE_TOKEN),
+                        web=web, daemon=daemon)
+    finally:
+        daemon.stop(timeout=30)
+        web.stop(timeout=30)
+
+
+def wait_for_daemons(gql: DagsterGraphQL, daemon: ServerProcess, timeout: float = 180) -> None:
+    """Until every required daemon heartbeats: before that, runs stay queued and sensors do not
+    tick (the daemon loads the code location first, which takes a while on a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = gql.query(DAEMON_HEALTH)["instance"]["daemonHealth"]["allDaemonStatuses"]
+        waiting = sorted(s["daemonType"] for s in statuses if s["required"] and not s["healthy"])
+        if not waiting:
+            return
+        if daemon.popen is not None and daemon.popen.poll() is not None:
+            raise RuntimeError(f"dagster-daemon exited:\n{daemon.log_text()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"daemons not healthy after {timeout}s: {waiting}\n"
+                               f"{daemon.log_text()[-4000:]}")
+        time.sleep(1)
+
+
+def catalog_items(catalog: CatalogClient, data_source: str) -> list[dict]:
+    """Every item of ``data_source`` in the catalog, page by page."""
+    items, after = [], None
+    while True:
+        page = catalog.list_items(data_source, after=after, limit=1000)
+        items += page["items"]
+        after = page.get("next")
+        if not after:
+            return items
+
+
+def assert_catalog_holds_exactly_the_staged_items(stack: LiveStack, data_type: str,
+                                                  day: str) -> None:
+    """The catalog holds exactly the day's staged items (no loss, no extra), each at version 1
+    (nothing uploaded twice)."""
+    items = catalog_items(stack.catalog, f"BLADE:{data_type}")
+    staged_ids = stack.lake.parquet_file(stack.lake.partition_dir(data_type, day)).read(
+        columns=["item_id"]).column(0).to_pylist()
+    assert sorted(i["item_id"] for i in items) == sorted(staged_ids)  # no loss, no extra
+    assert {i["version"] for i in items} == {1}  # nothing uploaded twice with a new version

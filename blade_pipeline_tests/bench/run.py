@@ -96,7 +96,11 @@ def summarize(samples: dict[str, list[dict]], rows: int, data_type: str, batch_r
                  "rows_per_s_min": round(min(rates)), "rows_per_s_max": round(max(rates)),
                  "seconds": round(statistics.median(r["seconds"] for r in runs), 3),
                  "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-                 "baseline_rss_mb": max(r["baseline_rss_mb"] for r in runs)}
+                 "baseline_rss_mb": max(r["baseline_rss_mb"] for r in runs),
+                 # what the measured work itself added (inputs prepared before the clock are
+                 # in the baseline: the ceiling generates its tables in-process)
+                 "added_rss_mb": round(max(r["peak_rss_mb"] - r["baseline_rss_mb"]
+                                           for r in runs), 1)}
         if stage == "ceiling":
             ceiling = entry
         result["stages"][stage] = entry
@@ -105,6 +109,8 @@ def summarize(samples: dict[str, list[dict]], rows: int, data_type: str, batch_r
             entry["ratio_to_ceiling"] = round(entry["rows_per_s"] / ceiling["rows_per_s"], 3)
             entry["rss_ratio_to_ceiling"] = round(entry["peak_rss_mb"] / ceiling["peak_rss_mb"],
                                                   2)
+            entry["added_rss_ratio_to_ceiling"] = round(
+                entry["added_rss_mb"] / max(ceiling["added_rss_mb"], 1.0), 2)
     return result
 
 
@@ -112,13 +118,14 @@ def format_table(result: dict) -> str:
     lines = [f"blade bench: {result['rows']:,} {result['data_type']} rows, batch "
              f"{result['batch_rows']:,}, repeat {result['repeat']}",
              f"{'stage':<12} {'rows/s (median)':>16} {'min-max':>21} {'vs ceiling':>10} "
-             f"{'peak RSS MB':>12} {'RSS vs ceiling':>14}"]
+             f"{'peak RSS MB':>12} {'RSS vs ceiling':>14} {'added MB':>9} {'vs ceiling':>10}"]
     for stage, e in result["stages"].items():
         lines.append(
             f"{stage:<12} {e['rows_per_s']:>16,} "
             f"{e['rows_per_s_min']:>10,}-{e['rows_per_s_max']:<10,} "
             f"{e.get('ratio_to_ceiling', 0):>10.3f} {e['peak_rss_mb']:>12.0f} "
-            f"{e.get('rss_ratio_to_ceiling', 0):>14.2f}")
+            f"{e.get('rss_ratio_to_ceiling', 0):>14.2f} {e['added_rss_mb']:>9.0f} "
+            f"{e.get('added_rss_ratio_to_ceiling', 0):>10.2f}")
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -35,6 +36,7 @@ from blade_pipeline_tests.conftest import (
     warehouse_url,
 )
 from blade_pipeline_tests.faults.conftest import catalog_items, make_resources, staged_hashes
+from blade_pipeline_tests.live_stack import fresh_pg_database, pg_answers
 
 pytestmark = pytest.mark.slow
 
@@ -54,15 +56,27 @@ def wait_for(what: str, check, timeout: float, every: float = 0.2):
 
 
 @pytest.fixture
-def daemon_home(tmp_path, pg_dagster_home) -> Path:
-    """The repository's instance config with run monitoring polling every 2 s."""
+def daemon_instance(tmp_path) -> Iterator[tuple[dg.DagsterInstance, Path, str]]:
+    """(instance, DAGSTER_HOME, PostgreSQL URL) on a database of its own (a daemon ticks
+    sensors and keeps cursors: it must not share them with other tests), with the repository's
+    instance config, run monitoring polling every 2 s."""
+    if not pg_answers():
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432 (CI starts it; see .ci/run)")
     home = tmp_path / "dagster_home"
     home.mkdir()
-    text = (pg_dagster_home / "dagster.yaml").read_text()
+    text = (REPO_ROOT / "dagster.yaml").read_text()
     assert "poll_interval_seconds: 15" in text
     (home / "dagster.yaml").write_text(text.replace("poll_interval_seconds: 15",
                                                     "poll_interval_seconds: 2"))
-    return home
+    with fresh_pg_database("blade_case6") as pg_url:
+        previous = os.environ.get("DAGSTER_PG_URL")
+        os.environ["DAGSTER_PG_URL"] = pg_url
+        try:
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                yield instance, home, pg_url
+        finally:
+            if previous is not None:
+                os.environ["DAGSTER_PG_URL"] = previous
 
 
 def stop(daemon: subprocess.Popen) -> None:
@@ -80,15 +94,16 @@ def parent_pid(pid: int) -> int:
 
 @pytest.mark.parametrize("also_code_server", [False, True], ids=["worker", "worker+code-server"])
 def test_6_run_worker_killed_mid_upload_is_failed_retried_and_ends_exact(
-        also_code_server, start_warehouse, start_catalog, tmp_path, daemon_home, pg_url,
-        dagster_instance):
+        also_code_server, start_warehouse, start_catalog, tmp_path, daemon_instance):
+    dagster_instance, daemon_home, pg_url = daemon_instance
     warehouse = start_warehouse(ROWS, "--days", "1")
     catalog = start_catalog("--latency-ms", "200")
     res = make_resources(warehouse, catalog, tmp_path / "lake")
     env = {**os.environ, "DAGSTER_HOME": str(daemon_home), "DAGSTER_PG_URL": pg_url,
            "BLADE_WAREHOUSE_URL": warehouse_url(warehouse), "DATABRICKS_TOKEN": WAREHOUSE_TOKEN,
            "BLADE_CATALOG_URL": catalog.base_url, "BLADE_CATALOG_TOKEN": CATALOG_TOKEN,
-           "BLADE_LAKE_URI": str(tmp_path / "lake"), "BLADE_CATALOG_BATCH_SIZE": "2000"}
+           "BLADE_LAKE_URI": str(tmp_path / "lake"), "BLADE_CATALOG_BATCH_SIZE": "2000",
+           "BLADE_SENSOR_INTERVAL_SECONDS": "3600"}
     workspace = str(REPO_ROOT / "workspace.yaml")
 
     def start_daemon() -> subprocess.Popen:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -47,9 +48,20 @@ def partition_sql(source: BladeSource) -> str:
 
 
 def duplicate_keys(warehouse: DatabricksWarehouse, source: BladeSource, sql: str,
-                   params: dict[str, Any] | None) -> pa.Table:
-    """Keys held by more than one row of ``sql`` and the newest watermark of each."""
-    return warehouse.query_arrow(duplicate_keys_sql(source, sql), params)
+                   params: dict[str, Any] | None) -> Future[pa.Table]:
+    """Keys held by more than one row of ``sql`` and the newest watermark of each, asked for
+    in a background thread: the answer is needed only by the first batch's validation, so
+    the query overlaps the extract's start instead of delaying it."""
+    future: Future[pa.Table] = Future()
+
+    def ask() -> None:
+        try:
+            future.set_result(warehouse.query_arrow(duplicate_keys_sql(source, sql), params))
+        except BaseException as exc:  # re-raised where the answer is used
+            future.set_exception(exc)
+
+    threading.Thread(target=ask, name="duplicate-keys", daemon=True).start()
+    return future
 
 
 def day_bounds(day: str) -> dict[str, dt.datetime]:
@@ -104,7 +116,7 @@ def _quarantine_schema(raw: pa.Schema) -> pa.Schema:
 def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetLake,
           items_dir: str, quarantine_dir: str, run: IngestRun,
           on_batch: Callable[[StageResult], None] | None = None,
-          duplicates: pa.Table | None = None) -> StageResult:
+          duplicates: pa.Table | Future[pa.Table] | None = None) -> StageResult:
     """Validate, transform and write batches: items to ``items_dir``, invalid rows (with a
     reason each) to ``quarantine_dir``. Both files stream (memory bounded by the batch) and
     are replaced atomically at the end, even when empty; on error neither changes.

@@ -12,6 +12,7 @@ is kept, every other row of the key is quarantined, whatever batch it arrives in
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,11 +52,11 @@ def duplicate_keys_sql(source: BladeSource, rows_sql: str) -> str:
 class PartitionValidator:
     """Validates the batches of one partition (keeps state across batches).
 
-    ``duplicates`` is the answer of :func:`duplicate_keys_sql` for the same rows (none: no
-    key repeats)."""
+    ``duplicates`` is the answer of :func:`duplicate_keys_sql` for the same rows, or its future
+    (none: no key repeats)."""
 
     source: BladeSource
-    duplicates: pa.Table | None = None
+    duplicates: pa.Table | Future[pa.Table] | None = None
     rows_seen: int = 0
     reasons: Counter = field(default_factory=Counter)
     schema_errors: list[str] = field(default_factory=list)
@@ -84,6 +85,8 @@ class PartitionValidator:
     def _duplicate_mask(self, batch: pa.RecordBatch) -> pa.Array | None:
         """Rows repeating a key whose kept row is another one (None: no such row here)."""
         pk, wm = self.source.primary_key, self.source.watermark_column
+        if isinstance(self.duplicates, Future):
+            self.duplicates = self.duplicates.result()
         dups = self.duplicates
         if dups is None or not dups.num_rows or pk not in batch.schema.names \
                 or wm not in batch.schema.names:

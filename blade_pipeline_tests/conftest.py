@@ -5,18 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
-import psycopg2
 import pytest
 
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, free_port
+from blade_pipeline_tests.postgres import fresh_pg_database, pg_answers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 WAREHOUSE_TOKEN = "test-warehouse-token"
 CATALOG_TOKEN = "test-catalog-token-3c9d"
 #: Seeded history ends on a fixed date, so tests can rebuild the same rows in-process.
@@ -82,29 +80,13 @@ def start_catalog(tmp_path_factory) -> Iterator[Callable[..., ServerProcess]]:
         server.stop()
 
 
-def _pg_answers() -> bool:
-    try:
-        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres",
-                         connect_timeout=3).close()
-        return True
-    except psycopg2.OperationalError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database on 127.0.0.1:5432 for this session (dropped afterwards)."""
-    if not _pg_answers():
+    if not pg_answers():
         pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432 (CI starts it; see .ci/run)")
-    name = f"blade_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with fresh_pg_database("blade_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

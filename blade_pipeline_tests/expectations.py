@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 import duckdb
 
 from blade_pipeline.devservices.warehouse import generator
+from blade_pipeline.resources.catalog import CatalogClient
 from blade_pipeline.sources import source_for
 
 #: Invalid kinds that make a row unusable (a duplicate key still yields one item per key).
@@ -35,3 +38,14 @@ def materialization(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict
                if e.event_type_value == "ASSET_MATERIALIZATION"
                and e.event_specific_data.materialization.asset_key == key]
     return {k: v.value for k, v in event.metadata.items()}
+
+
+def catalog_items(client: CatalogClient, data_source: str) -> list[dict[str, Any]]:
+    """Every item of ``data_source`` in the catalog (id order), pages followed."""
+    items, after = [], None
+    while True:
+        page = client.list_items(data_source, after=after, limit=1000)
+        items += page["items"]
+        after = page.get("next")
+        if not after:
+            return items

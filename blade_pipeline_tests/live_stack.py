@@ -11,24 +11,21 @@ import contextlib
 import shutil
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import psycopg2
 
 from blade_pipeline.resources.catalog import CatalogClient
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.resources.warehouse import DatabricksWarehouse
 from blade_pipeline_tests.conftest import (
     CATALOG_TOKEN,
-    PG_SERVER,
     REPO_ROOT,
     WAREHOUSE_TOKEN,
     warehouse_url,
 )
 from blade_pipeline_tests.dagster_gql import DagsterGraphQL
+from blade_pipeline_tests.expectations import catalog_items
 from blade_pipeline_tests.servers import ServerProcess, free_port
 
 DAEMON_HEALTH = """
@@ -50,31 +47,6 @@ class LiveStack:
     def base_url(self) -> str:
         """The Dagster UI, e.g. ``http://127.0.0.1:PORT``."""
         return self.web.base_url
-
-
-def pg_answers() -> bool:
-    """True when the PostgreSQL server on 127.0.0.1:5432 accepts connections."""
-    try:
-        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres",
-                         connect_timeout=3).close()
-        return True
-    except psycopg2.OperationalError:
-        return False
-
-
-@contextlib.contextmanager
-def fresh_pg_database(prefix: str = "blade_live") -> Iterator[str]:
-    """A new, empty PostgreSQL database on 127.0.0.1:5432 (dropped on exit); yields its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres",
-                             connect_timeout=5)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def make_pg_dagster_home(directory: Path) -> Path:
@@ -131,17 +103,6 @@ def wait_for_daemons(gql: DagsterGraphQL, daemon: ServerProcess, timeout: float 
             raise TimeoutError(f"daemons not healthy after {timeout}s: {waiting}\n"
                                f"{daemon.log_text()[-4000:]}")
         time.sleep(1)
-
-
-def catalog_items(catalog: CatalogClient, data_source: str) -> list[dict]:
-    """Every item of ``data_source`` in the catalog, page by page."""
-    items, after = [], None
-    while True:
-        page = catalog.list_items(data_source, after=after, limit=1000)
-        items += page["items"]
-        after = page.get("next")
-        if not after:
-            return items
 
 
 def assert_catalog_holds_exactly_the_staged_items(stack: LiveStack, data_type: str,

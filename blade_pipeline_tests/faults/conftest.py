@@ -34,6 +34,7 @@ from blade_pipeline_tests.conftest import (
 )
 from blade_pipeline_tests.expectations import (  # noqa: F401 (re-exported to the cases)
     NON_KEY_INVALID,
+    catalog_items,
     expected_ids,
     materialization,
 )
@@ -129,17 +130,6 @@ def materialized(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> bool:
 
 def checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
-
-
-def catalog_items(client: CatalogClient, data_source: str) -> list[dict[str, Any]]:
-    """Every item of ``data_source`` in the catalog (id order), pages followed."""
-    items, after = [], None
-    while True:
-        page = client.list_items(data_source, after=after, limit=1000)
-        items += page["items"]
-        after = page.get("next")
-        if not after:
-            return items
 
 
 def invalid_of_day(reference: duckdb.DuckDBPyConnection, data_type: str,

@@ -36,7 +36,7 @@ from blade_pipeline_tests.conftest import (
     warehouse_url,
 )
 from blade_pipeline_tests.faults.conftest import catalog_items, make_resources, staged_hashes
-from blade_pipeline_tests.live_stack import fresh_pg_database, pg_answers
+from blade_pipeline_tests.postgres import fresh_pg_database, pg_answers
 
 pytestmark = pytest.mark.slow
 

@@ -16,13 +16,8 @@ from pathlib import Path
 import pytest
 
 from blade_pipeline_tests.conftest import END_DATE, REPO_ROOT
-from blade_pipeline_tests.live_stack import (
-    LiveStack,
-    fresh_pg_database,
-    live_dagster,
-    make_pg_dagster_home,
-    pg_answers,
-)
+from blade_pipeline_tests.live_stack import LiveStack, live_dagster, make_pg_dagster_home
+from blade_pipeline_tests.postgres import fresh_pg_database, pg_answers
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: Headless, sandbox-less (root in CI) and quiet: no background networking of any kind.

@@ -30,22 +30,21 @@ from blade_pipeline_tests.faults.conftest import (
 @pytest.mark.slow
 def test_1_transient_503s_and_latency_are_retried_and_the_catalog_ends_exact(
         start_warehouse, start_catalog, lake_dir, dagster_instance, reference_db, recorded):
-    # 30 % of ExecuteStatement calls answer 503; every Thrift call takes 300 ms more (the
-    # issue says 2 s; 300 ms keeps the suite fast and still exercises every retry path).
-    # --fault-seed 4 draws 0.24, 0.10, 0.40, 0.15, 0.07, 0.40, ...: each of the two runs below
-    # meets two 503s in a row on its extract before the third attempt goes through.
+    # 30 % of ExecuteStatement calls answer 503 and every Thrift call takes 2 s more, as the
+    # issue asks. --fault-seed 4 draws 0.24, 0.10, 0.40, 0.15, 0.07, 0.40, ...: the run's two
+    # statements (duplicate keys, extract) each meet two 503s before the third attempt passes.
     flaky = start_warehouse(ROWS, *WAREHOUSE_ARGS, "--fail-rate", "0.3", "--fault-seed", "4",
-                            "--latency-ms", "300")
+                            "--latency-ms", "2000")
     res = make_resources(flaky, start_catalog(), lake_dir)
-    for data_type in ("maintenance", "sortie"):
-        source = source_for(data_type)
-        result = run(source, res, dagster_instance, recorded)
-        assert result.success, failure_messages(result)
-        assert materialization(result, staged_key(source))["rows_valid"] > 0
-        items = assert_exact(res, reference_db, data_type)
-        assert materialization(result, catalog_key(source))["created"] == len(items)
+    source = source_for("maintenance")
+    result = run(source, res, dagster_instance, recorded)
+    assert result.success, failure_messages(result)
+    assert materialization(result, staged_key(source))["rows_valid"] > 0
+    items = assert_exact(res, reference_db, "maintenance")
+    assert materialization(result, catalog_key(source))["created"] == len(items)
     injected = flaky.log_text().count("injected HTTP 503")
     assert injected >= 4, f"only {injected} faults injected: the case proves too little"
+
 
 def test_2_wrong_warehouse_token_fails_fast_naming_the_warehouse_and_stages_nothing(
         fault_warehouse, start_catalog, lake_dir, dagster_instance, recorded):

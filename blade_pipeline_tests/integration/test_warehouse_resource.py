@@ -33,6 +33,14 @@ def test_stream_arrow_yields_bounded_batches(big_warehouse):
     assert 0 < biggest <= 50_000
 
 
+def test_first_batch_can_be_smaller_to_start_a_pipeline_sooner(big_warehouse):
+    sizes = [b.num_rows for b in resource(big_warehouse).stream_arrow(
+        "SELECT * FROM main.blade.blade_maintenance_data", batch_rows=40_000,
+        first_batch_rows=10_000)]
+    assert sizes[0] == 10_000 and max(sizes[1:]) == 40_000
+    assert sum(sizes) == BIG_ROWS
+
+
 def test_empty_result_streams_nothing(big_warehouse):
     batches = list(resource(big_warehouse).stream_arrow(
         "SELECT * FROM main.blade.blade_maintenance_data WHERE 1 = 0"))

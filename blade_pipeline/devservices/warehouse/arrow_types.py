@@ -112,8 +112,13 @@ def serialize_schema(schema: pa.Schema) -> bytes:
 
 def ipc_stream(schema: pa.Schema, batches: list[pa.RecordBatch]) -> pa.Buffer:
     """A whole Arrow IPC stream (schema + batches): one cloud-fetch file."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, schema) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-    return sink.getvalue()
+    def write(sink: pa.NativeFile) -> None:
+        with pa.ipc.new_stream(sink, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+
+    measured = pa.MockOutputStream()  # size first: then one allocation and one copy
+    write(measured)
+    buffer = pa.allocate_buffer(measured.size())
+    write(pa.FixedSizeBufferWriter(buffer))
+    return buffer

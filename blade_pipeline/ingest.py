@@ -30,6 +30,7 @@ from blade_pipeline.sources import BladeSource
 from blade_pipeline.validation import (
     REASON_COLUMN,
     ROW_COLUMN,
+    BatchOutcome,
     PartitionValidator,
     duplicate_keys_sql,
 )
@@ -114,6 +115,14 @@ class StageResult:
         return data
 
 
+def _head(outcome: BatchOutcome, rows: int) -> list[dict[str, Any]]:
+    """The first ``rows`` valid rows of a batch, as dicts."""
+    if outcome.keep is None:
+        return outcome.rows.slice(0, rows).to_pylist()
+    first = pc.indices_nonzero(outcome.keep).slice(0, rows)
+    return outcome.rows.take(first).to_pylist()
+
+
 def _quarantine_schema(raw: pa.Schema) -> pa.Schema:
     return raw.append(pa.field(ROW_COLUMN, pa.int64())).append(pa.field(REASON_COLUMN, pa.string()))
 
@@ -141,14 +150,13 @@ def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetL
                 expected = set(required_columns(source.data_type))
                 result.extra_columns = [c for c in batch.schema.names if c not in expected]
             outcome = validator.validate(batch)
-            items = builder.build(outcome.valid)
+            items = builder.build(outcome.rows, outcome.keep)
             writer.put((items, outcome.quarantined))
             result.extracted += batch.num_rows
             result.valid += items.num_rows
             result.quarantined += outcome.quarantined.num_rows
-            if len(result.preview) < PREVIEW_ROWS and outcome.valid.num_rows:
-                take = outcome.valid.slice(0, PREVIEW_ROWS - len(result.preview))
-                result.preview.extend(take.to_pylist())
+            if len(result.preview) < PREVIEW_ROWS and outcome.valid_rows:
+                result.preview.extend(_head(outcome, PREVIEW_ROWS - len(result.preview)))
             if on_batch:
                 on_batch(result)
         writer.close()

@@ -17,6 +17,7 @@ import duckdb
 import polars as pl
 import polars_hash as plh
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from blade_pipeline.sources import BladeSource
 
@@ -57,8 +58,14 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+KEEP_COLUMN = "__blade_keep"
+
+
 def item_sql(source: BladeSource, columns: list[str]) -> str:
-    """DuckDB SELECT turning relation ``raw`` (with ``columns``) into BLADE items."""
+    """DuckDB SELECT turning relation ``raw`` (with ``columns``) into BLADE items; when
+    ``raw`` also has :data:`KEEP_COLUMN`, only the rows where it is true."""
+    keep = KEEP_COLUMN in columns
+    columns = [c for c in columns if c != KEEP_COLUMN]
     struct = ", ".join(f"{_ident(c)} := {_ident(c)}" for c in sorted(columns))
     cls = source.classification
     classification = (f"coalesce(CAST({_ident(cls.column)} AS VARCHAR), $default_class)"
@@ -70,7 +77,7 @@ def item_sql(source: BladeSource, columns: list[str]) -> str:
         f"{classification} AS classification, "
         f"CAST({_ident(source.watermark_column)} AS TIMESTAMP) AS last_modified, "
         "$metadata AS metadata "
-        "FROM raw"
+        "FROM raw" + (f" WHERE {_ident(KEEP_COLUMN)}" if keep else "")
     )
 
 
@@ -110,8 +117,14 @@ class ItemBuilder:
             con = self._local.con = duckdb.connect()
         return con
 
-    def build(self, raw: pa.RecordBatch | pa.Table) -> pa.Table:
-        """BLADE items (``ITEM_SCHEMA``) for the rows of ``raw``."""
+    def build(self, raw: pa.RecordBatch | pa.Table, keep: pa.BooleanArray | None = None
+              ) -> pa.Table:
+        """BLADE items (``ITEM_SCHEMA``) for the rows of ``raw`` (those where ``keep`` is
+        true, if given: filtered while the items are built, without copying ``raw``)."""
+        if keep is not None:
+            if not pc.any(keep).as_py():
+                return ITEM_SCHEMA.empty_table()
+            raw = raw.append_column(KEEP_COLUMN, keep)
         if raw.num_rows == 0:
             return ITEM_SCHEMA.empty_table()
         con = self._con()

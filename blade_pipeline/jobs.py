@@ -142,7 +142,7 @@ def ingest_items(source: BladeSource, item_ids: list[str], warehouse: Databricks
                                outcome.quarantined.column("_reason").to_pylist(), strict=True):
             if key is not None and report.get(prefix + key, {}).get("status") != "valid":
                 report[prefix + key] = {"status": "invalid", "reason": reason}
-        items = builder.build(outcome.valid)
+        items = builder.build(outcome.rows, outcome.keep)
         known = catalog.lookup_known(items.column("item_id"))
         todo = set(ingest.changed_items(items, known).todo.column("item_id").to_pylist())
         for item in items.to_pylist():

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandera.polars as pa_pl
@@ -34,11 +35,22 @@ REASON_COLUMN = "_reason"
 
 @dataclass
 class BatchOutcome:
-    """One validated batch."""
+    """One validated batch: its rows, which of them are valid, and the quarantined ones."""
 
-    valid: pa.RecordBatch
+    rows: pa.RecordBatch
+    keep: pa.BooleanArray | None  # the valid rows of ``rows``; None when all are valid
     quarantined: pa.Table  # raw columns + _row + _reason
     schema_errors: list[str]
+
+    @property
+    def valid_rows(self) -> int:
+        return self.rows.num_rows - self.quarantined.num_rows
+
+    @cached_property
+    def valid(self) -> pa.RecordBatch:
+        """The valid rows as a batch of their own (a copy unless all rows are valid; the stage
+        hands ``rows`` + ``keep`` to the item builder instead, which filters in passing)."""
+        return self.rows if self.keep is None else self.rows.filter(self.keep)
 
 
 DUPLICATE_KEY_COLUMNS = ("key", "newest")
@@ -161,7 +173,7 @@ class PartitionValidator:
             ROW_COLUMN, pa.array(bad_rows + first_row, pa.int64())).append_column(
             REASON_COLUMN, why)
         if not len(bad_rows):
-            return BatchOutcome(batch, quarantined, schema_errors)
+            return BatchOutcome(batch, None, quarantined, schema_errors)
         keep = np.ones(n, dtype=bool)
         keep[bad_rows] = False
-        return BatchOutcome(batch.filter(pa.array(keep)), quarantined, schema_errors)
+        return BatchOutcome(batch, pa.array(keep), quarantined, schema_errors)

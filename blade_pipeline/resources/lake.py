@@ -260,12 +260,15 @@ class PartitionWriter:
 
 #: Long unique text (JSON documents, hashes) gains nothing from dictionaries or min/max stats.
 _PLAIN_COLUMNS = frozenset({"data", "content_hash", "_reason"})
+#: Unique per item: a dictionary would be built and then dropped (statistics are kept).
+_UNIQUE_COLUMNS = frozenset({"item_id", "last_modified"})
 
 
 def _encoding(schema: pa.Schema) -> dict[str, Any]:
-    """Dictionary-encode and keep statistics for every column but long unique text."""
-    names = [f.name for f in schema if f.name not in _PLAIN_COLUMNS]
-    return {"use_dictionary": names, "write_statistics": names}
+    """Statistics for every column but long unique text; dictionaries for repeating values."""
+    stats = [f.name for f in schema if f.name not in _PLAIN_COLUMNS]
+    return {"use_dictionary": [n for n in stats if n not in _UNIQUE_COLUMNS],
+            "write_statistics": stats}
 
 
 def _datasync_quietly(fd: int) -> None:

@@ -80,6 +80,19 @@ def test_invalid_rows_get_a_reason_each_and_valid_rows_pass():
     assert not outcome.schema_errors
 
 
+def test_items_are_built_for_the_valid_rows_only_without_a_filtered_copy():
+    rows = batch([readiness(), readiness(report_id="000000002", status="BROKEN"),
+                  readiness(report_id="000000003")])
+    outcome = PartitionValidator(source_for("readiness")).validate(rows)
+    assert outcome.rows is rows and outcome.valid_rows == 2
+    builder = ItemBuilder(source_for("readiness"), RUN)
+    items = builder.build(outcome.rows, outcome.keep)
+    assert items.column("item_id").to_pylist() == ["READY-000000001", "READY-000000003"]
+    assert items.equals(builder.build(outcome.valid))
+    nothing = builder.build(rows, pa.array([False, False, False]))
+    assert nothing.num_rows == 0 and nothing.schema == ITEM_SCHEMA
+
+
 def test_duplicate_keys_keep_the_newest_row_in_whatever_batch_it_arrives():
     newer = LM + dt.timedelta(hours=1)
     duplicates = pa.table({"key": ["000000002", "000000004"],

@@ -79,3 +79,19 @@ def test_result_stream_pages_exactly():
     read = pa.ipc.open_stream(files[0].data).read_all()
     assert read.column("a")[0].as_py() == 4500
     assert not stream.has_more
+
+
+def test_result_files_per_page_can_be_capped(monkeypatch):
+    monkeypatch.setattr("blade_pipeline.devservices.warehouse.results.FILE_TARGET_BYTES", 8_000)
+    table = pa.table({"a": pa.array(range(10_000), pa.int64())})
+    stream = ResultStream(pa.RecordBatchReader.from_batches(table.schema,
+                                                            table.to_batches(max_chunksize=1000)))
+    first = stream.next_files(max_bytes=2**30, max_files=1)
+    second = stream.next_files(max_bytes=2**30)
+    assert len(first) == 1 and len(second) > 1
+    assert second[0].start_row == first[0].row_count
+    files = first + second
+    while stream.has_more:
+        files += stream.next_files(max_bytes=2**30)
+    read = pa.concat_tables(pa.ipc.open_stream(f.data).read_all() for f in files)
+    assert read.equals(table)

@@ -102,15 +102,17 @@ class ResultStream:
         total_rows = sum(b.num_rows for b in self._ahead)
         return total_rows <= max_rows and sum(b.nbytes for b in self._ahead) <= max_bytes
 
-    def next_files(self, max_bytes: int) -> list[ResultFile]:
-        """Cut the next page of cloud-fetch files; drop files of pages before the previous."""
+    def next_files(self, max_bytes: int, max_files: int = MAX_FILES_PER_PAGE
+                   ) -> list[ResultFile]:
+        """Cut the next page of at most ``max_files`` cloud-fetch files (about ``max_bytes``);
+        drop the files of pages before the previous one."""
         self.page += 1
         for key in [k for k, f in self.files.items() if f.page < self.page - 1]:
             del self.files[key]
         page_budget = max(max_bytes, FILE_TARGET_BYTES)
         made: list[ResultFile] = []
         spent = 0
-        while len(made) < MAX_FILES_PER_PAGE and spent < page_budget and self._fill():
+        while len(made) < max_files and spent < page_budget and self._fill():
             start = self.offset
             batches = self.take(max_rows=2**62, max_bytes=FILE_TARGET_BYTES)
             data = ipc_stream(self.schema, batches)

@@ -20,6 +20,7 @@ from blade_pipeline.devservices.warehouse.results import (
     INLINE_MAX_BYTES,
     INLINE_MAX_ROWS,
     LINK_TTL_SECONDS,
+    MAX_FILES_PER_PAGE,
     ResultFile,
     ResultStream,
 )
@@ -254,7 +255,9 @@ class WarehouseService:
         results = ttypes.TSparkDirectResults(operationStatus=self._status(op))
         if op.stream is not None:
             results.resultSetMetadata = self._metadata(op)
-            results.resultSet = self._fetch(op, max_rows, max_bytes)
+            # The first page of links holds one file: the client starts downloading (and its
+            # caller working) while the next files are cut, as with a real warehouse.
+            results.resultSet = self._fetch(op, max_rows, max_bytes, max_files=1)
         # Inline results that are complete close at once; cloud-fetch results stay open until
         # the client's CloseOperation, since their files are downloaded after this answer.
         if op.error is not None or (not op.url_based and not results.resultSet.hasMoreRows):
@@ -378,7 +381,8 @@ class WarehouseService:
                           else ttypes.TSparkRowSetType.ARROW_BASED_SET),
             lz4Compressed=False, isStagingOperation=False)
 
-    def _fetch(self, op: Operation, max_rows: int, max_bytes: int) -> ttypes.TFetchResultsResp:
+    def _fetch(self, op: Operation, max_rows: int, max_bytes: int,
+               max_files: int = MAX_FILES_PER_PAGE) -> ttypes.TFetchResultsResp:
         stream = op.stream
         op.touched = time.time()
         with stream.lock:
@@ -390,7 +394,7 @@ class WarehouseService:
                         fileLink=f"{self.base_url()}/cloudfetch/{op.key.hex()}/{rf.key}",
                         expiryTime=int(now + LINK_TTL_SECONDS), startRowOffset=rf.start_row,
                         rowCount=rf.row_count, bytesNum=rf.data.size, httpHeaders={})
-                    for rf in stream.next_files(max_bytes)]
+                    for rf in stream.next_files(max_bytes, max_files)]
                 rowset = ttypes.TRowSet(startRowOffset=start, rows=[], resultLinks=links)
             else:
                 batches = [ttypes.TSparkArrowBatch(batch=b.serialize().to_pybytes(),

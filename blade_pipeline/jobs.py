@@ -152,8 +152,9 @@ def ingest_items(source: BladeSource, item_ids: list[str], warehouse: Databricks
                 report[item_id] = {"status": "unchanged" if same else "kept newer in catalog",
                                    "content_hash": item["content_hash"]}
                 continue
-            answer = catalog.upload_item(item, source.catalog_data_source)
-            report[item_id] = {"status": answer.get("status", "uploaded"),
+            answer = catalog.upload_item(item, source.catalog_data_source, keep_newer=True)
+            status = answer.get("status", "uploaded")
+            report[item_id] = {"status": "kept newer in catalog" if status == "stale" else status,
                                "version": answer.get("version"),
                                "content_hash": item["content_hash"]}
     return report

@@ -184,9 +184,12 @@ class CatalogClient(dg.ConfigurableResource):
 
     def upload_item(self, item: Mapping[str, Any], data_source: str | None = None, *,
                     classification: str | None = None, metadata: Mapping[str, Any] | None = None,
-                    timestamp: datetime | None = None) -> dict[str, Any]:
+                    timestamp: datetime | None = None, keep_newer: bool = False
+                    ) -> dict[str, Any]:
         """Upload one item as the seed flow does (multipart: blade_item.json, dataSource,
-        classification, metadata, timestamp). Returns ``{item_id, status, version, ...}``."""
+        classification, metadata, timestamp). Returns ``{item_id, status, version, ...}``.
+        ``keep_newer``: the catalog keeps its copy if that has a later ``last_modified``
+        (status ``stale``), checked inside its write transaction."""
         obj = _item_object(item)
         source = data_source or f"BLADE:{obj['data_type']}"
         form = {
@@ -196,6 +199,8 @@ class CatalogClient(dg.ConfigurableResource):
                                         else obj.get("metadata") or {}), default=str),
             "timestamp": (timestamp or datetime.now(UTC)).isoformat(),
         }
+        if keep_newer:
+            form["keepNewer"] = "true"
         body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str)
         return self._post_multipart("/api/v1/items", form,
                                     ("blade_item.json", body.encode(), "application/json")).json()

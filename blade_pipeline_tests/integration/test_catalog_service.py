@@ -108,6 +108,24 @@ def test_single_upload_created_unchanged_updated(http: httpx.Client) -> None:
     assert (head.status_code, head.headers["X-Item-Version"]) == (200, "2")
 
 
+def test_keep_newer_leaves_a_later_stored_item_on_both_upload_paths(http: httpx.Client) -> None:
+    newer = {**ITEM, "item_id": "KEEP-1", "last_modified": "2024-06-05T00:00:00Z"}
+    older = {**newer, "data": {"x": "old"}, "content_hash": "hash-old",
+             "last_modified": "2024-06-01T00:00:00Z"}
+    assert single(http, newer).json()["status"] == "created"
+    kept = single(http, older, keepNewer="true")
+    assert (kept.status_code, kept.json()["status"], kept.json()["version"]) == \
+        (200, "stale", 1)
+    body, ctype = encode_multipart({"dataSource": "BLADE:maintenance", "keepNewer": "true"},
+                                   ("items.ndjson", json.dumps(older).encode(),
+                                    "application/x-ndjson"))
+    answer = http.post("/api/v1/items/batch", content=body, headers={"Content-Type": ctype})
+    assert (answer.json()["stale"], answer.json()["updated"]) == (1, 0)
+    assert http.get("/api/v1/items/KEEP-1").headers["ETag"] == '"hash-1"'
+    replaced = single(http, older)  # without keepNewer: a plain upsert by content hash
+    assert (replaced.json()["status"], replaced.json()["version"]) == ("updated", 2)
+
+
 def test_single_upload_merges_form_parts(http: httpx.Client) -> None:
     item = {**ITEM, "item_id": "ONE-2"}
     single(http, item, classification="CUI", metadata='{"run_id": "r1"}',

@@ -23,7 +23,8 @@ class ErrorBody(BaseModel):
 
 class ItemUploadResult(BaseModel):
     item_id: str
-    status: Literal["created", "updated", "unchanged"]
+    status: Literal["created", "updated", "unchanged", "stale"] = Field(
+        description="stale: left as stored, the stored item is newer (only with keepNewer)")
     version: int
     content_hash: str
 

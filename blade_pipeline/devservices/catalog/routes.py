@@ -114,10 +114,14 @@ def build_router(store: CatalogStore) -> APIRouter:
         metadata: Annotated[str | None, Form(description="JSON object, merged into the "
                                                          "item's metadata")] = None,
         timestamp: Annotated[str | None, Form(max_length=64, description="ISO-8601")] = None,
+        keep_newer: Annotated[bool, Form(
+            alias="keepNewer", description="leave the item as stored if its last_modified is "
+                                           "later than the upload's (status stale)")] = False,
     ) -> ItemUploadResult:
         raw = await file.read()
         record = _single_item(raw, data_source, classification, metadata, timestamp)
-        [(status, version)] = await run_in_threadpool(store.upsert, data_source, [record])
+        [(status, version)] = await run_in_threadpool(store.upsert, data_source, [record],
+                                                      keep_newer)
         if status != "created":
             response.status_code = 200
         return ItemUploadResult(item_id=record.item_id, status=status, version=version,

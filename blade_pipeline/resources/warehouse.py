@@ -8,6 +8,7 @@ The token comes from ``DATABRICKS_TOKEN`` through ``dg.EnvVar`` and never appear
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import socket
 import time
@@ -19,12 +20,8 @@ from urllib.parse import urlsplit
 import dagster as dg
 import pyarrow as pa
 from databricks import sql as dbsql
-from databricks.sql import client as _dbsql_client  # noqa: F401  (see below)
 from databricks.sql import exc as dbexc
 from pydantic import Field
-
-# ``dbsql.connect`` imports its client module (and pandas with it) on first use: ~0.6 s that
-# would otherwise land inside a run's first query. Imported above, it is paid at code load.
 
 DEMO_WAREHOUSE_URL = "http://127.0.0.1:8765/sql/1.0/warehouses/demo"
 DEMO_WAREHOUSE_TOKEN = "dev-warehouse-token"  # the mock's default; not a secret
@@ -44,6 +41,13 @@ class WarehouseQueryError(WarehouseError):
 
 class WarehouseUnavailableError(WarehouseError):
     """The warehouse could not be reached or kept failing (transient; retry later)."""
+
+
+def preload_connector() -> None:
+    """Import the connector's client module (pandas with it, ~0.6 s) now: ``dbsql.connect``
+    imports it on first use, inside a run's first query. Dagster calls this when it sets the
+    resource up for a step; processes that never query (code servers, the UI) skip it."""
+    importlib.import_module("databricks.sql.client")
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,9 @@ class DatabricksWarehouse(dg.ConfigurableResource):
             if "DATABRICKS_TOKEN" not in os.environ:
                 token = DEMO_WAREHOUSE_TOKEN
         return cls(**where, token=token, **overrides)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        preload_connector()
 
     # ---- connection -------------------------------------------------------------------------
     def _endpoint(self) -> tuple[str, str, str | None]:

@@ -27,7 +27,7 @@ from blade_pipeline.devservices.warehouse import generator
 from blade_pipeline.items import IngestRun, ItemBuilder
 from blade_pipeline.resources.catalog import CatalogClient
 from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.resources.warehouse import DatabricksWarehouse
+from blade_pipeline.resources.warehouse import DatabricksWarehouse, preload_connector
 from blade_pipeline.sources import source_for
 from blade_pipeline.validation import PartitionValidator
 
@@ -80,6 +80,7 @@ def prepare_ceiling(cfg: dict) -> Callable[[], int]:
 
 def prepare_extract(cfg: dict) -> Callable[[], int]:
     source = source_for(cfg["data_type"])
+    preload_connector()  # what Dagster's resource setup does before a step runs
 
     def run() -> int:
         return sum(b.num_rows for b in ingest.extract(
@@ -127,6 +128,7 @@ def _stage(cfg: dict, lake: ParquetLake) -> ingest.StageResult:
 
 def prepare_stage(cfg: dict) -> Callable[[], int]:
     lake = ParquetLake(uri=str(Path(cfg["workdir"]) / "lake"))
+    preload_connector()  # what Dagster's resource setup does before a step runs
     return lambda: _stage(cfg, lake).extracted
 
 

@@ -30,7 +30,6 @@ from blade_pipeline.sources import BladeSource
 from blade_pipeline.validation import (
     REASON_COLUMN,
     ROW_COLUMN,
-    BatchOutcome,
     PartitionValidator,
     duplicate_keys_sql,
 )
@@ -38,6 +37,7 @@ from blade_pipeline.validation import (
 DEFAULT_BATCH_ROWS = 250_000
 FIRST_BATCH_DIVISOR = 4
 PREVIEW_ROWS = 5
+KEPT_NEWER = "kept newer in catalog"  # how reports name items whose catalog row is newer
 
 
 # ---- extract ---------------------------------------------------------------------------------
@@ -115,14 +115,6 @@ class StageResult:
         return data
 
 
-def _head(outcome: BatchOutcome, rows: int) -> list[dict[str, Any]]:
-    """The first ``rows`` valid rows of a batch, as dicts."""
-    if outcome.keep is None:
-        return outcome.rows.slice(0, rows).to_pylist()
-    first = pc.indices_nonzero(outcome.keep).slice(0, rows)
-    return outcome.rows.take(first).to_pylist()
-
-
 def _quarantine_schema(raw: pa.Schema) -> pa.Schema:
     return raw.append(pa.field(ROW_COLUMN, pa.int64())).append(pa.field(REASON_COLUMN, pa.string()))
 
@@ -156,7 +148,7 @@ def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetL
             result.valid += items.num_rows
             result.quarantined += outcome.quarantined.num_rows
             if len(result.preview) < PREVIEW_ROWS and outcome.valid_rows:
-                result.preview.extend(_head(outcome, PREVIEW_ROWS - len(result.preview)))
+                result.preview.extend(outcome.head(PREVIEW_ROWS - len(result.preview)))
             if on_batch:
                 on_batch(result)
         writer.close()
@@ -216,7 +208,7 @@ class UploadProgress:
         return (f"batch {self.batch}/{self.batches}: {self.processed}/{self.total} processed, "
                 f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, "
                 f"{self.rejected} rejected, {self.skipped} skipped (checkpoint)"
-                + (f", {self.stale} kept newer in catalog" if self.stale else "")
+                + (f", {self.stale} {KEPT_NEWER}" if self.stale else "")
                 + (f", ETA {eta:.0f}s" if eta is not None else ""))
 
 

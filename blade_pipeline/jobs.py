@@ -149,12 +149,12 @@ def ingest_items(source: BladeSource, item_ids: list[str], warehouse: Databricks
             item_id = item["item_id"]
             if item_id not in todo:
                 same = known.hashes.get(item_id) == item["content_hash"]
-                report[item_id] = {"status": "unchanged" if same else "kept newer in catalog",
+                report[item_id] = {"status": "unchanged" if same else ingest.KEPT_NEWER,
                                    "content_hash": item["content_hash"]}
                 continue
             answer = catalog.upload_item(item, source.catalog_data_source, keep_newer=True)
             status = answer.get("status", "uploaded")
-            report[item_id] = {"status": "kept newer in catalog" if status == "stale" else status,
+            report[item_id] = {"status": ingest.KEPT_NEWER if status == "stale" else status,
                                "version": answer.get("version"),
                                "content_hash": item["content_hash"]}
     return report

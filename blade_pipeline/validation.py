@@ -52,6 +52,12 @@ class BatchOutcome:
         hands ``rows`` + ``keep`` to the item builder instead, which filters in passing)."""
         return self.rows if self.keep is None else self.rows.filter(self.keep)
 
+    def head(self, n: int) -> list[dict]:
+        """The first ``n`` valid rows, as dicts (without filtering the whole batch)."""
+        if self.keep is None:
+            return self.rows.slice(0, n).to_pylist()
+        return self.rows.take(pc.indices_nonzero(self.keep).slice(0, n)).to_pylist()
+
 
 DUPLICATE_KEY_COLUMNS = ("key", "newest")
 

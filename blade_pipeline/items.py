@@ -2,8 +2,10 @@
 
 One item per row (DESIGN §3): ``item_id`` = ``{prefix}-{primary key}``, ``data`` = the row as
 canonical JSON (keys sorted, no whitespace), ``content_hash`` = sha256 of that text, and the
-run's ``metadata`` as a JSON object. DuckDB reads the Arrow batch in place and writes the JSON
-(no copy, no Python loop per row); polars-hash hashes it.
+run's ``metadata`` as a JSON object. DuckDB reads the Arrow batch in place (no copy, no Python
+loop per row). ``data`` and ``content_hash`` come from the native kernel
+(:mod:`blade_pipeline.item_json`) in one pass; where it cannot write the columns, DuckDB's
+``to_json`` writes the same text and polars-hash hashes it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import polars_hash as plh
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from blade_pipeline import item_json
 from blade_pipeline.sources import BladeSource
 
 ITEM_SCHEMA = pa.schema([
@@ -61,20 +64,21 @@ def _ident(name: str) -> str:
 KEEP_COLUMN = "__blade_keep"
 
 
-def item_sql(source: BladeSource, columns: list[str]) -> str:
+def item_sql(source: BladeSource, columns: list[str], with_data: bool = True) -> str:
     """DuckDB SELECT turning relation ``raw`` (with ``columns``) into BLADE items; when
-    ``raw`` also has :data:`KEEP_COLUMN`, only the rows where it is true."""
+    ``raw`` also has :data:`KEEP_COLUMN`, only the rows where it is true. Without
+    ``with_data``, the items lack ``data`` (written by :mod:`blade_pipeline.item_json`)."""
     keep = KEEP_COLUMN in columns
     columns = [c for c in columns if c != KEEP_COLUMN]
     struct = ", ".join(f"{_ident(c)} := {_ident(c)}" for c in sorted(columns))
+    data = f"CAST(to_json(struct_pack({struct})) AS VARCHAR) AS data, " if with_data else ""
     cls = source.classification
     classification = (f"coalesce(CAST({_ident(cls.column)} AS VARCHAR), $default_class)"
                       if cls.column and cls.column in columns else "$default_class")
     return (
         f"SELECT $prefix || '-' || CAST({_ident(source.primary_key)} AS VARCHAR) AS item_id, "
         "$data_type AS data_type, "
-        f"CAST(to_json(struct_pack({struct})) AS VARCHAR) AS data, "
-        f"{classification} AS classification, "
+        f"{data}{classification} AS classification, "
         f"CAST({_ident(source.watermark_column)} AS TIMESTAMP) AS last_modified, "
         "$metadata AS metadata "
         "FROM raw" + (f" WHERE {_ident(KEEP_COLUMN)}" if keep else "")
@@ -121,19 +125,29 @@ class ItemBuilder:
               ) -> pa.Table:
         """BLADE items (``ITEM_SCHEMA``) for the rows of ``raw`` (those where ``keep`` is
         true, if given: filtered while the items are built, without copying ``raw``)."""
-        if keep is not None:
-            if not pc.any(keep).as_py():
-                return ITEM_SCHEMA.empty_table()
-            raw = raw.append_column(KEEP_COLUMN, keep)
+        if keep is not None and not pc.any(keep).as_py():
+            return ITEM_SCHEMA.empty_table()
         if raw.num_rows == 0:
             return ITEM_SCHEMA.empty_table()
+        if isinstance(raw, pa.Table):  # the kernel reads one contiguous batch
+            raw = pa.RecordBatch.from_struct_array(
+                raw.combine_chunks().to_struct_array().combine_chunks())
+        if isinstance(keep, pa.ChunkedArray):
+            keep = keep.combine_chunks()
+        encoded = item_json.encode(raw, sorted(raw.schema.names), keep)
+        if keep is not None:
+            raw = raw.append_column(KEEP_COLUMN, keep)
         con = self._con()
         con.register("raw", _chunked(raw, DUCKDB_CHUNK_ROWS))
         try:
-            table = con.sql(item_sql(self.source, raw.schema.names),
+            table = con.sql(item_sql(self.source, raw.schema.names, encoded is None),
                             params=self.params).to_arrow_table()
         finally:
             con.unregister("raw")
-        table = table.add_column(table.schema.get_field_index("metadata"), "content_hash",
-                                 sha256_hex(table.column("data")))
+        if encoded is None:
+            data, hashes = table.column("data"), sha256_hex(table.column("data"))
+            table = table.drop_columns(["data"])
+        else:
+            data, hashes = encoded
+        table = table.add_column(2, "data", data).add_column(5, "content_hash", hashes)
         return table.cast(ITEM_SCHEMA)

@@ -1,0 +1,85 @@
+"""Item ``data`` (canonical JSON) and ``content_hash`` (sha256) of Arrow rows in one native pass.
+
+The C kernel (``_item_json.c``, built by ``pip install``) writes the same bytes as DuckDB's
+``to_json(struct_pack(...))`` for strings, booleans, integers, floats, dates and timestamps
+without time zone (years 1-9999), hashes each row as it is written and releases the GIL.
+:func:`encode` answers ``None`` when the kernel is not built or a column or value is outside
+what it writes; the item builder then uses DuckDB, so both paths give the same items.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+try:
+    from blade_pipeline import _item_json
+except ImportError:  # the build is optional: no compiler or OpenSSL headers on this machine
+    _item_json = None
+
+_UTF8, _LARGE_UTF8, _BOOL, _INT8, _INT16, _INT32, _INT64 = 1, 2, 3, 4, 5, 6, 7
+_FLOAT32, _FLOAT64, _DATE32, _TIMESTAMP = 8, 9, 10, 11
+_FIXED_KINDS = {pa.bool_(): _BOOL, pa.int8(): _INT8, pa.int16(): _INT16, pa.int32(): _INT32,
+                pa.int64(): _INT64, pa.float32(): _FLOAT32, pa.float64(): _FLOAT64,
+                pa.date32(): _DATE32}
+_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1}
+
+
+def available() -> bool:
+    """Whether the native kernel was built."""
+    return _item_json is not None
+
+
+def _address(buffer: pa.Buffer | None) -> int:
+    return buffer.address if buffer is not None else 0
+
+
+def _column_spec(name: str, array: pa.Array) -> tuple | None:
+    """What the kernel reads of one column, or None for a type it does not write."""
+    dtype = array.type
+    buffers = array.buffers()
+    validity = _address(buffers[0]) if array.null_count else 0
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        kind = _UTF8 if pa.types.is_string(dtype) else _LARGE_UTF8
+        return (_item_json.escape_key(name.encode()), kind, array.offset, validity,
+                _address(buffers[1]), _address(buffers[2]), 0)
+    if pa.types.is_timestamp(dtype):
+        if dtype.tz is not None or dtype.unit not in _MICROS:
+            return None
+        return (_item_json.escape_key(name.encode()), _TIMESTAMP, array.offset, validity,
+                _address(buffers[1]), 0, _MICROS[dtype.unit])
+    kind = _FIXED_KINDS.get(dtype)
+    if kind is None:
+        return None
+    return (_item_json.escape_key(name.encode()), kind, array.offset, validity,
+            _address(buffers[1]), 0, 0)
+
+
+def encode(batch: pa.RecordBatch, columns: list[str], keep: pa.BooleanArray | None = None
+           ) -> tuple[pa.Array, pa.Array] | None:
+    """``(data, content_hash)`` of the rows of ``batch`` where ``keep`` is true (all if None):
+    each row's ``columns`` as a JSON object in that order, and its lower-case hex sha256.
+    None when the kernel cannot write these columns or values exactly as DuckDB does."""
+    if _item_json is None:
+        return None
+    specs = []
+    for name in columns:
+        spec = _column_spec(name, batch.column(name))
+        if spec is None:
+            return None
+        specs.append(spec)
+    keep_args = (0, 0, 0)
+    if keep is not None:
+        keep_buffers = keep.buffers()
+        keep_args = (_address(keep_buffers[1]),
+                     _address(keep_buffers[0]) if keep.null_count else 0, keep.offset)
+    try:
+        kept, offsets, data, hexes = _item_json.encode(batch.num_rows, specs, *keep_args)
+    except _item_json.Unsupported:
+        return None
+    json_text = pa.Array.from_buffers(pa.large_string(), kept,
+                                      [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    hash_offsets = np.arange(0, 64 * kept + 1, 64, dtype=np.int32)
+    hashes = pa.Array.from_buffers(pa.string(), kept,
+                                   [None, pa.py_buffer(hash_offsets), pa.py_buffer(hexes)])
+    return json_text, hashes

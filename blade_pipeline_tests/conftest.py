@@ -33,6 +33,15 @@ def _start_warehouse(directory: Path, rows: int, *extra: str) -> ServerProcess:
     return server
 
 
+def stop_all(servers: list[ServerProcess]) -> None:
+    """SIGTERM every server first, then wait for each: they shut down side by side."""
+    for server in servers:
+        if server.popen and server.popen.poll() is None:
+            server.popen.terminate()
+    for server in servers:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def start_warehouse(tmp_path_factory) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: start a mock warehouse with ``rows`` per table and extra CLI flags."""
@@ -44,8 +53,7 @@ def start_warehouse(tmp_path_factory) -> Iterator[Callable[..., ServerProcess]]:
         return server
 
     yield start
-    for server in started:
-        server.stop()
+    stop_all(started)
 
 
 @pytest.fixture(scope="session")
@@ -76,8 +84,7 @@ def start_catalog(tmp_path_factory) -> Iterator[Callable[..., ServerProcess]]:
         return server
 
     yield start
-    for server in started:
-        server.stop()
+    stop_all(started)
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from blade_pipeline_tests.conftest import (
 )
 from blade_pipeline_tests.dagster_gql import DagsterGraphQL
 from blade_pipeline_tests.expectations import catalog_items
-from blade_pipeline_tests.servers import ServerProcess, free_port
+from blade_pipeline_tests.servers import ServerProcess, catalog_reader, free_port
 
 DAEMON_HEALTH = """
 { instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"""
@@ -42,6 +42,7 @@ class LiveStack:
     warehouse: DatabricksWarehouse
     web: ServerProcess
     daemon: ServerProcess
+    catalog_server: ServerProcess
 
     @property
     def base_url(self) -> str:
@@ -82,7 +83,7 @@ def live_dagster(warehouse: ServerProcess, catalog: ServerProcess, dagster_home:
                         catalog=CatalogClient(base_url=catalog.base_url, token=CATALOG_TOKEN),
                         warehouse=DatabricksWarehouse(url=warehouse_url(warehouse),
                                                       token=WAREHOUSE_TOKEN),
-                        web=web, daemon=daemon)
+                        web=web, daemon=daemon, catalog_server=catalog)
     finally:
         daemon.stop(timeout=30)
         web.stop(timeout=30)
@@ -109,7 +110,8 @@ def assert_catalog_holds_exactly_the_staged_items(stack: LiveStack, data_type: s
                                                   day: str) -> None:
     """The catalog holds exactly the day's staged items (no loss, no extra), each at version 1
     (nothing uploaded twice)."""
-    items = catalog_items(stack.catalog, f"BLADE:{data_type}")
+    with catalog_reader(stack.catalog_server) as reader:
+        items = catalog_items(reader, f"BLADE:{data_type}")
     staged_ids = stack.lake.parquet_file(stack.lake.partition_dir(data_type, day)).read(
         columns=["item_id"]).column(0).to_pylist()
     assert sorted(i["item_id"] for i in items) == sorted(staged_ids)  # no loss, no extra

@@ -39,6 +39,7 @@ from blade_pipeline_tests.conftest import (
 )
 from blade_pipeline_tests.faults.conftest import catalog_items, make_resources, staged_hashes
 from blade_pipeline_tests.postgres import fresh_pg_database, pg_answers
+from blade_pipeline_tests.servers import catalog_reader
 
 pytestmark = pytest.mark.slow
 
@@ -165,7 +166,8 @@ def test_6_run_worker_killed_mid_upload_is_failed_retried_and_ends_exact(
                if "resuming" in (m.user_message or "")]
     assert resumed, "the retry did not resume from the checkpoint"
     staged = staged_hashes(res["lake"], "maintenance", DAY)
-    items = catalog_items(res["catalog"], "BLADE:maintenance")
+    with catalog_reader(catalog) as reader:  # 60 pages x 200 ms otherwise
+        items = catalog_items(reader, "BLADE:maintenance")
     assert len(items) == len({i["item_id"] for i in items}) == len(staged)
     assert {i["item_id"]: i["content_hash"] for i in items} == staged
     assert {i["version"] for i in items} == {1}

@@ -135,19 +135,61 @@ class ItemBuilder:
         if isinstance(keep, pa.ChunkedArray):
             keep = keep.combine_chunks()
         encoded = item_json.encode(raw, sorted(raw.schema.names), keep)
+        columns = self._arrow_columns(raw, keep) if encoded is not None else None
+        if columns is None:
+            columns = self._duckdb_columns(raw, keep, with_data=encoded is None)
+        if encoded is None:
+            data = columns.pop("data")
+            encoded = data, sha256_hex(data)
+        columns["data"], columns["content_hash"] = encoded
+        return pa.table([columns[name] for name in ITEM_SCHEMA.names],
+                        names=ITEM_SCHEMA.names).cast(ITEM_SCHEMA)
+
+    def _duckdb_columns(self, raw: pa.RecordBatch, keep: pa.BooleanArray | None,
+                        with_data: bool) -> dict[str, pa.ChunkedArray]:
+        """The item columns :func:`item_sql` computes (``data`` only ``with_data``)."""
         if keep is not None:
             raw = raw.append_column(KEEP_COLUMN, keep)
         con = self._con()
         con.register("raw", _chunked(raw, DUCKDB_CHUNK_ROWS))
         try:
-            table = con.sql(item_sql(self.source, raw.schema.names, encoded is None),
+            table = con.sql(item_sql(self.source, raw.schema.names, with_data),
                             params=self.params).to_arrow_table()
         finally:
             con.unregister("raw")
-        if encoded is None:
-            data, hashes = table.column("data"), sha256_hex(table.column("data"))
-            table = table.drop_columns(["data"])
-        else:
-            data, hashes = encoded
-        table = table.add_column(2, "data", data).add_column(5, "content_hash", hashes)
-        return table.cast(ITEM_SCHEMA)
+        return dict(zip(table.column_names, table.columns, strict=True))
+
+    def _arrow_columns(self, raw: pa.RecordBatch, keep: pa.BooleanArray | None
+                       ) -> dict[str, pa.Array] | None:
+        """The columns besides ``data`` computed in Arrow (no SQL round trip), for the key,
+        watermark and classification types where that gives what :func:`item_sql` gives
+        (string or integer key, timestamp without time zone, string classification);
+        None otherwise."""
+        source, schema = self.source, raw.schema
+        cls = source.classification.column
+        wanted = [source.primary_key, source.watermark_column]
+        wanted += [cls] if cls and cls in schema.names else []
+        if any(name not in schema.names for name in wanted):
+            return None
+        key, stamp = schema.field(wanted[0]).type, schema.field(wanted[1]).type
+        if not (_is_text(key) or pa.types.is_integer(key)) \
+                or not (pa.types.is_timestamp(stamp) and stamp.tz is None
+                        and stamp.unit in ("s", "ms", "us")) \
+                or (len(wanted) == 3 and not _is_text(schema.field(cls).type)):
+            return None
+        rows = raw.select(wanted)
+        if keep is not None:
+            rows = rows.filter(keep)
+        n, params = rows.num_rows, self.params
+        classification = (pc.coalesce(rows.column(2).cast(pa.string()), params["default_class"])
+                          if len(wanted) == 3 else pa.repeat(params["default_class"], n))
+        return {"item_id": pc.binary_join_element_wise(
+                    params["prefix"], rows.column(0).cast(pa.string()), "-"),
+                "data_type": pa.repeat(params["data_type"], n),
+                "classification": classification,
+                "last_modified": rows.column(1).cast(pa.timestamp("us")),
+                "metadata": pa.repeat(params["metadata"], n)}
+
+
+def _is_text(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)

@@ -124,22 +124,26 @@ def test_columns_or_values_it_does_not_write_go_to_duckdb(array):
     assert item_json.encode(batch, ["x"]) is None
 
 
-def test_items_are_the_same_whichever_path_writes_them(monkeypatch):
+@pytest.mark.parametrize("drop", [[], ["classification"]], ids=["classified", "default-class"])
+def test_items_are_the_same_whichever_path_writes_them(monkeypatch, drop):
     rows = pa.record_batch({
         "report_id": ["R-1", "R-2", "R-3"], "tail_number": ["AF-1", None, "AF-3"],
         "report_date": pa.array([dt.date(2026, 1, d) for d in (1, 2, 3)]),
         "status": ["FMC", "PMC", "NMC"], "reason": [None, "x\ny", "é"],
         "classification": ["UNCLASS", None, "CUI"],
-        "last_modified": pa.array([dt.datetime(2026, 1, 1, 12, 0, s) for s in (0, 1, 2)]),
-        "hours": [1.5, math.pi, None]})
+        "last_modified": pa.array([dt.datetime(2026, 1, 1, 12, 0, s) for s in (0, 1, 2)],
+                                  pa.timestamp("ms")),
+        "hours": [1.5, math.pi, None]}).drop_columns(drop)
     keep = pa.array([True, False, True])
     builder = ItemBuilder(source_for("readiness"), RUN)
-    native_items = builder.build(rows, keep)
+    native_items = builder.build(rows, keep)  # kernel JSON, other columns in Arrow
     monkeypatch.setattr(item_json, "_item_json", None)
     assert not item_json.available()
-    duckdb_items = builder.build(rows, keep)
+    duckdb_items = builder.build(rows, keep)  # everything in DuckDB
     assert native_items.equals(duckdb_items)
     assert native_items.column("item_id").to_pylist() == ["READY-R-1", "READY-R-3"]
+    assert native_items.column("classification").to_pylist() == (
+        ["UNCLASS", "UNCLASS"] if drop else ["UNCLASS", "CUI"])
 
 
 def test_item_sql_without_data_leaves_the_json_to_the_kernel():

@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
-from blade_pipeline import ingest
+from blade_pipeline import ingest, item_json
 from blade_pipeline.items import IngestRun
 from blade_pipeline.partitions import daily_partitions
 from blade_pipeline.resources.catalog import CatalogAuthError, CatalogClient, CatalogError
@@ -136,6 +136,8 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
             context.log.info(f"[{source.data_type} {day}] staged {result.extracted} rows "
                              f"({result.valid} valid, {result.quarantined} quarantined)")
 
+        if not item_json.available():
+            context.log.warning(f"[{source.data_type} {day}] {item_json.NOT_BUILT}")
         try:
             with paused_on_terminate(f"{source.data_type} {day}"):
                 duplicates = ingest.duplicate_keys(warehouse, source, sql, bounds)

@@ -25,6 +25,11 @@ _FIXED_KINDS = {pa.bool_(): _BOOL, pa.int8(): _INT8, pa.int16(): _INT16, pa.int3
 _MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1}
 
 
+NOT_BUILT = ("the item JSON kernel (blade_pipeline._item_json) is not built: items are written "
+             "by DuckDB (same bytes, ~2x the CPU). Install gcc, the Python headers and "
+             "libssl-dev, then `pip install -e .` again.")
+
+
 def available() -> bool:
     """Whether the native kernel was built."""
     return _item_json is not None

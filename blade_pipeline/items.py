@@ -2,10 +2,10 @@
 
 One item per row (DESIGN §3): ``item_id`` = ``{prefix}-{primary key}``, ``data`` = the row as
 canonical JSON (keys sorted, no whitespace), ``content_hash`` = sha256 of that text, and the
-run's ``metadata`` as a JSON object. DuckDB reads the Arrow batch in place (no copy, no Python
-loop per row). ``data`` and ``content_hash`` come from the native kernel
-(:mod:`blade_pipeline.item_json`) in one pass; where it cannot write the columns, DuckDB's
-``to_json`` writes the same text and polars-hash hashes it.
+run's ``metadata`` as a JSON object; no Python loop per row. ``data`` and ``content_hash`` come
+from the native kernel (:mod:`blade_pipeline.item_json`) in one pass over the Arrow buffers and
+the other columns from Arrow compute. Where the kernel cannot write the columns, DuckDB reads
+the batch in place and writes the same items (``to_json``; polars-hash hashes the text).
 """
 
 from __future__ import annotations

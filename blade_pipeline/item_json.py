@@ -39,25 +39,30 @@ def _address(buffer: pa.Buffer | None) -> int:
     return buffer.address if buffer is not None else 0
 
 
-def _column_spec(name: str, array: pa.Array) -> tuple | None:
-    """What the kernel reads of one column, or None for a type it does not write."""
-    dtype = array.type
-    buffers = array.buffers()
-    validity = _address(buffers[0]) if array.null_count else 0
-    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-        kind = _UTF8 if pa.types.is_string(dtype) else _LARGE_UTF8
-        return (_item_json.escape_key(name.encode()), kind, array.offset, validity,
-                _address(buffers[1]), _address(buffers[2]), 0)
+def _kind(dtype: pa.DataType) -> tuple[int, int] | None:
+    """(kind, timestamp multiplier to microseconds) the kernel writes ``dtype`` as, or None."""
+    if pa.types.is_string(dtype):
+        return _UTF8, 0
+    if pa.types.is_large_string(dtype):
+        return _LARGE_UTF8, 0
     if pa.types.is_timestamp(dtype):
         if dtype.tz is not None or dtype.unit not in _MICROS:
             return None
-        return (_item_json.escape_key(name.encode()), _TIMESTAMP, array.offset, validity,
-                _address(buffers[1]), 0, _MICROS[dtype.unit])
+        return _TIMESTAMP, _MICROS[dtype.unit]
     kind = _FIXED_KINDS.get(dtype)
+    return (kind, 0) if kind is not None else None
+
+
+def _column_spec(name: str, array: pa.Array) -> tuple | None:
+    """What the kernel reads of one column, or None for a type it does not write."""
+    kind = _kind(array.type)
     if kind is None:
         return None
-    return (_item_json.escape_key(name.encode()), kind, array.offset, validity,
-            _address(buffers[1]), 0, 0)
+    buffers = array.buffers()
+    validity = _address(buffers[0]) if array.null_count else 0
+    strings = _address(buffers[2]) if kind[0] in (_UTF8, _LARGE_UTF8) else 0
+    return (_item_json.escape_key(name.encode()), kind[0], array.offset, validity,
+            _address(buffers[1]), strings, kind[1])
 
 
 def encode(batch: pa.RecordBatch, columns: list[str], keep: pa.BooleanArray | None = None

@@ -656,5 +656,17 @@ PyMODINIT_FUNC PyInit__item_json(void) {
         Py_DECREF(m);
         return NULL;
     }
+    /* the column kinds encode() takes, for item_json.py */
+    static const struct { const char *name; int kind; } KINDS[] = {
+        {"UTF8", K_UTF8}, {"LARGE_UTF8", K_LARGE_UTF8}, {"BOOL", K_BOOL}, {"INT8", K_INT8},
+        {"INT16", K_INT16}, {"INT32", K_INT32}, {"INT64", K_INT64}, {"FLOAT32", K_FLOAT32},
+        {"FLOAT64", K_FLOAT64}, {"DATE32", K_DATE32}, {"TIMESTAMP", K_TIMESTAMP},
+    };
+    for (size_t i = 0; i < sizeof(KINDS) / sizeof(KINDS[0]); i++) {
+        if (PyModule_AddIntConstant(m, KINDS[i].name, KINDS[i].kind) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
     return m;
 }

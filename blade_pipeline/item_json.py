@@ -17,11 +17,10 @@ try:
 except ImportError:  # the build is optional: no compiler or OpenSSL headers on this machine
     _item_json = None
 
-_UTF8, _LARGE_UTF8, _BOOL, _INT8, _INT16, _INT32, _INT64 = 1, 2, 3, 4, 5, 6, 7
-_FLOAT32, _FLOAT64, _DATE32, _TIMESTAMP = 8, 9, 10, 11
-_FIXED_KINDS = {pa.bool_(): _BOOL, pa.int8(): _INT8, pa.int16(): _INT16, pa.int32(): _INT32,
-                pa.int64(): _INT64, pa.float32(): _FLOAT32, pa.float64(): _FLOAT64,
-                pa.date32(): _DATE32}
+#: fixed-width Arrow types -> the kernel's name for them (its kind codes are module constants)
+_FIXED_KINDS = {pa.bool_(): "BOOL", pa.int8(): "INT8", pa.int16(): "INT16",
+                pa.int32(): "INT32", pa.int64(): "INT64", pa.float32(): "FLOAT32",
+                pa.float64(): "FLOAT64", pa.date32(): "DATE32"}
 _MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1}
 
 
@@ -39,18 +38,19 @@ def _address(buffer: pa.Buffer | None) -> int:
     return buffer.address if buffer is not None else 0
 
 
-def _kind(dtype: pa.DataType) -> tuple[int, int] | None:
-    """(kind, timestamp multiplier to microseconds) the kernel writes ``dtype`` as, or None."""
+def _kind(dtype: pa.DataType) -> tuple[str, int] | None:
+    """(kind name, timestamp multiplier to microseconds) the kernel writes ``dtype`` as, or
+    None."""
     if pa.types.is_string(dtype):
-        return _UTF8, 0
+        return "UTF8", 0
     if pa.types.is_large_string(dtype):
-        return _LARGE_UTF8, 0
+        return "LARGE_UTF8", 0
     if pa.types.is_timestamp(dtype):
         if dtype.tz is not None or dtype.unit not in _MICROS:
             return None
-        return _TIMESTAMP, _MICROS[dtype.unit]
-    kind = _FIXED_KINDS.get(dtype)
-    return (kind, 0) if kind is not None else None
+        return "TIMESTAMP", _MICROS[dtype.unit]
+    name = _FIXED_KINDS.get(dtype)
+    return (name, 0) if name is not None else None
 
 
 def _column_spec(name: str, array: pa.Array) -> tuple | None:
@@ -60,9 +60,9 @@ def _column_spec(name: str, array: pa.Array) -> tuple | None:
         return None
     buffers = array.buffers()
     validity = _address(buffers[0]) if array.null_count else 0
-    strings = _address(buffers[2]) if kind[0] in (_UTF8, _LARGE_UTF8) else 0
-    return (_item_json.escape_key(name.encode()), kind[0], array.offset, validity,
-            _address(buffers[1]), strings, kind[1])
+    strings = _address(buffers[2]) if kind[0] in ("UTF8", "LARGE_UTF8") else 0
+    return (_item_json.escape_key(name.encode()), getattr(_item_json, kind[0]), array.offset,
+            validity, _address(buffers[1]), strings, kind[1])
 
 
 def encode(batch: pa.RecordBatch, columns: list[str], keep: pa.BooleanArray | None = None

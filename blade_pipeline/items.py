@@ -130,8 +130,7 @@ class ItemBuilder:
         if raw.num_rows == 0:
             return ITEM_SCHEMA.empty_table()
         if isinstance(raw, pa.Table):  # the kernel reads one contiguous batch
-            raw = pa.RecordBatch.from_struct_array(
-                raw.combine_chunks().to_struct_array().combine_chunks())
+            [raw] = raw.combine_chunks().to_batches()
         if isinstance(keep, pa.ChunkedArray):
             keep = keep.combine_chunks()
         encoded = item_json.encode(raw, sorted(raw.schema.names), keep)

@@ -11,7 +11,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from blade_pipeline.devservices.processes import ServerProcess, blade_command, free_port
+from blade_pipeline.devservices.processes import (
+    ServerProcess,
+    blade_command,
+    free_port,
+    stop_all,
+)
 from blade_pipeline_tests.postgres import fresh_pg_database, pg_answers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,15 +36,6 @@ def _start_warehouse(directory: Path, rows: int, *extra: str) -> ServerProcess:
         port, directory / "warehouse.log")
     server.start("/healthz", timeout=300)
     return server
-
-
-def stop_all(servers: list[ServerProcess]) -> None:
-    """SIGTERM every server first, then wait for each: they shut down side by side."""
-    for server in servers:
-        if server.popen and server.popen.poll() is None:
-            server.popen.terminate()
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -87,6 +87,15 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def stop_all(servers: Sequence[ServerProcess], timeout: float = 10.0) -> None:
+    """Stop ``servers`` side by side: SIGTERM to all first, then wait for each."""
+    for server in servers:
+        if server.popen and server.popen.poll() is None:
+            server.popen.terminate()
+    for server in servers:
+        server.stop(timeout)
+
+
 def blade_command(*args: str) -> list[str]:
     """argv that runs the `blade` CLI with this interpreter."""
     return [sys.executable, "-m", "blade_pipeline.cli", *args]

@@ -136,12 +136,13 @@ def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetL
     writer = WriteBehind(lambda pair: (items_out.write(pair[0]), quarantine_out.write(pair[1])),
                          name="stage-writer")
     try:
-        for batch in prefetch(batches, name="extract"):
+        # three threads: extract + validate | build items (here) | write
+        for outcome in prefetch(map(validator.validate, batches), name="extract-validate"):
+            batch = outcome.rows
             if quarantine_out is None:
                 quarantine_out = lake.open_writer(quarantine_dir, _quarantine_schema(batch.schema))
                 expected = set(required_columns(source.data_type))
                 result.extra_columns = [c for c in batch.schema.names if c not in expected]
-            outcome = validator.validate(batch)
             items = builder.build(outcome.rows, outcome.keep)
             writer.put((items, outcome.quarantined))
             result.extracted += batch.num_rows

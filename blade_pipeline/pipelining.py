@@ -1,8 +1,8 @@
 """Overlap the steps of a partition on several cores: fetch ahead and write behind.
 
 The heavy work of every step (connector downloads and Arrow decoding, DuckDB, polars,
-Parquet encoding) runs in native code that releases the GIL, so a producer thread and a
-consumer thread let extraction, validation/transform and writing proceed at the same time.
+Parquet encoding) runs in native code that releases the GIL, so three threads (extract and
+validate | build items | write) let the steps of consecutive batches proceed at the same time.
 Queues hold at most ``depth`` items, so memory stays bounded by the batch size.
 """
 

@@ -135,6 +135,7 @@ def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetL
     quarantine_out = None
     writer = WriteBehind(lambda pair: (items_out.write(pair[0]), quarantine_out.write(pair[1])),
                          name="stage-writer")
+    step = lake.row_group_rows
     try:
         # three threads: extract + validate | build items (here) | write
         for outcome in prefetch(map(validator.validate, batches), name="extract-validate"):
@@ -143,10 +144,15 @@ def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetL
                 quarantine_out = lake.open_writer(quarantine_dir, _quarantine_schema(batch.schema))
                 expected = set(required_columns(source.data_type))
                 result.extra_columns = [c for c in batch.schema.names if c not in expected]
-            items = builder.build(outcome.rows, outcome.keep)
-            writer.put((items, outcome.quarantined))
+            # one row group at a time: the writer starts on a batch's first row group while
+            # the next one is built, and the last batch leaves less to write at the end
+            for start in range(0, batch.num_rows, step):
+                keep = outcome.keep.slice(start, step) if outcome.keep is not None else None
+                items = builder.build(batch.slice(start, step), keep)
+                writer.put((items, outcome.quarantined.slice(0, 0) if start else
+                            outcome.quarantined))
+                result.valid += items.num_rows
             result.extracted += batch.num_rows
-            result.valid += items.num_rows
             result.quarantined += outcome.quarantined.num_rows
             if len(result.preview) < PREVIEW_ROWS and outcome.valid_rows:
                 result.preview.extend(outcome.head(PREVIEW_ROWS - len(result.preview)))

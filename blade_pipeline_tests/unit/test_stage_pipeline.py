@@ -49,6 +49,19 @@ def test_every_batch_is_split_into_items_and_quarantine_in_order(tmp_path):
     assert result.reasons == {"status: isin(['FMC', 'PMC', 'NMC'])": 34}
 
 
+def test_batches_larger_than_a_row_group_are_built_and_written_a_row_group_at_a_time(tmp_path):
+    lake = ParquetLake(uri=str(tmp_path), row_group_rows=1_000)
+    result = stage(lake, [partition(2_500), partition(10, 2_500)])
+    staged = pq.ParquetFile(result.path)
+    assert [staged.metadata.row_group(i).num_rows for i in range(staged.num_row_groups)] == [
+        len([i for i in range(a, b) if i % 3]) for a, b in
+        ((0, 1_000), (1_000, 2_000), (2_000, 2_500), (2_500, 2_510))]
+    assert staged.read().column("item_id").to_pylist() == [
+        f"READY-{i:09d}" for i in range(2_510) if i % 3]
+    assert pq.read_table(result.quarantine_path).column("_row").to_pylist() == list(
+        range(0, 2_510, 3))
+
+
 def test_an_extract_failure_mid_partition_publishes_nothing(tmp_path):
     lake = ParquetLake(uri=str(tmp_path))
     before = stage(lake, [partition(10)])

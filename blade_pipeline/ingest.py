@@ -30,6 +30,7 @@ from blade_pipeline.sources import BladeSource
 from blade_pipeline.validation import (
     REASON_COLUMN,
     ROW_COLUMN,
+    BatchOutcome,
     PartitionValidator,
     duplicate_keys_sql,
 )
@@ -119,6 +120,17 @@ def _quarantine_schema(raw: pa.Schema) -> pa.Schema:
     return raw.append(pa.field(ROW_COLUMN, pa.int64())).append(pa.field(REASON_COLUMN, pa.string()))
 
 
+def _validated(validator: PartitionValidator, batches: Iterator[pa.RecordBatch]
+               ) -> Iterator[BatchOutcome]:
+    """Each batch validated; closing this closes ``batches`` (the warehouse cursor) at once."""
+    try:
+        yield from map(validator.validate, batches)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
 def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetLake,
           items_dir: str, quarantine_dir: str, run: IngestRun,
           on_batch: Callable[[StageResult], None] | None = None,
@@ -136,9 +148,10 @@ def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetL
     writer = WriteBehind(lambda pair: (items_out.write(pair[0]), quarantine_out.write(pair[1])),
                          name="stage-writer")
     step = lake.row_group_rows
+    # three threads: extract + validate | build items (here) | write
+    validated = prefetch(_validated(validator, batches), name="extract-validate")
     try:
-        # three threads: extract + validate | build items (here) | write
-        for outcome in prefetch(map(validator.validate, batches), name="extract-validate"):
+        for outcome in validated:
             batch = outcome.rows
             if quarantine_out is None:
                 quarantine_out = lake.open_writer(quarantine_dir, _quarantine_schema(batch.schema))
@@ -167,6 +180,7 @@ def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetL
         result.quarantine_path = quarantine_out.commit({"staged_id": result.staged_id}).path
         written = items_out.commit(result.footer())
     except BaseException:
+        validated.close()  # stops the extract thread and closes the warehouse cursor
         with contextlib.suppress(BaseException):
             writer.close()
         items_out.abort()

@@ -76,6 +76,31 @@ def test_an_extract_failure_mid_partition_publishes_nothing(tmp_path):
     assert not [name for name in leftovers(lake) if name.startswith(".tmp-")]
 
 
+def test_a_build_failure_stops_the_extract_and_closes_it_before_stage_returns(tmp_path,
+                                                                             monkeypatch):
+    lake = ParquetLake(uri=str(tmp_path))
+    closed = threading.Event()
+
+    def endless():  # a warehouse cursor: its finally closes the connection
+        try:
+            start = 0
+            while True:
+                yield partition(10, start)
+                start += 10
+        finally:
+            closed.set()
+
+    def broken_build(self, raw, keep=None):
+        raise MemoryError("no room for items")
+
+    monkeypatch.setattr(ingest.ItemBuilder, "build", broken_build)
+    with pytest.raises(MemoryError, match="no room"):
+        stage(lake, endless())
+    assert closed.is_set()
+    assert not [t for t in threading.enumerate() if t.name in ("extract-validate", "stage-writer")]
+    assert not leftovers(lake)
+
+
 def test_a_duplicate_query_failure_reaches_the_caller_from_the_validating_thread(tmp_path):
     lake = ParquetLake(uri=str(tmp_path))
     answer: Future[pa.Table] = Future()

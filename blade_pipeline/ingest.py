@@ -159,11 +159,12 @@ def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetL
                 result.extra_columns = [c for c in batch.schema.names if c not in expected]
             # one row group at a time: the writer starts on a batch's first row group while
             # the next one is built, and the last batch leaves less to write at the end
+            quarantined = outcome.quarantined  # written with the batch's first row group
             for start in range(0, batch.num_rows, step):
                 keep = outcome.keep.slice(start, step) if outcome.keep is not None else None
                 items = builder.build(batch.slice(start, step), keep)
-                writer.put((items, outcome.quarantined.slice(0, 0) if start else
-                            outcome.quarantined))
+                writer.put((items, quarantined))
+                quarantined = quarantined.slice(0, 0)
                 result.valid += items.num_rows
             result.extracted += batch.num_rows
             result.quarantined += outcome.quarantined.num_rows
@@ -180,7 +181,8 @@ def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetL
         result.quarantine_path = quarantine_out.commit({"staged_id": result.staged_id}).path
         written = items_out.commit(result.footer())
     except BaseException:
-        validated.close()  # stops the extract thread and closes the warehouse cursor
+        with contextlib.suppress(BaseException):
+            validated.close()  # stops the extract thread and closes the warehouse cursor
         with contextlib.suppress(BaseException):
             writer.close()
         items_out.abort()

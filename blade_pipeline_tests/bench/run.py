@@ -1,4 +1,5 @@
-"""`blade bench`: rows/s and peak RSS of every stage against the raw ceiling, in one run.
+"""`blade bench`: rows/s and peak RSS of every stage against the raw ceiling, in one run,
+with the CPU seconds each stage and the servers it talks to spent.
 
 Seeds a fresh mock warehouse (all rows in one daily partition) and fresh catalogs on free
 loopback ports, then runs each stage in its own child process (see ``stages.py``):
@@ -73,7 +74,10 @@ def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_0
                        "warehouse_url": f"{warehouse.base_url}/sql/1.0/warehouses/bench",
                        "warehouse_token": WAREHOUSE_TOKEN, "catalog_token": CATALOG_TOKEN,
                        "catalog_url": catalogs[0].base_url,
-                       "catalog2_url": catalogs[1].base_url}
+                       "catalog2_url": catalogs[1].base_url,
+                       "server_pids": {"warehouse": warehouse.popen.pid,
+                                       "catalog": catalogs[0].popen.pid,
+                                       "catalog2": catalogs[1].popen.pid}}
                 try:
                     for stage in stages:
                         samples[stage].append(_run_stage(stage, cfg))
@@ -100,7 +104,12 @@ def summarize(samples: dict[str, list[dict]], rows: int, data_type: str, batch_r
                  # what the measured work itself added (inputs prepared before the clock are
                  # in the baseline: the ceiling generates its tables in-process)
                  "added_rss_mb": round(max(r["peak_rss_mb"] - r["baseline_rss_mb"]
-                                           for r in runs), 1)}
+                                           for r in runs), 1),
+                 # CPU seconds of the stage's process and of the servers it talked to (the
+                 # mock warehouse and catalogs run on the same cores), medians
+                 "cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 2),
+                 "server_cpu_s": round(statistics.median(
+                     sum(r["server_cpu_s"].values()) for r in runs), 2)}
         if stage == "ceiling":
             ceiling = entry
         result["stages"][stage] = entry
@@ -118,14 +127,16 @@ def format_table(result: dict) -> str:
     lines = [f"blade bench: {result['rows']:,} {result['data_type']} rows, batch "
              f"{result['batch_rows']:,}, repeat {result['repeat']}",
              f"{'stage':<12} {'rows/s (median)':>16} {'min-max':>21} {'vs ceiling':>10} "
-             f"{'peak RSS MB':>12} {'RSS vs ceiling':>14} {'added MB':>9} {'vs ceiling':>10}"]
+             f"{'peak RSS MB':>12} {'RSS vs ceiling':>14} {'added MB':>9} {'vs ceiling':>10} "
+             f"{'CPU s':>7} {'server CPU s':>12}"]
     for stage, e in result["stages"].items():
         lines.append(
             f"{stage:<12} {e['rows_per_s']:>16,} "
             f"{e['rows_per_s_min']:>10,}-{e['rows_per_s_max']:<10,} "
             f"{e.get('ratio_to_ceiling', 0):>10.3f} {e['peak_rss_mb']:>12.0f} "
             f"{e.get('rss_ratio_to_ceiling', 0):>14.2f} {e['added_rss_mb']:>9.0f} "
-            f"{e.get('added_rss_ratio_to_ceiling', 0):>10.2f}")
+            f"{e.get('added_rss_ratio_to_ceiling', 0):>10.2f} {e['cpu_s']:>7.2f} "
+            f"{e['server_cpu_s']:>12.2f}")
     return "\n".join(lines)
 
 

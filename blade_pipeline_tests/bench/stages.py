@@ -2,8 +2,11 @@
 
     python -m blade_pipeline_tests.bench.stages <stage> '<json settings>'
 
-prints one JSON line: {"stage", "rows", "seconds", "peak_rss_mb", "baseline_rss_mb"}.
-Inputs a stage needs (raw rows, staged items) are prepared before the clock starts.
+prints one JSON line: {"stage", "rows", "seconds", "peak_rss_mb", "baseline_rss_mb", "cpu_s",
+"server_cpu_s"}: ``cpu_s`` is this process's CPU time (every thread) while the clock runs,
+``server_cpu_s`` what each server of ``server_pids`` spent meanwhile (the servers share the
+machine's cores with the stage). Inputs a stage needs (raw rows, staged items) are prepared
+before the clock starts.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -34,6 +38,20 @@ from blade_pipeline.validation import PartitionValidator
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _server_cpu_s(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds each server process has used so far."""
+    spent = {}
+    for name, pid in pids.items():
+        times = psutil.Process(pid).cpu_times()
+        spent[name] = times.user + times.system
+    return spent
 
 
 def _local_rows(cfg: dict) -> tuple[duckdb.DuckDBPyConnection, str]:
@@ -192,13 +210,18 @@ STAGES: dict[str, Callable[[dict], Callable[[], int]]] = {
 def main() -> None:
     stage, cfg = sys.argv[1], json.loads(sys.argv[2])
     run = STAGES[stage](cfg)
+    pids = cfg.get("server_pids", {})
     baseline = _rss_mb()
+    servers_before, cpu_before = _server_cpu_s(pids), _cpu_s()
     started = time.perf_counter()
     rows = run()
     seconds = time.perf_counter() - started
+    cpu, servers = _cpu_s() - cpu_before, _server_cpu_s(pids)
     out: dict[str, Any] = {"stage": stage, "rows": rows, "seconds": seconds,
                            "peak_rss_mb": round(_rss_mb(), 1),
-                           "baseline_rss_mb": round(baseline, 1)}
+                           "baseline_rss_mb": round(baseline, 1), "cpu_s": round(cpu, 3),
+                           "server_cpu_s": {name: round(servers[name] - servers_before[name], 3)
+                                            for name in pids}}
     print(json.dumps(out), flush=True)
 
 

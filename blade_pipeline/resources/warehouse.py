@@ -194,6 +194,9 @@ class DatabricksWarehouse(dg.ConfigurableResource):
         ``first_batch_rows`` (smaller) makes the first batch arrive sooner, so that a
         pipeline behind it starts working while the rest is still being fetched.
         """
+        if batch_rows < 1 or (first_batch_rows is not None and first_batch_rows < 1):
+            raise ValueError(f"batch sizes must be at least 1 row (batch_rows={batch_rows}, "
+                             f"first_batch_rows={first_batch_rows})")
         wanted = min(first_batch_rows or batch_rows, batch_rows)
         with self.connect() as conn:
             cursor = conn.cursor(arraysize=batch_rows,

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, free_port
+from blade_pipeline.sources import SourcesFileError, source_for
 
 STAGE_ORDER = ("ceiling", "extract", "transform", "validate", "stage", "upload", "materialize")
 END_DATE = "2026-06-30"
@@ -140,12 +141,24 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="blade bench", description=__doc__)
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the partition")
-    parser.add_argument("--data-type", default="maintenance")
-    parser.add_argument("--batch-rows", type=int, default=250_000)
-    parser.add_argument("--repeat", type=int, default=1, help="runs; median and min-max shown")
+    parser.add_argument("--rows", type=_positive_int, default=1_000_000,
+                        help="rows in the partition")
+    parser.add_argument("--data-type", default="maintenance", help="a data type of sources.yaml")
+    parser.add_argument("--batch-rows", type=_positive_int, default=250_000)
+    parser.add_argument("--repeat", type=_positive_int, default=1,
+                        help="runs; median and min-max shown")
     parser.add_argument("--stages", default=",".join(STAGE_ORDER),
                         help="comma-separated subset of: " + ", ".join(STAGE_ORDER))
     parser.add_argument("--out", help="write the JSON result here")
@@ -157,6 +170,11 @@ def main(args: argparse.Namespace) -> int:
     unknown = [s for s in stages if s not in STAGE_ORDER]
     if unknown:
         print(f"unknown stage(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    try:
+        source_for(args.data_type)
+    except SourcesFileError as exc:
+        print(f"blade bench: {exc}", file=sys.stderr)
         return 2
     result = run_bench(args.rows, args.data_type, args.batch_rows, args.repeat, stages)
     print(format_table(result))

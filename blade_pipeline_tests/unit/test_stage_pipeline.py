@@ -13,6 +13,7 @@ from blade_pipeline import ingest
 from blade_pipeline.items import IngestRun
 from blade_pipeline.pipelining import WriteBehind, prefetch
 from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline.resources.warehouse import DatabricksWarehouse
 from blade_pipeline.sources import source_for
 from blade_pipeline_tests.unit.test_items_and_validation import LM, batch, readiness
 
@@ -174,3 +175,11 @@ def test_write_behind_reraises_the_first_consumer_error_and_drops_the_rest():
     with pytest.raises(OSError, match="disk full"):
         writer.close()
     assert seen == [0, 1]
+
+
+@pytest.mark.parametrize(("batch_rows", "first"), [(0, None), (100, 0)])
+def test_an_extract_batch_size_below_one_row_is_an_error_not_an_empty_result(batch_rows,
+                                                                            first):
+    warehouse = DatabricksWarehouse(url="http://127.0.0.1:9/sql/1.0/warehouses/x", token="t")
+    with pytest.raises(ValueError, match="at least 1 row"):
+        next(warehouse.stream_arrow("SELECT 1", batch_rows=batch_rows, first_batch_rows=first))

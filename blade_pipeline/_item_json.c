@@ -20,7 +20,9 @@
 
 enum kind {
     K_UTF8 = 1, K_LARGE_UTF8, K_BOOL, K_INT8, K_INT16, K_INT32, K_INT64,
-    K_FLOAT32, K_FLOAT64, K_DATE32, K_TIMESTAMP
+    K_FLOAT32, K_FLOAT64, K_DATE32, K_TIMESTAMP,
+    K_DECIMAL_DOUBLE, /* decimal128 of precision <= 15: DuckDB writes it as a double */
+    K_DECIMAL_TEXT    /* decimal128 of precision 16..38: DuckDB writes its exact digits */
 };
 
 typedef struct {
@@ -31,7 +33,7 @@ typedef struct {
     const uint8_t *validity; /* NULL: no nulls */
     const uint8_t *buf1;    /* values, or string offsets */
     const uint8_t *buf2;    /* string data */
-    int64_t param;          /* timestamps: multiplier to microseconds */
+    int64_t param;          /* timestamps: multiplier to microseconds; decimals: scale */
 } column_t;
 
 typedef struct {
@@ -332,6 +334,32 @@ static int write_double(char *dst, size_t *len, double v) {
     return 0;
 }
 
+/* A decimal's exact digits as DuckDB prints a wide one: sign, integer part (at least "0"),
+ * then '.' and exactly ``scale`` fractional digits (none when scale is 0). */
+static size_t write_decimal_text(char *dst, __int128 v, int scale) {
+    char tmp[48];
+    int n = 0;
+    unsigned __int128 u = v < 0 ? (unsigned __int128)0 - (unsigned __int128)v
+                                : (unsigned __int128)v;
+    do {
+        tmp[n++] = (char)('0' + (int)(u % 10));
+        u /= 10;
+    } while (u);
+    while (n < scale + 1)
+        tmp[n++] = '0';
+    size_t len = 0;
+    if (v < 0)
+        dst[len++] = '-';
+    while (n > scale)
+        dst[len++] = tmp[--n];
+    if (scale > 0) {
+        dst[len++] = '.';
+        while (n)
+            dst[len++] = tmp[--n];
+    }
+    return len;
+}
+
 /* days since 1970-01-01 -> civil date (Howard Hinnant's algorithm) */
 static void civil(int64_t days, int64_t *y, int *mo, int *d) {
     days += 719468;
@@ -458,6 +486,23 @@ static int write_value(out_t *o, const column_t *c, int64_t row) {
         n = (size_t)len + 2;
         break;
     }
+    case K_DECIMAL_DOUBLE: {
+        /* DuckDB casts to DOUBLE (value / 10^scale, both exact below 2^53) */
+        int64_t lo, hi;
+        memcpy(&lo, c->buf1 + 16 * i, 8);
+        memcpy(&hi, c->buf1 + 16 * i + 8, 8);
+        if (hi != (lo < 0 ? -1 : 0) || lo > 999999999999999LL || lo < -999999999999999LL)
+            return -2;
+        if (write_double(d, &n, (double)lo / POW10[c->param]) < 0)
+            return -1;
+        break;
+    }
+    case K_DECIMAL_TEXT: {
+        __int128 v;
+        memcpy(&v, c->buf1 + 16 * i, 16);
+        n = write_decimal_text(d, v, (int)c->param);
+        break;
+    }
     case K_TIMESTAMP: {
         int64_t raw = ((const int64_t *)c->buf1)[i];
         if (raw > INT64_MAX / c->param || raw < INT64_MIN / c->param)
@@ -492,7 +537,8 @@ static size_t estimate(const column_t *cols, Py_ssize_t ncols, Py_ssize_t rows) 
             total += (size_t)(off[rows] - off[0]);
             per_row += 2;
         } else {
-            per_row += c->kind == K_TIMESTAMP ? 28 : c->kind == K_DATE32 ? 12 : 24;
+            per_row += c->kind == K_TIMESTAMP ? 28 : c->kind == K_DATE32 ? 12
+                     : c->kind == K_DECIMAL_TEXT ? 42 : 24;
         }
         total += per_row * (size_t)rows;
     }
@@ -511,9 +557,11 @@ static int parse_columns(PyObject *specs, column_t *cols, Py_ssize_t ncols) {
         c->validity = (const uint8_t *)(uintptr_t)validity;
         c->buf1 = (const uint8_t *)(uintptr_t)buf1;
         c->buf2 = (const uint8_t *)(uintptr_t)buf2;
-        if (c->kind < K_UTF8 || c->kind > K_TIMESTAMP || c->buf1 == NULL ||
+        if (c->kind < K_UTF8 || c->kind > K_DECIMAL_TEXT || c->buf1 == NULL ||
             ((c->kind == K_UTF8 || c->kind == K_LARGE_UTF8) && c->buf2 == NULL) ||
-            (c->kind == K_TIMESTAMP && c->param <= 0)) {
+            (c->kind == K_TIMESTAMP && c->param <= 0) ||
+            (c->kind == K_DECIMAL_DOUBLE && (c->param < 0 || c->param > 15)) ||
+            (c->kind == K_DECIMAL_TEXT && (c->param < 0 || c->param > 37))) {
             PyErr_Format(PyExc_ValueError, "bad column spec %zd", j);
             return -1;
         }
@@ -661,6 +709,7 @@ PyMODINIT_FUNC PyInit__item_json(void) {
         {"UTF8", K_UTF8}, {"LARGE_UTF8", K_LARGE_UTF8}, {"BOOL", K_BOOL}, {"INT8", K_INT8},
         {"INT16", K_INT16}, {"INT32", K_INT32}, {"INT64", K_INT64}, {"FLOAT32", K_FLOAT32},
         {"FLOAT64", K_FLOAT64}, {"DATE32", K_DATE32}, {"TIMESTAMP", K_TIMESTAMP},
+        {"DECIMAL_DOUBLE", K_DECIMAL_DOUBLE}, {"DECIMAL_TEXT", K_DECIMAL_TEXT},
     };
     for (size_t i = 0; i < sizeof(KINDS) / sizeof(KINDS[0]); i++) {
         if (PyModule_AddIntConstant(m, KINDS[i].name, KINDS[i].kind) < 0) {

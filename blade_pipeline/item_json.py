@@ -1,8 +1,9 @@
 """Item ``data`` (canonical JSON) and ``content_hash`` (sha256) of Arrow rows in one native pass.
 
 The C kernel (``_item_json.c``, built by ``pip install``) writes the same bytes as DuckDB's
-``to_json(struct_pack(...))`` for strings, booleans, integers, floats, dates and timestamps
-without time zone (years 1-9999), hashes each row as it is written and releases the GIL.
+``to_json(struct_pack(...))`` for strings, booleans, integers, floats, decimals (128-bit),
+dates and timestamps without time zone (years 1-9999), hashes each row as it is written and
+releases the GIL.
 :func:`encode` answers ``None`` when the kernel is not built or a column or value is outside
 what it writes; the item builder then uses DuckDB, so both paths give the same items.
 """
@@ -49,6 +50,13 @@ def _kind(dtype: pa.DataType) -> tuple[str, int] | None:
         if dtype.tz is not None or dtype.unit not in _MICROS:
             return None
         return "TIMESTAMP", _MICROS[dtype.unit]
+    if pa.types.is_decimal128(dtype):  # DuckDB: a double up to 15 digits, else the digits
+        precision, scale = dtype.precision, dtype.scale
+        if precision <= 15 and 0 <= scale <= precision:
+            return "DECIMAL_DOUBLE", scale
+        if 0 <= scale < precision:  # DECIMAL(p, p) it prints without a leading 0: its own
+            return "DECIMAL_TEXT", scale
+        return None
     name = _FIXED_KINDS.get(dtype)
     return (name, 0) if name is not None else None
 

@@ -139,11 +139,13 @@ def test_rematerializing_unchanged_uploads_nothing(first_runs, dagster_instance)
     assert uploaded["unchanged"] == uploaded["items_total"] > 0
 
 
-def test_items_written_by_duckdb_are_the_kernels_bytes(first_runs, monkeypatch, tmp_path):
+@pytest.mark.parametrize("data_type", ["maintenance", "supply"])  # supply: a DECIMAL column
+def test_items_written_by_duckdb_are_the_kernels_bytes(first_runs, monkeypatch, tmp_path,
+                                                       data_type):
     """Without the native kernel (not built) the same partition stages the same items: the
     catalog finds every one unchanged, and the run warns that the slower path is in use."""
     _, res = first_runs
-    source = source_for("maintenance")
+    source = source_for(data_type)
     assert item_json.available()
     monkeypatch.setattr(item_json, "_item_json", None)
     duckdb_lake = ParquetLake(uri=str(tmp_path / "duckdb-lake"))
@@ -156,7 +158,7 @@ def test_items_written_by_duckdb_are_the_kernels_bytes(first_runs, monkeypatch, 
                for e in instance.all_logs(result.run_id))
     columns = ["item_id", "data", "content_hash"]
     def staged(lake: ParquetLake):
-        return lake.parquet_file(lake.partition_dir("maintenance", DAY)).read(
+        return lake.parquet_file(lake.partition_dir(data_type, DAY)).read(
             columns=columns).sort_by("item_id")
     assert staged(duckdb_lake).equals(staged(res["lake"]))
 

@@ -104,6 +104,21 @@ def test_rows_of_every_supported_type_with_nulls_and_a_keep_mask(data):
     assert_same_as_duckdb(batch, keep)
 
 
+@given(st.data())
+def test_decimals_of_any_precision_and_scale_are_written_as_duckdb_writes_them(data):
+    precision = data.draw(st.integers(1, 38))
+    top = precision if precision <= 15 else precision - 1  # DECIMAL(p, p) > 15: DuckDB's own
+    scale = data.draw(st.integers(0, top))
+    bound = 10**precision - 1
+    edges = [u for u in (0, 1, -1, bound, -bound, 10**scale, -(10**scale)) if abs(u) <= bound]
+    units = data.draw(st.lists(st.none() | st.integers(-bound, bound) | st.sampled_from(edges),
+                               min_size=1, max_size=30))
+    exact = decimal.Context(prec=60)  # the default 28 digits would round wide values
+    values = [None if u is None else decimal.Decimal(u).scaleb(-scale, exact) for u in units]
+    batch = pa.record_batch({"amount": pa.array(values, pa.decimal128(precision, scale))})
+    assert_same_as_duckdb(batch)
+
+
 def test_sliced_batches_and_sliced_keep_masks():
     batch = pa.record_batch({"s": [f"row {i}" for i in range(10)],
                              "d": [i / 4 for i in range(10)],
@@ -113,7 +128,8 @@ def test_sliced_batches_and_sliced_keep_masks():
 
 
 @pytest.mark.parametrize("array", [
-    pa.array([decimal.Decimal("12.50")], pa.decimal128(12, 2)),
+    pa.array([decimal.Decimal("0.5")], pa.decimal128(20, 20)),  # DuckDB writes ".5000…"
+    pa.array([decimal.Decimal("12.50")], pa.decimal256(40, 2)),
     pa.array([dt.datetime(2026, 1, 1)], pa.timestamp("us", tz="UTC")),
     pa.array([[1, 2]], pa.list_(pa.int64())),
     pa.array([-800_000], pa.int32()).cast(pa.date32()),  # a date before year 1

@@ -75,6 +75,17 @@ def test_ndjson_from_record_batch_slice() -> None:
     assert ids == ["MAINT-2", "MAINT-3"]
 
 
+def test_ndjson_finds_what_needs_escaping_inside_slices_only_there() -> None:
+    table = pa.table({"item_id": ["plain", 'quo"te', "ctl\x02"],
+                      "data": pa.array(['{"a":1}', '{"b":\n2}', '{"c":3}'], pa.large_string())})
+    for start, length in [(1, 1), (2, 1), (1, 2), (0, 1)]:
+        part = table.slice(start, length)
+        rows = [json.loads(x) for x in items_to_ndjson(part).decode().split("\n") if x]
+        assert rows == [{"item_id": i, "data": json.loads(d)} for i, d in
+                        zip(part.column("item_id").to_pylist(),
+                            part.column("data").to_pylist(), strict=True)]
+
+
 def test_encode_multipart_round_trips() -> None:
     body, content_type = encode_multipart({"dataSource": "BLADE:sortie", "metadata": '{"é": 1}'},
                                           ("blade_item.json", b'{"x":1}\r\n', "application/json"))

@@ -346,8 +346,8 @@ def _value_bytes(values: Column) -> Iterator[np.ndarray]:
 
 
 def _needs_escape(values: Column) -> bool:
-    """Whether a value holds '"', a backslash or a control character (a byte scan, ~20x faster
-    than a regex over the values)."""
+    """Whether a value holds '"', a backslash or a control character (a byte scan of the values:
+    on the JSON column ~17x faster than a regex)."""
     return any(bool(((b < 0x20) | (b == 0x22) | (b == 0x5C)).any())
                for b in _value_bytes(values))
 

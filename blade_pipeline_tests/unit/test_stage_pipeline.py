@@ -10,14 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from blade_pipeline import ingest
-from blade_pipeline.items import IngestRun
 from blade_pipeline.pipelining import WriteBehind, prefetch
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.resources.warehouse import DatabricksWarehouse
 from blade_pipeline.sources import source_for
-from blade_pipeline_tests.unit.test_items_and_validation import LM, batch, readiness
+from blade_pipeline_tests.unit.test_items_and_validation import LM, RUN, batch, readiness
 
-RUN = IngestRun("run-1", dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
 SOURCE = source_for("readiness")
 
 

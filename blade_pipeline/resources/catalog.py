@@ -334,15 +334,22 @@ class CatalogClient(dg.ConfigurableResource):
         return text.replace(token, "***") if token else text
 
 
+def _value_span(strings: pa.Array) -> tuple[pa.Buffer | None, int, int]:
+    """A string array's data buffer and the byte range its values occupy (slices included)."""
+    _, offsets, data = strings.buffers()
+    if data is None or not len(strings):
+        return None, 0, 0
+    width = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    bounds = np.frombuffer(offsets, width)[strings.offset:strings.offset + len(strings) + 1]
+    return data, int(bounds[0]), int(bounds[-1])
+
+
 def _value_bytes(values: Column) -> Iterator[np.ndarray]:
     """The bytes of a string column's values, chunk by chunk (zero-copy views)."""
     for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
-        _, offsets, data = chunk.buffers()
-        if data is None or not len(chunk):
-            continue
-        width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-        bounds = np.frombuffer(offsets, width)[chunk.offset:chunk.offset + len(chunk) + 1]
-        yield np.frombuffer(data, np.uint8)[bounds[0]:bounds[-1]]
+        data, start, end = _value_span(chunk)
+        if data is not None:
+            yield np.frombuffer(data, np.uint8)[start:end]
 
 
 def _needs_escape(values: Column) -> bool:
@@ -412,14 +419,8 @@ def items_to_ndjson(items: pa.Table | pa.RecordBatch) -> bytes:
 
 def _concatenated(lines: pa.Array) -> bytes:
     """All values of a null-free string array back to back: a slice of its data buffer."""
-    if len(lines) == 0:
-        return b""
-    _, offsets, data = lines.buffers()
-    width = 8 if pa.types.is_large_string(lines.type) else 4
-    kind = pa.int64() if width == 8 else pa.int32()
-    bounds = pa.Array.from_buffers(kind, len(lines) + 1, [None, offsets], offset=lines.offset)
-    start, end = bounds[0].as_py(), bounds[-1].as_py()
-    return data[start:end].to_pybytes()
+    data, start, end = _value_span(lines)
+    return data[start:end].to_pybytes() if data is not None else b""
 
 
 def encode_multipart(fields: Mapping[str, str], file: tuple[str, bytes, str]

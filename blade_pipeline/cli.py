@@ -125,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--warehouse-port", type=int, default=8765)
     demo.add_argument("--catalog-port", type=int, default=8080)
     demo.add_argument("--dagster-port", type=int, default=3000)
-    demo.add_argument("--backfill-days", type=int, default=7,
-                      help="days of every data type to ingest at start (0 = none)")
+    demo.add_argument("--backfill-days", type=int, default=730,
+                      help="days of every data type to ingest at start, one range run per "
+                           "data type (default 730: the whole history the mock warehouse "
+                           "holds; 0 = none)")
     demo.add_argument("--change-interval", type=float, default=60.0,
                       help="seconds between warehouse change-feed ticks (0 = off)")
     demo.set_defaults(handler=_cmd_demo)

@@ -1,8 +1,9 @@
 """`blade demo`: mock warehouse, catalog and the Dagster UI on loopback, with data flowing.
 
-Starts the services, then launches a backfill of the last ``--backfill-days`` days of every
-data type through the Dagster webserver, so the UI shows runs, green partitions, checks and
-metadata, and the catalog's ``/api/v1/stats`` shows the items.
+Starts the services, then launches a backfill of every data type's whole history (or of the
+last ``--backfill-days`` days) through the Dagster webserver: one range run per data type, so
+the UI shows runs, green partitions, checks and metadata, and the catalog's ``/api/v1/stats``
+shows the items. It prints how long the history took and how many items landed.
 Everything lives under ``--home`` (default ``.blade/``): the warehouse's DuckDB file, the
 catalog's SQLite file, the Parquet lake, service logs and the Dagster instance (SQLite unless
 ``DAGSTER_PG_URL`` is set, then PostgreSQL via the repository's dagster.yaml).
@@ -23,6 +24,16 @@ import httpx
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, port_in_use
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+HISTORY_DAYS = 730  # what the mock warehouse's generator seeds: the days before today
+BACKFILL_STATUS = """
+query Status($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    ... on PartitionBackfill { status numPartitions }
+    ... on PythonError { message }
+  }
+}
+"""
+DONE_STATUSES = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 SQLITE_INSTANCE_YAML = """\
 # Embedded demo instance: SQLite storage under this directory (written by `blade demo`).
 run_coordinator:
@@ -72,7 +83,7 @@ class DemoSettings:
     warehouse_token: str = "dev-warehouse-token"
     catalog_token: str = "dev-catalog-token"
     change_interval: float = 0.0
-    backfill_days: int = 7
+    backfill_days: int = HISTORY_DAYS
 
 
 def dagster_home(settings: DemoSettings) -> Path:
@@ -94,16 +105,19 @@ def _check_ports(settings: DemoSettings) -> None:
 
 
 def launch_backfills(dagster_url: str, days: int) -> list[str]:
-    """One backfill per data type over the ``days`` days before today; returns their ids."""
+    """One backfill per data type over the ``days`` days before today (from its
+    ``partition_start`` at the earliest); returns their ids."""
     from blade_pipeline.assets import catalog_key, staged_key
     from blade_pipeline.sources import default_sources
 
     today = dt.datetime.now(dt.UTC).date()
-    partitions = [(today - dt.timedelta(days=n)).isoformat() for n in range(days, 0, -1)]
     ids = []
     for source in default_sources():
         if not source.enabled:
             continue
+        first = max(today - dt.timedelta(days=days), source.partition_start)
+        partitions = [(first + dt.timedelta(days=n)).isoformat()
+                      for n in range((today - first).days)]
         params = {"partitionNames": partitions, "fromFailure": False,
                   "assetSelection": [{"path": k.path}
                                      for k in (staged_key(source), catalog_key(source))]}
@@ -115,6 +129,35 @@ def launch_backfills(dagster_url: str, days: int) -> list[str]:
             raise RuntimeError(f"backfill of {source.data_type} refused: {launched}")
         ids.append(launched["backfillId"])
     return ids
+
+
+def wait_for_backfills(dagster_url: str, catalog_url: str, token: str, ids: list[str],
+                       started: float, timeout_s: float = 1800) -> None:
+    """Wait until every backfill is done, then print how long they took and what landed."""
+    statuses: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for backfill_id in ids:
+            answer = httpx.post(f"{dagster_url}/graphql", timeout=60, json={
+                "query": BACKFILL_STATUS, "variables": {"id": backfill_id}})
+            answer.raise_for_status()
+            statuses[backfill_id] = (answer.json()["data"]["partitionBackfillOrError"]
+                                     .get("status", "UNKNOWN"))
+        if all(status in DONE_STATUSES for status in statuses.values()):
+            break
+        time.sleep(2)
+    else:
+        print(f"the backfills are still running after {timeout_s:.0f}s: see the UI",
+              flush=True)
+        return
+    stats = httpx.get(f"{catalog_url}/api/v1/stats", timeout=30,
+                      headers={"Authorization": f"Bearer {token}"}).json()
+    failed = [i for i, status in statuses.items() if status not in {"COMPLETED",
+                                                                   "COMPLETED_SUCCESS"}]
+    print(f"history loaded in {time.perf_counter() - started:.0f}s: {stats['total']} items in "
+          f"the catalog ({', '.join(f'{k} {v}' for k, v in stats['data_sources'].items())})"
+          + (f"; {len(failed)} backfill(s) ended {', '.join(statuses[i] for i in failed)}: "
+             "a day failed its checks, see the runs in the UI" if failed else ""), flush=True)
 
 
 def run_demo(settings: DemoSettings) -> int:
@@ -161,12 +204,15 @@ def run_demo(settings: DemoSettings) -> int:
         dagster.start("/server_info", timeout=180, env={**env, "PYTHONUNBUFFERED": "1"})
         started.append(dagster)
         print(f"  Dagster UI: {dagster_url}", flush=True)
-        if settings.backfill_days > 0:
-            launch_backfills(dagster_url, settings.backfill_days)
-            print(f"ingesting the last {settings.backfill_days} days of every data type: "
-                  f"watch {dagster_url}/overview/backfills ; items land in "
-                  f"{catalog_url}/api/v1/stats", flush=True)
         print(f"logs in {logs}; Ctrl-C stops everything.", flush=True)
+        if settings.backfill_days > 0:
+            backfill_started = time.perf_counter()
+            ids = launch_backfills(dagster_url, settings.backfill_days)
+            print(f"ingesting the last {settings.backfill_days} days of every data type (one "
+                  f"range run each): watch {dagster_url}/overview/backfills ; items land in "
+                  f"{catalog_url}/api/v1/stats", flush=True)
+            wait_for_backfills(dagster_url, catalog_url, settings.catalog_token, ids,
+                               backfill_started)
         while all(p.popen and p.popen.poll() is None for p in started):
             time.sleep(1)
         dead = next(p for p in started if p.popen and p.popen.poll() is not None)

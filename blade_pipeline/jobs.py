@@ -1,7 +1,7 @@
 """Jobs: one partitioned asset job per data type, the ad-hoc query job and the item job.
 
-* ``blade_<type>_job``: staged + checks + catalog for one day (what sensors, schedules and
-  backfills launch).
+* ``blade_<type>_job``: staged + checks + catalog for one day or a range of days in one run
+  (what sensors, schedules and backfills launch).
 * ``blade_query_job`` (run config ``{data_type, where, limit}``): a SQL filter over a data type,
   through the same extract -> validate -> stage -> upload path, staged under
   ``queries/<run_id>/`` in the lake.
@@ -20,9 +20,10 @@ from blade_pipeline.assets import (
     RETRY_POLICY,
     catalog_key,
     stage_metadata,
+    staged_file,
     staged_key,
+    upload_files,
     upload_metadata,
-    upload_staged,
 )
 from blade_pipeline.items import IngestRun, ItemBuilder
 from blade_pipeline.partitions import daily_partitions
@@ -47,7 +48,8 @@ def build_partition_job(source: BladeSource) -> "UnresolvedAssetJobDefinition":
         name=f"blade_{source.data_type}_job",
         selection=dg.AssetSelection.assets(staged_key(source), catalog_key(source)),
         partitions_def=daily_partitions(source),
-        description=f"{source.display_name}: extract, validate, stage and upload one day.",
+        description=f"{source.display_name}: extract, validate, stage and upload a day or a "
+                    "range of days (one run per range).",
         tags={"blade/data_type": source.data_type},
     )
 
@@ -91,8 +93,13 @@ def run_query(context: dg.OpExecutionContext, config: QueryConfig,
                               lake.path("queries", run_id, "quarantine"),
                               IngestRun.now(run_id),
                               duplicates=ingest.duplicate_keys(warehouse, source, sql, None))
-        progress = upload_staged(context, source, lake, catalog, items_dir,
-                                 lake.path("queries", run_id, "checkpoint.json"), label)
+        staged_items = staged_file(lake, "query", items_dir,
+                                   lake.path("queries", run_id, "checkpoint.json"),
+                                   catalog.batch_size)
+        if staged_items is None:
+            raise dg.Failure(description=f"[{label}] nothing staged at {items_dir}",
+                             allow_retries=False)
+        progress = upload_files(context, source, lake, catalog, [staged_items], label)
     except (WarehouseError, CatalogError, LakeError) as exc:
         raise _failure(label, exc) from None
     metadata = {**stage_metadata(staged, None), **upload_metadata(progress),

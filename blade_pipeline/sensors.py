@@ -1,9 +1,19 @@
 """Change sensors: one per data type, requesting runs for the days whose rows changed.
 
-Each tick asks the warehouse for rows whose watermark is past the cursor, grouped by day;
-every affected day gets a run request (``run_key`` = day + newest watermark, so a tick that
-is retried never launches the same run twice) and the cursor moves to the newest watermark
-requested. The cursor lives in Dagster's storage, so restarts resume where they left off.
+Each tick asks the warehouse for rows whose watermark is past the cursor, grouped by day, and
+requests runs over the affected days that are partitions of the job (days outside them, before
+``partition_start`` or in the future, are skipped and break a group):
+
+* contiguous changed days (consecutive calendar days, all partitions, all changed in this tick)
+  become one run over the partition range ``[first, last]``, split into runs of at most
+  ``source.max_partitions_per_run`` days when the source sets it (None: no cap). A range run is
+  a request with Dagster's ``dagster/asset_partition_range_start`` / ``_end`` tags, so it is one
+  ordinary run (not a backfill); ``run_key`` = ``first...last`` + the group's newest watermark;
+* a lone day is a single-partition run, ``run_key`` = day + its newest watermark.
+
+Run keys are deterministic, so a tick that is retried never launches the same run twice; each
+run carries the changed-row count of its days in ``blade/changed_rows``. The cursor moves to the
+newest watermark seen. It lives in Dagster's storage, so restarts resume where they left off.
 A sensor's first tick only records the current watermark: history is a backfill, not a sensor's
 job.
 """
@@ -13,6 +23,10 @@ import os
 from typing import TYPE_CHECKING
 
 import dagster as dg
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from blade_pipeline.resources.warehouse import DatabricksWarehouse, WarehouseError
 from blade_pipeline.sources import BladeSource
@@ -43,6 +57,20 @@ def _fmt(value: dt.datetime) -> str:
     return value.isoformat(timespec="microseconds")
 
 
+def _run_request(days: list[dict]) -> dg.RunRequest:
+    """One run over contiguous changed days (warehouse rows: day, newest, changed)."""
+    first, last = days[0]["day"].isoformat(), days[-1]["day"].isoformat()
+    newest = _fmt(max(d["newest"] for d in days))
+    tags = {"blade/trigger": "change-sensor",
+            "blade/changed_rows": str(sum(d["changed"] for d in days))}
+    if first == last:
+        return dg.RunRequest(partition_key=first, run_key=f"{first}:{newest}", tags=tags)
+    # RunRequest (1.13) has no partition-range argument: a range run is the range tags
+    # (RunRequest.partition_key_range reads them back; the run's partitions come from them).
+    return dg.RunRequest(run_key=f"{first}...{last}:{newest}", tags={
+        **tags, ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
+
+
 def evaluate_changes(source: BladeSource, warehouse: DatabricksWarehouse, cursor: str | None,
                      partitions: dg.PartitionsDefinition) -> dg.SensorResult | dg.SkipReason:
     """The sensor's logic, separate from its decorator so tests can call it directly."""
@@ -57,16 +85,25 @@ def evaluate_changes(source: BladeSource, warehouse: DatabricksWarehouse, cursor
                                     {"cursor": dt.datetime.fromisoformat(cursor)})
     if changes.num_rows == 0:
         return dg.SkipReason(f"{source.data_type}: no rows changed after {cursor}")
-    valid_days = set(partitions.get_partition_keys())
-    requests, newest_requested = [], dt.datetime.fromisoformat(cursor)
-    for row in changes.to_pylist():
-        day = row["day"].isoformat()
+    position = {key: i for i, key in enumerate(partitions.get_partition_keys())}
+    cap = source.max_partitions_per_run
+    groups: list[list[dict]] = []  # runs to request: changed days, contiguous, at most `cap`
+    previous: dt.date | None = None  # the last changed day that is a partition
+    newest_requested = dt.datetime.fromisoformat(cursor)
+    for row in sorted(changes.to_pylist(), key=lambda r: r["day"]):
         newest_requested = max(newest_requested, row["newest"])
-        if day not in valid_days:
-            continue  # outside the partitioned range (before partition_start or future)
-        requests.append(dg.RunRequest(
-            partition_key=day, run_key=f"{day}:{_fmt(row['newest'])}",
-            tags={"blade/trigger": "change-sensor", "blade/changed_rows": str(row["changed"])}))
+        day = row["day"]
+        if day.isoformat() not in position:
+            previous = None  # outside the partitioned range (before partition_start or future)
+            continue
+        if (previous is not None and day - previous == dt.timedelta(days=1)
+                and position[day.isoformat()] == position[previous.isoformat()] + 1
+                and (cap is None or len(groups[-1]) < cap)):
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+        previous = day
+    requests = [_run_request(group) for group in groups]
     return dg.SensorResult(run_requests=requests, cursor=_fmt(newest_requested))
 
 

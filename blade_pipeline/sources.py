@@ -67,6 +67,13 @@ class BladeSource(_Strict):
     classification: Classification = Classification()
     partition_start: dt.date
     max_invalid_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: A day fails ``invalid_fraction`` only when it quarantines more than
+    #: max(invalid_rows_allowed, max_invalid_fraction x extracted rows): a few invalid rows
+    #: on a small day are noise (quarantined all the same), not a reason to stop the day.
+    invalid_rows_allowed: int = Field(default=5, ge=0)
+    #: None: a backfill of any range is one run (BackfillPolicy.single_run); N: runs of at
+    #: most N days each (BackfillPolicy.multi_run), for very large sources.
+    max_partitions_per_run: int | None = Field(default=None, ge=1)
 
     @field_validator("primary_key", "watermark_column")
     @classmethod

@@ -41,6 +41,11 @@ class BatchOutcome:
     keep: pa.BooleanArray | None  # the valid rows of ``rows``; None when all are valid
     quarantined: pa.Table  # raw columns + _row + _reason
     schema_errors: list[str]
+    #: position in ``rows`` of each quarantined row (ascending)
+    bad_rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    #: one row per failure (position in ``rows``, reason key as counted in ``reasons``);
+    #: schema errors are not listed (they apply to every row)
+    failures: pl.DataFrame = field(default_factory=lambda: _no_failures())
 
     @property
     def valid_rows(self) -> int:
@@ -59,15 +64,33 @@ class BatchOutcome:
         return self.rows.take(pc.indices_nonzero(self.keep).slice(0, n)).to_pylist()
 
 
+def _no_failures() -> pl.DataFrame:
+    return pl.DataFrame(schema={"index": pl.Int64, "reason": pl.String})
+
+
 DUPLICATE_KEY_COLUMNS = ("key", "newest")
+DUPLICATE_REASON = "duplicate primary key"
 
 
-def duplicate_keys_sql(source: BladeSource, rows_sql: str) -> str:
+def duplicate_keys_sql(source: BladeSource, rows_sql: str, by_day: bool = False) -> str:
     """Keys that more than one row of ``rows_sql`` holds, with the newest watermark of each
-    (columns ``key``, ``newest``); ``rows_sql`` keeps its parameters."""
+    (columns ``key``, ``newest``); ``rows_sql`` keeps its parameters.
+
+    ``by_day``: duplicates within each day of the watermark (UTC), as a daily partition sees
+    them (column ``day`` too): a range run quarantines exactly what its days run alone would."""
     pk, wm = f"`{source.primary_key}`", f"`{source.watermark_column}`"
-    return (f"SELECT {pk} AS key, max({wm}) AS newest FROM ({rows_sql}) AS extracted "
-            f"WHERE {pk} IS NOT NULL GROUP BY {pk} HAVING count(*) > 1")
+    day = f"CAST({wm} AS DATE)"
+    if not by_day:
+        return (f"SELECT {pk} AS key, max({wm}) AS newest FROM ({rows_sql}) AS extracted "
+                f"WHERE {pk} IS NOT NULL GROUP BY {pk} HAVING count(*) > 1")
+    return (f"SELECT {day} AS day, {pk} AS key, max({wm}) AS newest FROM ({rows_sql}) AS "
+            f"extracted WHERE {pk} IS NOT NULL GROUP BY {day}, {pk} HAVING count(*) > 1")
+
+
+def _day_keys(days: pa.Array, keys: pa.Array) -> pa.Array:
+    """``day|key`` strings: a key's identity within one day."""
+    return pc.binary_join_element_wise(days.cast(pa.date32()).cast(pa.string()),
+                                       keys.cast(pa.string()), "|")
 
 
 @dataclass
@@ -83,6 +106,7 @@ class PartitionValidator:
     reasons: Counter = field(default_factory=Counter)
     schema_errors: list[str] = field(default_factory=list)
     _kept: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    _dup_keys: pa.ChunkedArray | None = None
 
     def __post_init__(self) -> None:
         self.model = row_model(self.source.data_type)
@@ -114,7 +138,13 @@ class PartitionValidator:
                 or wm not in batch.schema.names:
             return None
         keys = batch.column(pk)
-        index = pc.index_in(keys.cast(dups.schema.field("key").type), value_set=dups["key"])
+        if "day" in dups.schema.names:  # duplicates within a day (see duplicate_keys_sql)
+            if not isinstance(self._dup_keys, pa.ChunkedArray):
+                self._dup_keys = _day_keys(dups["day"], dups["key"])
+            keys, wanted = _day_keys(batch.column(wm), keys), self._dup_keys
+        else:
+            keys, wanted = keys.cast(dups.schema.field("key").type), dups["key"]
+        index = pc.index_in(keys, value_set=wanted)
         repeated = pc.is_valid(index)
         if not pc.any(repeated).as_py():
             return None
@@ -150,16 +180,20 @@ class PartitionValidator:
             failing.append(row_cases.select(
                 pl.col("index").cast(pl.Int64),
                 pl.format("{}: {} (got {})", "column", "check",
-                          pl.col("failure_case").fill_null("null")).alias("why")))
+                          pl.col("failure_case").fill_null("null")).alias("why"),
+                pl.format("{}: {}", "column", "check").alias("reason")))
         dup = self._duplicate_mask(batch)
         if dup is not None:
             dup_rows = np.flatnonzero(dup.to_numpy(zero_copy_only=False))
-            self.reasons["duplicate primary key"] += len(dup_rows)
+            self.reasons[DUPLICATE_REASON] += len(dup_rows)
             failing.append(pl.DataFrame({
                 "index": dup_rows.astype(np.int64),
-                "why": [f"duplicate primary key {self.source.primary_key} (the row with the "
-                        f"newest {self.source.watermark_column} is kept)"] * len(dup_rows)},
-                schema={"index": pl.Int64, "why": pl.String}))
+                "why": [f"{DUPLICATE_REASON} {self.source.primary_key} (the row with the "
+                        f"newest {self.source.watermark_column} is kept)"] * len(dup_rows),
+                "reason": [DUPLICATE_REASON] * len(dup_rows)},
+                schema={"index": pl.Int64, "why": pl.String, "reason": pl.String}))
+        failures = (pl.concat(failing).select("index", "reason")
+                    if failing and not schema_errors else _no_failures())
         if schema_errors:
             bad_rows = np.arange(n, dtype=np.int64)
             why = pa.array(["; ".join(schema_errors)] * n, pa.string())
@@ -182,4 +216,5 @@ class PartitionValidator:
             return BatchOutcome(batch, None, quarantined, schema_errors)
         keep = np.ones(n, dtype=bool)
         keep[bad_rows] = False
-        return BatchOutcome(batch, pa.array(keep), quarantined, schema_errors)
+        return BatchOutcome(batch, pa.array(keep), quarantined, schema_errors,
+                            np.asarray(bad_rows, np.int64), failures)

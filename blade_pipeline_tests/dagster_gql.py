@@ -64,10 +64,19 @@ class DagsterGraphQL:
         return body["data"]
 
     def launch_partition_run(self, job: str, partition: str) -> str:
+        return self._launch(job, {"dagster/partition": partition})
+
+    def launch_range_run(self, job: str, first: str, last: str) -> str:
+        """One run over the partitions ``first``..``last`` (what a single-run backfill
+        launches)."""
+        return self._launch(job, {"dagster/asset_partition_range_start": first,
+                                  "dagster/asset_partition_range_end": last})
+
+    def _launch(self, job: str, tags: dict[str, str]) -> str:
         params = {"selector": {"repositoryLocationName": LOCATION,
                                "repositoryName": REPOSITORY, "jobName": job},
-                  "executionMetadata": {"tags": [{"key": "dagster/partition",
-                                                  "value": partition}]}}
+                  "executionMetadata": {"tags": [{"key": k, "value": v}
+                                                 for k, v in tags.items()]}}
         launched = self.query(LAUNCH_RUN, params=params)["launchRun"]
         if launched["__typename"] != "LaunchRunSuccess":
             raise RuntimeError(f"launch refused: {launched}")

@@ -11,6 +11,9 @@ loopback ports, then runs each stage in its own child process (see ``stages.py``
     stage        the staging path: extract -> validate -> transform -> Parquet (atomic)
     upload       staged items -> catalog (diff + NDJSON batches + checkpoints)
     materialize  staged + checks + catalog through Dagster `materialize`
+    backfill     the same rows over --backfill-days days (default 730), as one range run
+    backfill_small  120 daily partitions of the demo's size (4 data types x 30 days, ~27
+                 rows a day), one range run per data type
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from pathlib import Path
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, free_port
 from blade_pipeline.sources import SourcesFileError, source_for
 
-STAGE_ORDER = ("ceiling", "extract", "transform", "validate", "stage", "upload", "materialize")
+STAGE_ORDER = ("ceiling", "extract", "transform", "validate", "stage", "upload", "materialize",
+               "backfill", "backfill_small")
+SMALL_ROWS = 20_000  # the demo's warehouse: 20k rows a table over 730 days
 END_DATE = "2026-06-30"
 WAREHOUSE_TOKEN, CATALOG_TOKEN = "bench-warehouse", "bench-catalog"
 
@@ -53,32 +58,47 @@ def _run_stage(stage: str, cfg: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _warehouse(workdir: Path, name: str, rows: int, days: int) -> ServerProcess:
+    port = free_port()
+    return _server(
+        blade_command("mock-warehouse", "--port", str(port), "--db",
+                      str(workdir / f"{name}.duckdb"), "--rows", str(rows), "--days", str(days),
+                      "--end-date", END_DATE, "--seed", "42", "--token", WAREHOUSE_TOKEN),
+        port, workdir / f"{name}.log", "/healthz")
+
+
 def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_000,
-              repeat: int = 1, stages: tuple[str, ...] = STAGE_ORDER) -> dict:
+              repeat: int = 1, stages: tuple[str, ...] = STAGE_ORDER,
+              backfill_days: int = 730) -> dict:
     """Run every stage ``repeat`` times; return per-stage medians, ranges and ratios."""
     samples: dict[str, list[dict]] = {s: [] for s in stages}
     with tempfile.TemporaryDirectory(prefix="blade-bench-") as tmp:
         workdir = Path(tmp)
-        port = free_port()
-        warehouse = _server(
-            blade_command("mock-warehouse", "--port", str(port), "--db",
-                          str(workdir / "warehouse.duckdb"), "--rows", str(rows), "--days", "1",
-                          "--end-date", END_DATE, "--seed", "42", "--token", WAREHOUSE_TOKEN),
-            port, workdir / "warehouse.log", "/healthz")
+        warehouses = {"warehouse": _warehouse(workdir, "warehouse", rows, 1)}
         try:
+            if "backfill" in stages:  # the same rows, spread over the days
+                warehouses["range"] = _warehouse(workdir, "range", rows, backfill_days)
+            if "backfill_small" in stages:
+                warehouses["small"] = _warehouse(workdir, "small", SMALL_ROWS, 730)
+            warehouse = warehouses["warehouse"]
             for attempt in range(repeat):
                 run_dir = workdir / f"run{attempt}"
                 run_dir.mkdir()
-                catalogs = [_catalog(run_dir, "catalog"), _catalog(run_dir, "catalog2")]
+                catalogs = [_catalog(run_dir, name)
+                            for name in ("catalog", "catalog2", "catalog3", "catalog4")]
                 cfg = {"rows": rows, "seed": 42, "end": END_DATE, "data_type": data_type,
                        "batch_rows": batch_rows, "workdir": str(run_dir),
                        "warehouse_url": f"{warehouse.base_url}/sql/1.0/warehouses/bench",
                        "warehouse_token": WAREHOUSE_TOKEN, "catalog_token": CATALOG_TOKEN,
                        "catalog_url": catalogs[0].base_url,
                        "catalog2_url": catalogs[1].base_url,
-                       "server_pids": {"warehouse": warehouse.popen.pid,
-                                       "catalog": catalogs[0].popen.pid,
-                                       "catalog2": catalogs[1].popen.pid}}
+                       "catalog3_url": catalogs[2].base_url,
+                       "catalog4_url": catalogs[3].base_url, "backfill_days": backfill_days,
+                       "range_warehouse_url": _url(warehouses.get("range")),
+                       "small_warehouse_url": _url(warehouses.get("small")),
+                       "server_pids": {
+                           **{name: w.popen.pid for name, w in warehouses.items()},
+                           **{f"catalog{i + 1}": c.popen.pid for i, c in enumerate(catalogs)}}}
                 try:
                     for stage in stages:
                         samples[stage].append(_run_stage(stage, cfg))
@@ -86,8 +106,13 @@ def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_0
                     for catalog in catalogs:
                         catalog.stop()
         finally:
-            warehouse.stop()
+            for server in warehouses.values():
+                server.stop()
     return summarize(samples, rows, data_type, batch_rows, repeat)
+
+
+def _url(server: ServerProcess | None) -> str:
+    return f"{server.base_url}/sql/1.0/warehouses/bench" if server else ""
 
 
 def summarize(samples: dict[str, list[dict]], rows: int, data_type: str, batch_rows: int,
@@ -111,6 +136,10 @@ def summarize(samples: dict[str, list[dict]], rows: int, data_type: str, batch_r
                  "cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 2),
                  "server_cpu_s": round(statistics.median(
                      sum(r["server_cpu_s"].values()) for r in runs), 2)}
+        if "runs" in runs[0]:  # range runs: how many Dagster runs did the work
+            entry["runs"] = runs[0]["runs"]
+            entry["days"] = runs[0]["days"]
+            entry["seconds_per_run"] = round(entry["seconds"] / entry["runs"], 3)
         if stage == "ceiling":
             ceiling = entry
         result["stages"][stage] = entry
@@ -138,6 +167,10 @@ def format_table(result: dict) -> str:
             f"{e.get('rss_ratio_to_ceiling', 0):>14.2f} {e['added_rss_mb']:>9.0f} "
             f"{e.get('added_rss_ratio_to_ceiling', 0):>10.2f} {e['cpu_s']:>7.2f} "
             f"{e['server_cpu_s']:>12.2f}")
+    for stage, e in result["stages"].items():
+        if "runs" in e:
+            lines.append(f"{stage}: {e['days']} daily partitions in {e['runs']} run(s), "
+                         f"{e['seconds']:.1f} s wall, {e['seconds_per_run']:.2f} s per run")
     return "\n".join(lines)
 
 
@@ -161,6 +194,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="runs; median and min-max shown")
     parser.add_argument("--stages", default=",".join(STAGE_ORDER),
                         help="comma-separated subset of: " + ", ".join(STAGE_ORDER))
+    parser.add_argument("--backfill-days", type=_positive_int, default=730,
+                        help="days the backfill stage spreads the rows over")
     parser.add_argument("--out", help="write the JSON result here")
     return parser
 
@@ -176,7 +211,8 @@ def main(args: argparse.Namespace) -> int:
     except SourcesFileError as exc:
         print(f"blade bench: {exc}", file=sys.stderr)
         return 2
-    result = run_bench(args.rows, args.data_type, args.batch_rows, args.repeat, stages)
+    result = run_bench(args.rows, args.data_type, args.batch_rows, args.repeat, stages,
+                       args.backfill_days)
     print(format_table(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))

@@ -18,6 +18,10 @@ import dagster as dg
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from blade_pipeline.assets import build_blade_assets
 from blade_pipeline.devservices.processes import ServerProcess
@@ -44,6 +48,8 @@ ROWS = 30_000
 DAYS = 30
 INVALID = 0.03
 DAY = (END_DATE - dt.timedelta(days=1)).isoformat()
+#: The last three days: what the range-run variants of the cases run in one run.
+RANGE = [(END_DATE - dt.timedelta(days=n)).isoformat() for n in (3, 2, 1)]
 #: Invalid kinds whose row is quarantined and whose key does not reach the catalog
 #: (a ``duplicate_key`` row repeats a valid key: that key is still uploaded once).
 #: CLI flags of every warehouse of this suite (same rows as :func:`reference_db`).
@@ -94,13 +100,22 @@ def make_resources(warehouse_server: ServerProcess, catalog_server: ServerProces
     }
 
 
+def range_tags(days: list[str]) -> dict[str, str]:
+    """The tags of one run over ``days`` (what a single-run backfill launches)."""
+    return {ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}
+
+
 def run(source: BladeSource, res: dict[str, Any], instance: dg.DagsterInstance,
         recorded: Recorded | None = None, day: str = DAY,
-        selection: list[dg.AssetKey] | None = None, **build: Any,
-        ) -> dg.ExecuteInProcessResult:
-    """Materialize the source's assets (or ``selection``) for ``day`` on ``instance``."""
-    result = dg.materialize(build_blade_assets(source, **build), partition_key=day, resources=res,
-                            instance=instance, raise_on_error=False, selection=selection)
+        selection: list[dg.AssetKey] | None = None, days: list[str] | None = None,
+        **build: Any) -> dg.ExecuteInProcessResult:
+    """Materialize the source's assets (or ``selection``) for ``day`` (or the range
+    ``days`` in one run) on ``instance``."""
+    partition: dict[str, Any] = ({"partition_key": day} if days is None
+                                 else {"tags": range_tags(days)})
+    result = dg.materialize(build_blade_assets(source, **build), resources=res,
+                            instance=instance, raise_on_error=False, selection=selection,
+                            **partition)
     if recorded is not None:
         recorded.run_ids.append(result.run_id)
         recorded.results.append(result)
@@ -158,28 +173,33 @@ def quarantine(lake: ParquetLake, data_type: str, day: str = DAY):
 
 
 def assert_exact(res: dict[str, Any], reference: duckdb.DuckDBPyConnection, data_type: str,
-                 day: str = DAY, changed: frozenset[str] = frozenset()) -> list[dict]:
-    """The catalog holds exactly the day's valid rows: current hashes, no duplicate ids,
-    version 1 unless in ``changed``; every invalid row of the day is quarantined with a
-    reason. Returns the catalog's items."""
+                 day: str = DAY, changed: frozenset[str] = frozenset(),
+                 days: list[str] | None = None) -> list[dict]:
+    """The catalog holds exactly the valid rows of the day (or of ``days``): current hashes
+    (a key on two days: the later day's row), no duplicate ids, version 1 unless in
+    ``changed``; every invalid row of each day is quarantined with a reason. Returns the
+    catalog's items."""
     source = source_for(data_type)
     lake: ParquetLake = res["lake"]
+    days = days or [day]
     items = catalog_items(res["catalog"], source.catalog_data_source)
     ids = [item["item_id"] for item in items]
     assert len(ids) == len(set(ids)), "duplicate item ids in the catalog"
-    expected = expected_ids(reference, data_type, day)
+    expected = set().union(*(expected_ids(reference, data_type, d) for d in days))
     assert expected and set(ids) == expected, (
         f"missing {sorted(expected - set(ids))[:5]}, extra {sorted(set(ids) - expected)[:5]}")
-    staged = staged_hashes(lake, data_type, day)
+    staged = {k: v for d in days for k, v in staged_hashes(lake, data_type, d).items()}
     assert set(staged) == expected
     wrong = [i["item_id"] for i in items if i["content_hash"] != staged[i["item_id"]]]
     assert not wrong, f"stale content hash in the catalog: {wrong[:5]}"
     bumped = [(i["item_id"], i["version"]) for i in items
               if i["version"] != 1 and i["item_id"] not in changed]
     assert not bumped, f"version bumped without a data change: {bumped[:5]}"
-    table = quarantine(lake, data_type, day)
-    reasons = table.column("_reason").to_pylist()
-    assert table.num_rows == expected_quarantined(reference, data_type, day) and all(reasons)
+    for one_day in days:
+        table = quarantine(lake, data_type, one_day)
+        reasons = table.column("_reason").to_pylist()
+        assert table.num_rows == expected_quarantined(reference, data_type, one_day)
+        assert all(reasons)
     return items
 
 

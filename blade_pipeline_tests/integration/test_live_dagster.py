@@ -2,8 +2,9 @@
 
 * the change sensor picks up rows the warehouse's change feed writes and they reach the catalog
   without anyone clicking;
-* a partition run is terminated mid-upload (pause) and re-executed from failure (resume): the
-  catalog ends with exactly the staged items, each at version 1 (no loss, no double upload).
+* a range run (three days in one run) is terminated mid-upload (pause) and re-executed from
+  failure (resume): the catalog ends with exactly the staged items, each at version 1 (no loss,
+  no double upload).
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ from blade_pipeline_tests.live_stack import (
 
 pytestmark = pytest.mark.slow
 
-BIG_DAY = (END_DATE - dt.timedelta(days=1)).isoformat()
 BIG_ROWS = 120_000
+RANGE = [(END_DATE - dt.timedelta(days=n)).isoformat() for n in (3, 2, 1)]  # ~40k rows a day
 
 
 @pytest.fixture(scope="module")
 def stack(start_warehouse, start_catalog, pg_dagster_home, pg_url,
           tmp_path_factory) -> Iterator[LiveStack]:
     """Warehouse (one big partition), slow catalog, webserver + daemon on PostgreSQL."""
-    warehouse = start_warehouse(BIG_ROWS, "--days", "1")
+    warehouse = start_warehouse(BIG_ROWS, "--days", "3")
     catalog = start_catalog("--latency-ms", "150")
     with live_dagster(warehouse, catalog, pg_dagster_home, pg_url,
                       tmp_path_factory.mktemp("live"), BLADE_SENSOR_INTERVAL_SECONDS="3") as live:
@@ -61,23 +62,29 @@ def test_change_sensor_brings_new_rows_to_the_catalog(stack):
 
 def test_terminate_mid_upload_then_reexecute_from_failure_is_exact(stack):
     gql, lake = stack.gql, stack.lake
-    run_id = gql.launch_partition_run("blade_maintenance_job", BIG_DAY)
-    checkpoint = lake.checkpoint_path("maintenance", BIG_DAY)
+    run_id = gql.launch_range_run("blade_maintenance_job", RANGE[0], RANGE[-1])
+    checkpoints = [lake.checkpoint_path("maintenance", day) for day in RANGE]
+
+    def saved() -> list[dict]:
+        return [lake.read_json(path) or {"acknowledged": [], "processed": 0, "total": 0}
+                for path in checkpoints]
+
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        saved = lake.read_json(checkpoint)
-        if saved and len(saved["acknowledged"]) >= 2:
+        if sum(len(s["acknowledged"]) for s in saved()) >= 2:
             break
         assert gql.status(run_id) not in {"SUCCESS", "FAILURE"}, "upload finished too fast"
         time.sleep(0.2)
     gql.terminate(run_id)  # "pause"
     assert gql.wait_status(run_id, {"CANCELED"}) == "CANCELED"
-    paused = lake.read_json(checkpoint)
-    staged = lake.parquet_file(lake.partition_dir("maintenance", BIG_DAY)).metadata.num_rows
-    assert 0 < paused["processed"] < staged
+    paused = saved()
+    staged = [lake.parquet_file(lake.partition_dir("maintenance", day)).metadata.num_rows
+              for day in RANGE]
+    assert all(n > 10_000 for n in staged)
+    assert 0 < sum(s["processed"] for s in paused) < sum(staged)
 
     resumed = gql.reexecute_from_failure(run_id)  # "resume"
     assert gql.wait_status(resumed, {"SUCCESS"}, timeout=300) == "SUCCESS"
-    final = lake.read_json(checkpoint)
-    assert final["processed"] == final["total"] == staged
-    assert_catalog_holds_exactly_the_staged_items(stack, "maintenance", BIG_DAY)
+    for final, rows in zip(saved(), staged, strict=True):
+        assert final["processed"] == final["total"] == rows
+    assert_catalog_holds_exactly_the_staged_items(stack, "maintenance", *RANGE)

@@ -6,7 +6,8 @@ import dagster as dg
 import pyarrow as pa
 
 from blade_pipeline.definitions import defs
-from blade_pipeline.sensors import evaluate_changes
+from blade_pipeline.partitions import daily_partitions
+from blade_pipeline.sensors import build_change_sensor, evaluate_changes
 from blade_pipeline.sources import source_for
 
 
@@ -46,14 +47,149 @@ def test_first_tick_only_records_the_watermark():
 
 def test_changed_days_are_requested_and_the_cursor_advances():
     rows = ["2026-05-01T10:00:00", "2026-05-02T11:00:00", "2026-05-02T12:30:00",
-            "2026-05-03T09:15:00"]
+            "2026-05-04T09:15:00"]
     result, _ = tick(rows, "2026-05-01T23:00:00.000000")
     assert [(r.partition_key, r.run_key) for r in result.run_requests] == [
         ("2026-05-02", "2026-05-02:2026-05-02T12:30:00.000000"),
-        ("2026-05-03", "2026-05-03:2026-05-03T09:15:00.000000")]
-    assert result.cursor == "2026-05-03T09:15:00.000000"
+        ("2026-05-04", "2026-05-04:2026-05-04T09:15:00.000000")]
+    assert result.cursor == "2026-05-04T09:15:00.000000"
     again, _ = tick(rows, result.cursor)  # round trip: nothing new, nothing requested
     assert isinstance(again, dg.SkipReason)
+
+
+def requests_of(result) -> list[tuple]:
+    """(partition_key, range start, range end, run_key, changed rows) of each request."""
+    return [(r.partition_key, *(r.partition_key_range or (None, None)), r.run_key,
+             r.tags["blade/changed_rows"]) for r in result.run_requests]
+
+
+def test_contiguous_changed_days_are_one_range_run():
+    rows = ["2026-05-02T11:00:00", "2026-05-02T12:30:00", "2026-05-03T08:00:00",
+            "2026-05-04T09:15:00"]
+    result, _ = tick(rows, "2026-05-01T23:00:00.000000")
+    [request] = result.run_requests
+    assert request.partition_key is None
+    assert request.partition_key_range == dg.PartitionKeyRange("2026-05-02", "2026-05-04")
+    assert request.run_key == "2026-05-02...2026-05-04:2026-05-04T09:15:00.000000"
+    assert request.tags == {"blade/trigger": "change-sensor", "blade/changed_rows": "4",
+                            "dagster/asset_partition_range_start": "2026-05-02",
+                            "dagster/asset_partition_range_end": "2026-05-04"}
+    assert result.cursor == "2026-05-04T09:15:00.000000"
+
+
+def test_a_gap_splits_the_range():
+    rows = ["2026-05-02T11:00:00", "2026-05-03T08:00:00", "2026-05-03T09:00:00",
+            "2026-05-05T09:15:00", "2026-05-06T01:00:00"]
+    result, _ = tick(rows, "2026-05-01T23:00:00.000000")
+    assert requests_of(result) == [
+        (None, "2026-05-02", "2026-05-03", "2026-05-02...2026-05-03:2026-05-03T09:00:00.000000",
+         "3"),
+        (None, "2026-05-05", "2026-05-06", "2026-05-05...2026-05-06:2026-05-06T01:00:00.000000",
+         "2")]
+
+
+def test_max_partitions_per_run_caps_each_range():
+    source = source_for("sortie").model_copy(update={"max_partitions_per_run": 2})
+    rows = [f"2026-05-0{d}T0{d}:00:00" for d in range(1, 6)]
+    result = evaluate_changes(source, FakeWarehouse(rows=rows), "2026-04-30T00:00:00.000000",
+                              daily_partitions(source))
+    assert requests_of(result) == [
+        (None, "2026-05-01", "2026-05-02", "2026-05-01...2026-05-02:2026-05-02T02:00:00.000000",
+         "2"),
+        (None, "2026-05-03", "2026-05-04", "2026-05-03...2026-05-04:2026-05-04T04:00:00.000000",
+         "2"),
+        ("2026-05-05", None, None, "2026-05-05:2026-05-05T05:00:00.000000", "1")]
+    assert result.cursor == "2026-05-05T05:00:00.000000"
+    one = source.model_copy(update={"max_partitions_per_run": 1})  # a cap of 1: one per day
+    result = evaluate_changes(one, FakeWarehouse(rows=rows), "2026-04-30T00:00:00.000000",
+                              daily_partitions(one))
+    assert [r.partition_key for r in result.run_requests] == [
+        f"2026-05-0{d}" for d in range(1, 6)]
+
+
+def test_a_single_day_keeps_the_single_partition_request():
+    result, _ = tick(["2026-05-02T11:00:00", "2026-05-02T12:30:00"],
+                     "2026-05-01T23:00:00.000000")
+    [request] = result.run_requests
+    assert request.partition_key == "2026-05-02"
+    assert request.partition_key_range is None
+    assert request.run_key == "2026-05-02:2026-05-02T12:30:00.000000"
+    assert request.tags == {"blade/trigger": "change-sensor", "blade/changed_rows": "2"}
+
+
+def test_run_keys_are_deterministic_across_evaluations():
+    rows = ["2026-05-02T11:00:00", "2026-05-03T08:00:00", "2026-05-05T09:15:00",
+            "2026-05-06T01:00:00", "2026-05-07T02:00:00", "2026-05-09T03:00:00"]
+    first, _ = tick(rows, "2026-05-01T23:00:00.000000")
+    second, _ = tick(list(reversed(rows)), "2026-05-01T23:00:00.000000")  # a retried tick
+    assert requests_of(first) == requests_of(second)
+    assert [r.run_key for r in first.run_requests] == [
+        "2026-05-02...2026-05-03:2026-05-03T08:00:00.000000",
+        "2026-05-05...2026-05-07:2026-05-07T02:00:00.000000",
+        "2026-05-09:2026-05-09T03:00:00.000000"]
+
+
+def test_days_outside_the_partitions_break_ranges():
+    # sortie partitions start on 2024-01-01; today's partition is the last (end_offset=1)
+    today = dt.datetime.now(dt.UTC).date()
+    tomorrow = today + dt.timedelta(days=1)
+    rows = ["2023-12-30T01:00:00", "2023-12-31T01:00:00", "2024-01-01T01:00:00",
+            "2024-01-02T01:00:00", f"{today}T00:00:01", f"{tomorrow}T00:00:01"]
+    result, _ = tick(rows, "2023-12-01T00:00:00.000000")
+    assert requests_of(result) == [
+        (None, "2024-01-01", "2024-01-02", "2024-01-01...2024-01-02:2024-01-02T01:00:00.000000",
+         "2"),
+        (today.isoformat(), None, None, f"{today}:{today}T00:00:01.000000", "1")]
+    assert result.cursor == f"{tomorrow}T00:00:01.000000"  # skipped days still move it
+
+
+def test_dagster_resolves_the_range_request_as_one_run_of_the_real_job():
+    rows = ["2026-05-02T11:00:00", "2026-05-03T08:00:00", "2026-05-04T09:15:00"]
+    context = dg.build_sensor_context(cursor="2026-05-01T23:00:00.000000", resources={
+        "warehouse": FakeWarehouse(rows=rows)}, definitions=defs)
+    [request] = SENSOR.evaluate_tick(context).run_requests  # Dagster's own resolution
+    assert not request.requires_backfill_daemon()
+    assert request.asset_graph_subset is None and request.job_name is None
+    assert "dagster/partition" not in request.tags
+    assert request.partition_key_range == dg.PartitionKeyRange("2026-05-02", "2026-05-04")
+    job = defs.resolve_job_def("blade_sortie_job")
+    assert SENSOR.job_name == job.name
+    assert job.partitions_def.get_partition_keys_in_range(request.partition_key_range) == [
+        "2026-05-02", "2026-05-03", "2026-05-04"]
+
+
+def test_the_range_request_executes_as_one_single_run_over_the_range():
+    """The requested run, executed: one run materializes every day of the range at once."""
+    source = source_for("sortie")
+    partitions = daily_partitions(source)
+    seen: list[dg.PartitionKeyRange] = []
+
+    @dg.asset(partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run())
+    def days(context: dg.AssetExecutionContext) -> None:
+        seen.append(context.partition_key_range)
+
+    job = dg.define_asset_job("tiny_days_job", selection=[days])
+    sensor = build_change_sensor(source, job, partitions)
+    warehouse = FakeWarehouse(rows=["2026-05-02T11:00:00", "2026-05-03T08:00:00",
+                                    "2026-05-04T09:15:00", "2026-05-06T01:00:00"])
+    tiny = dg.Definitions(assets=[days], jobs=[job], sensors=[sensor],
+                          resources={"warehouse": warehouse})
+    context = dg.build_sensor_context(cursor="2026-05-01T23:00:00.000000",
+                                      resources={"warehouse": warehouse}, definitions=tiny)
+    ranged, single = sensor.evaluate_tick(context).run_requests
+    instance = dg.DagsterInstance.ephemeral()
+    resolved = tiny.resolve_job_def("tiny_days_job")
+    run = resolved.execute_in_process(tags=ranged.tags, instance=instance)
+    assert run.success
+    assert seen == [dg.PartitionKeyRange("2026-05-02", "2026-05-04")]
+    assert sorted(e.partition for e in run.get_asset_materialization_events()) == [
+        "2026-05-02", "2026-05-03", "2026-05-04"]
+    assert run.dagster_run.tags["blade/changed_rows"] == "3"
+    assert resolved.execute_in_process(partition_key=single.partition_key, tags=single.tags,
+                                       instance=instance).success
+    assert seen[-1] == dg.PartitionKeyRange("2026-05-06", "2026-05-06")
+    assert instance.get_materialized_partitions(days.key) == {
+        "2026-05-02", "2026-05-03", "2026-05-04", "2026-05-06"}
 
 
 def test_days_outside_the_partitions_move_the_cursor_without_a_run():
@@ -80,9 +216,7 @@ def test_daily_schedule_targets_yesterday():
 
 def test_disabled_sources_start_with_sensor_and_schedule_off():
     from blade_pipeline.jobs import build_partition_job
-    from blade_pipeline.partitions import daily_partitions
     from blade_pipeline.schedules import build_daily_schedule
-    from blade_pipeline.sensors import build_change_sensor
 
     off = source_for("sortie").model_copy(update={"enabled": False})
     job = build_partition_job(off)

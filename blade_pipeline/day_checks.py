@@ -1,0 +1,68 @@
+"""The staged partition's blocking checks as plain functions of its footer (no Dagster here).
+
+The asset checks report them per day, and the catalog asset applies the same functions to
+each day of its run before uploading it, so a failed day blocks its own upload and no other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from blade_pipeline.schemas import required_columns
+from blade_pipeline.sources import BladeSource
+
+NOT_STAGED = "no staged partition found"
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One check of one day."""
+
+    name: str
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def schema_conforms(source: BladeSource, footer: dict[str, Any] | None) -> CheckOutcome:
+    """Every column the Pandera model requires is there with its type (added ones allowed)."""
+    if footer is None:
+        return CheckOutcome("schema_conforms", False, NOT_STAGED)
+    errors = footer.get("schema_errors", [])
+    return CheckOutcome(
+        "schema_conforms", not errors,
+        "; ".join(errors) if errors else "all required columns present",
+        {"schema_errors": errors, "extra_columns": footer.get("extra_columns", []),
+         "required_columns": required_columns(source.data_type)})
+
+
+def allowed_invalid_rows(source: BladeSource, extracted: int) -> int:
+    """How many quarantined rows a day of ``extracted`` rows may have and still pass:
+    max(invalid_rows_allowed, max_invalid_fraction x extracted), rounded down."""
+    return max(source.invalid_rows_allowed, int(source.max_invalid_fraction * extracted))
+
+
+def invalid_fraction(source: BladeSource, footer: dict[str, Any] | None) -> CheckOutcome:
+    """Quarantined rows within the source's allowance (see :func:`allowed_invalid_rows`)."""
+    if footer is None:
+        return CheckOutcome("invalid_fraction", False, NOT_STAGED)
+    extracted, quarantined = footer.get("extracted", 0), footer.get("quarantined", 0)
+    fraction = quarantined / extracted if extracted else 0.0
+    allowed = allowed_invalid_rows(source, extracted)
+    return CheckOutcome(
+        "invalid_fraction", quarantined <= allowed,
+        f"{quarantined} of {extracted} rows quarantined ({fraction:.2%}; allowed: {allowed} = "
+        f"max({source.invalid_rows_allowed} rows, {source.max_invalid_fraction:.2%}))",
+        {"invalid_fraction": round(fraction, 6), "rows_quarantined": quarantined,
+         "rows_extracted": extracted, "rows_allowed": allowed,
+         "threshold": source.max_invalid_fraction,
+         "invalid_rows_allowed": source.invalid_rows_allowed})
+
+
+CHECKS = (schema_conforms, invalid_fraction)
+
+
+def failed_checks(source: BladeSource, footer: dict[str, Any] | None) -> list[CheckOutcome]:
+    """The blocking checks a staged day fails (empty: the day may be uploaded)."""
+    return [outcome for check in CHECKS if not (outcome := check(source, footer)).passed]

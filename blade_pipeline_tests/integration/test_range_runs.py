@@ -1,0 +1,164 @@
+"""Range runs: many days in one run give what the same days run one by one give, and a bad
+day does not hold the good days hostage. Real mock warehouse and catalog servers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from blade_pipeline.assets import build_blade_assets, catalog_key, staged_key
+from blade_pipeline.partitions import daily_partitions
+from blade_pipeline.resources.catalog import CatalogClient
+from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline.resources.warehouse import DatabricksWarehouse
+from blade_pipeline.sources import source_for
+from blade_pipeline_tests.conftest import CATALOG_TOKEN, END_DATE, WAREHOUSE_TOKEN, warehouse_url
+from blade_pipeline_tests.expectations import catalog_items
+
+ROWS = 20_000  # over 730 days: ~27 rows a day, the demo's size
+FIRST = (END_DATE - dt.timedelta(days=20)).isoformat()
+LAST = (END_DATE - dt.timedelta(days=1)).isoformat()
+DAYS = [(dt.date.fromisoformat(FIRST) + dt.timedelta(days=n)).isoformat() for n in range(20)]
+
+
+@pytest.fixture(scope="module")
+def warehouse_server(start_warehouse):
+    return start_warehouse(ROWS, "--invalid-fraction", "0.03")
+
+
+def resources(warehouse_server, catalog_server, lake_dir) -> dict:
+    return {"warehouse": DatabricksWarehouse(url=warehouse_url(warehouse_server),
+                                             token=WAREHOUSE_TOKEN),
+            "catalog": CatalogClient(base_url=catalog_server.base_url, token=CATALOG_TOKEN,
+                                     batch_size=100, backoff_base_s=0.05, backoff_max_s=0.5),
+            "lake": ParquetLake(uri=str(lake_dir))}
+
+
+def run_range(source, res, first=FIRST, last=LAST, instance=None):
+    return dg.materialize(build_blade_assets(source), resources=res, instance=instance,
+                          raise_on_error=False,
+                          tags={ASSET_PARTITION_RANGE_START_TAG: first,
+                                ASSET_PARTITION_RANGE_END_TAG: last})
+
+
+def run_day(source, res, day, instance=None):
+    return dg.materialize(build_blade_assets(source), partition_key=day, resources=res,
+                          instance=instance, raise_on_error=False)
+
+
+def hashes(res, source) -> dict[str, str]:
+    return {i["item_id"]: i["content_hash"]
+            for i in catalog_items(res["catalog"], source.catalog_data_source)}
+
+
+def staged_day(lake: ParquetLake, data_type: str, day: str, kind: str = "") -> list:
+    table = pq.read_table(lake.partition_dir(data_type, day, kind) + "/part-0.parquet")
+    column = "item_id" if not kind else "_reason"
+    return sorted(table.column(column).to_pylist())
+
+
+@pytest.mark.parametrize("data_type", ["maintenance", "readiness"])
+def test_a_range_in_one_run_gives_what_its_days_one_by_one_give(
+        data_type, warehouse_server, start_catalog, tmp_path):
+    source = source_for(data_type)
+    ranged = resources(warehouse_server, start_catalog(), tmp_path / "ranged")
+    daily = resources(warehouse_server, start_catalog(), tmp_path / "daily")
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_range(source, ranged, instance=instance)
+    assert result.success
+    assert len(instance.get_runs()) == 1
+    for day in DAYS:
+        assert run_day(source, daily, day).success
+    expected = hashes(daily, source)
+    assert len(expected) > 20 * 15
+    assert hashes(ranged, source) == expected
+    for day in DAYS:  # each day's files are what the day alone stages
+        for kind in ("", "quarantine"):
+            assert staged_day(ranged["lake"], data_type, day, kind) == staged_day(
+                daily["lake"], data_type, day, kind)
+        footer = ranged["lake"].footer_metadata(ranged["lake"].partition_dir(data_type, day))
+        assert footer["extracted"] == footer["valid"] + footer["quarantined"]
+    # one materialization per day of both assets, one evaluation per day of each check
+    for key in (staged_key(source), catalog_key(source)):
+        assert instance.get_materialized_partitions(key) == set(DAYS)
+    evaluations = result.get_asset_check_evaluations()
+    assert sorted((e.check_name, e.partition) for e in evaluations) == sorted(
+        (name, day) for name in ("schema_conforms", "invalid_fraction") for day in DAYS)
+    assert all(e.passed for e in evaluations)
+    catalog_events = [e for e in result.all_events if e.event_type_value ==
+                      "ASSET_MATERIALIZATION" and e.asset_key == catalog_key(source)]
+    meta = catalog_events[0].event_specific_data.materialization.metadata
+    assert meta["items_total"].value == meta["uploaded"].value > 0
+    # a second range run uploads nothing and a single day still runs alone
+    again = run_range(source, ranged, instance=instance)
+    assert again.success
+    assert hashes(ranged, source) == expected
+    assert run_day(source, ranged, DAYS[3], instance=instance).success
+
+
+def test_a_bad_day_does_not_hold_the_good_days_hostage(warehouse_server, start_catalog,
+                                                       tmp_path):
+    strict = source_for("sortie").model_copy(
+        update={"max_invalid_fraction": 0.0, "invalid_rows_allowed": 0})
+    res = resources(warehouse_server, start_catalog(), tmp_path / "lake")
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_range(strict, res, instance=instance)
+    assert not result.success
+    evaluations = {e.partition: e for e in result.get_asset_check_evaluations()
+                   if e.check_name == "invalid_fraction"}
+    bad = sorted(day for day, e in evaluations.items() if not e.passed)
+    good = sorted(set(DAYS) - set(bad))
+    assert bad and good, "the seeded days should hold both clean and invalid days"
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert f"{len(bad)} of {len(DAYS)} days were not uploaded" in message
+    assert all(day in message for day in bad[:20])
+    assert "invalid_fraction" in message
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
+    # the good days are in the catalog, the bad ones are not
+    uploaded = {i["item_id"] for i in catalog_items(res["catalog"], strict.catalog_data_source)}
+    for day in DAYS:
+        ids = set(staged_day(res["lake"], "sortie", day))
+        assert (ids <= uploaded) if day in good else not (ids & uploaded)
+    status = get_and_update_asset_status_cache_value(instance, catalog_key(strict),
+                                                     daily_partitions(strict))
+    partitions = daily_partitions(strict)
+    assert set(status.deserialize_materialized_partition_subsets(partitions)
+               .get_partition_keys()) == set(good)
+    assert set(status.deserialize_failed_partition_subsets(partitions)
+               .get_partition_keys()) == set(bad)
+    # re-running just a bad day (threshold fixed) works
+    fixed = source_for("sortie")
+    assert run_day(fixed, res, bad[0], instance=instance).success
+    assert set(staged_day(res["lake"], "sortie", bad[0])) <= {
+        i["item_id"] for i in catalog_items(res["catalog"], fixed.catalog_data_source)}
+
+
+def test_small_days_with_a_few_invalid_rows_pass_and_a_really_bad_day_fails(
+        warehouse_server, start_catalog, tmp_path):
+    source = source_for("readiness")
+    res = resources(warehouse_server, start_catalog(), tmp_path / "lake")
+    result = run_range(source, res)
+    assert result.success  # ~27 rows a day, 3 % invalid: noise, quarantined, not fatal
+    warehouse: DatabricksWarehouse = res["warehouse"]
+    day = dt.date.fromisoformat(DAYS[5])
+    warehouse.query_arrow(  # a really bad day: every row of it invalid
+        "UPDATE main.blade.blade_readiness_data SET status = 'BROKEN' "
+        "WHERE CAST(last_modified AS DATE) = :day", {"day": day})
+    try:
+        again = run_range(source, res)
+        assert not again.success
+        failed = {e.partition for e in again.get_asset_check_evaluations() if not e.passed}
+        assert failed == {DAYS[5]}
+    finally:
+        warehouse.query_arrow(
+            "UPDATE main.blade.blade_readiness_data SET status = 'FMC' "
+            "WHERE CAST(last_modified AS DATE) = :day AND status = 'BROKEN'", {"day": day})

@@ -95,21 +95,12 @@ def _table_schema(schema: pa.Schema) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
 
 
-def day_stage_metadata(result: ingest.StageResult) -> dict[str, Any]:
-    """What one day of a range run staged (an observation of that day's partition)."""
-    return {"dagster/row_count": result.valid, "rows_extracted": result.extracted,
-            "rows_quarantined": result.quarantined,
-            "invalid_fraction": round(result.invalid_fraction, 6),
-            "quarantine_reasons": dg.MetadataValue.json(result.reasons),
-            "schema_errors": dg.MetadataValue.json(result.schema_errors),
-            "bytes": result.bytes, "path": dg.MetadataValue.path(result.path),
-            "staged_id": result.staged_id}
-
-
 def range_stage_metadata(results: dict[str, ingest.StageResult], seconds: float,
                          raw_schema: pa.Schema | None) -> dict[str, Any]:
-    """Metadata of a range run's staged materialization (shared by all its days; each day's
-    own numbers are in its observation and in its file's footer)."""
+    """Metadata of a range run's staged materialization: Dagster records it once per day of
+    the range, so it holds the range's totals only (kept small); each day's own numbers are in
+    its checks' evaluations (rows, quarantined, reasons, schema errors) and in its file's
+    footer."""
     extracted = sum(r.extracted for r in results.values())
     quarantined = sum(r.quarantined for r in results.values())
     meta: dict[str, Any] = {
@@ -121,9 +112,8 @@ def range_stage_metadata(results: dict[str, ingest.StageResult], seconds: float,
         "seconds": round(seconds, 3),
         "rows_per_second": round(extracted / seconds) if seconds else 0,
         "days_with_quarantined_rows": sum(1 for r in results.values() if r.quarantined),
-        "days_with_schema_errors": [d for d, r in results.items() if r.schema_errors],
-        "per_day": dg.MetadataValue.json({d: [r.extracted, r.valid, r.quarantined]
-                                          for d, r in results.items()}),
+        "days_with_schema_errors": dg.MetadataValue.json(
+            [d for d, r in results.items() if r.schema_errors]),
     }
     if raw_schema is not None:
         meta["dagster/column_schema"] = _table_schema(raw_schema)
@@ -197,12 +187,11 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
             elif time.monotonic() - reported[0] >= PROGRESS_EVERY_S:
                 reported[0] = time.monotonic()
                 context.log.info(f"[{label}] {progress.summary()}")
-
-        def on_day(day: str, result: ingest.StageResult) -> None:
-            if not single:
-                context.log_event(dg.AssetObservation(
-                    asset_key=staged_asset_key, partition=day,
-                    metadata=day_stage_metadata(result)))
+                context.log_event(dg.AssetObservation(asset_key=staged_asset_key, metadata={
+                    "days_done": f"{progress.days_done}/{progress.days_total}",
+                    "rows_extracted": progress.extracted, "items": progress.valid,
+                    "rows_quarantined": progress.quarantined,
+                    "eta_seconds": round(progress.eta_seconds or 0.0, 1)}))
 
         if not item_json.available():
             context.log.warning(f"[{label}] {item_json.NOT_BUILT}")
@@ -214,8 +203,7 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                                                    by_day=True)
                 results = ingest.stage_days(source, batches(), lake, days,
                                             IngestRun.now(context.run.run_id),
-                                            on_batch=on_batch, on_day=on_day,
-                                            duplicates=duplicates)
+                                            on_batch=on_batch, duplicates=duplicates)
         except (WarehouseError, LakeError) as exc:
             raise _fail(source, exc) from None
         drift = sorted({e for r in results.values() for e in r.schema_errors})
@@ -340,7 +328,7 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
 
 
 def _check_metadata(outcome: day_checks.CheckOutcome) -> dict[str, Any]:
-    return {k: dg.MetadataValue.json(v) if isinstance(v, list) else v
+    return {k: dg.MetadataValue.json(v) if isinstance(v, list | dict) else v
             for k, v in outcome.metadata.items()}
 
 

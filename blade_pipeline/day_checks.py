@@ -56,6 +56,7 @@ def invalid_fraction(source: BladeSource, footer: dict[str, Any] | None) -> Chec
         f"max({source.invalid_rows_allowed} rows, {source.max_invalid_fraction:.2%}))",
         {"invalid_fraction": round(fraction, 6), "rows_quarantined": quarantined,
          "rows_extracted": extracted, "rows_allowed": allowed,
+         "quarantine_reasons": dict(list(footer.get("reasons", {}).items())[:10]),
          "threshold": source.max_invalid_fraction,
          "invalid_rows_allowed": source.invalid_rows_allowed})
 

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -237,8 +236,8 @@ class _Stager:
                 if error not in result.schema_errors:
                     result.schema_errors.append(error)
         elif hi > lo:
-            failures = outcome.failures.filter(pl.col("index").is_between(start, stop - 1))
-            out.reasons.update(dict(failures.group_by("reason").len().iter_rows()))
+            at, reasons = outcome.failure_rows
+            out.reasons.update(reasons[(at >= start) & (at < stop)].tolist())
         keep = outcome.keep.slice(start, n) if outcome.keep is not None else None
         rows = batch.slice(start, n)
         step = self.lake.row_group_rows
@@ -359,11 +358,12 @@ def stage_days(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: Par
         progress.valid = sum(r.valid for r in results)
         progress.quarantined = sum(r.quarantined for r in results)
         progress.seconds = time.perf_counter() - started
+        # days whose rows are all built (the day being built, if any, is not done)
+        progress.days_done = len(stager.results) - (stager.current is not None)
         if on_batch:
             on_batch(progress)
 
     def published(day: str, result: StageResult) -> None:
-        progress.days_done += 1
         if on_day:
             on_day(day, result)
 

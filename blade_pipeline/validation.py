@@ -47,6 +47,12 @@ class BatchOutcome:
     #: schema errors are not listed (they apply to every row)
     failures: pl.DataFrame = field(default_factory=lambda: _no_failures())
 
+    @cached_property
+    def failure_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """``failures`` as (positions, reason keys) arrays, for slicing without polars."""
+        return (self.failures["index"].to_numpy(),
+                self.failures["reason"].to_numpy().astype(object))
+
     @property
     def valid_rows(self) -> int:
         return self.rows.num_rows - self.quarantined.num_rows

@@ -31,6 +31,8 @@ import pyarrow.parquet as pq
 from pydantic import Field, PrivateAttr
 
 DATA_FILE = "part-0.parquet"
+#: A background fdatasync starts once this much more is written (big partitions only).
+SYNC_BEHIND_BYTES = 4 * 1024 * 1024
 METADATA_KEY = b"blade"
 
 
@@ -177,6 +179,7 @@ class PartitionWriter:
         self.target = f"{directory}/{DATA_FILE}"
         self.directory = directory
         self.rows = 0
+        self._synced = 0  # bytes of the temp file handed to a background fdatasync
         self._syncing: threading.Thread | None = None
         fs, _ = lake._filesystem()
         try:
@@ -210,9 +213,15 @@ class PartitionWriter:
 
     def _sync_behind(self) -> None:
         """Start an ``fdatasync`` of what is written so far, unless one still runs (the next
-        write starts another); ``commit`` fsyncs whatever is left."""
+        write starts another) or less than ``SYNC_BEHIND_BYTES`` came since the last one
+        (a small day: ``commit``'s fsync has little to do, and a thread start costs more);
+        ``commit`` fsyncs whatever is left."""
         if self._syncing is not None and self._syncing.is_alive():
             return
+        written = self._sink.tell()
+        if written - self._synced < SYNC_BEHIND_BYTES:
+            return
+        self._synced = written
         self._sink.flush()
         fd = self._sink.fileno()
         self._syncing = threading.Thread(target=_datasync_quietly, args=(fd,),

@@ -1,5 +1,6 @@
 """Case 10 in full: four partitions of one type run at once, each as its own ``dagster job
-execute`` process on the PostgreSQL instance, and while they upload, rows of one day change in
+execute`` process on the PostgreSQL instance (or as one range run over the four days), and
+while they upload, rows of one day change in
 the warehouse and the change sensor's run for that day joins them (the same partition twice at
 once). End state: every key of the four days once in the catalog with its newest row; a
 version above 1 only where the data really changed (a key on two days, an updated row).
@@ -34,6 +35,7 @@ from blade_pipeline_tests.faults.conftest import (
     expected_quarantined,
     make_resources,
     quarantine,
+    range_tags,
 )
 
 pytestmark = pytest.mark.slow
@@ -79,9 +81,10 @@ def newest_staged(lake: ParquetLake) -> dict[str, tuple[str, dt.datetime, int]]:
     return newest
 
 
+@pytest.mark.parametrize("ranged", [False, True], ids=["four-runs", "one-range-run"])
 def test_10_four_partitions_and_the_change_sensor_at_once(
-        start_warehouse, start_catalog, tmp_path, pg_dagster_home, pg_url, dagster_instance,
-        reference_db):
+        ranged, start_warehouse, start_catalog, tmp_path, pg_dagster_home, pg_url,
+        dagster_instance, reference_db):
     warehouse = start_warehouse(ROWS, *WAREHOUSE_ARGS)  # its own: this case changes rows
     catalog = start_catalog("--latency-ms", "700")  # slow, small batches: the day's first
     # run still uploads when the sensor's run of the same day starts uploading
@@ -102,8 +105,11 @@ def test_10_four_partitions_and_the_change_sensor_at_once(
     first = tick(None)  # the first tick records the newest watermark
     assert not first.run_requests and first.cursor
 
-    procs = [launch({"dagster/partition": day}, env, tmp_path / f"run-{day}.log")
-             for day in DAYS]
+    if ranged:  # the four days in one run, the sensor's run of DAY beside it
+        procs = [launch(range_tags(DAYS), env, tmp_path / "run-range.log")]
+    else:
+        procs = [launch({"dagster/partition": day}, env, tmp_path / f"run-{day}.log")
+                 for day in DAYS]
     wait_staged(res["lake"], DAYS, procs)
     pk = SOURCE.primary_key
     changed = [r[0] for r in reference_db.execute(

@@ -11,6 +11,7 @@ process of the daemon's code server (:class:`~blade_pipeline.run_launcher.LocalP
 
 Either way run retries re-execute the run from failure and the upload resumes after its last
 acknowledged batch. End state: the catalog holds exactly the staged items, each at version 1.
+The worker case also runs as a range run (three days in one run, checkpoints per day).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from blade_pipeline_tests.servers import catalog_reader
 pytestmark = pytest.mark.slow
 
 DAY = (END_DATE - dt.timedelta(days=1)).isoformat()
+RANGE = [(END_DATE - dt.timedelta(days=n)).isoformat() for n in (3, 2, 1)]
 ROWS = 60_000
 BIN = Path(sys.executable).parent
 
@@ -94,15 +96,24 @@ def stop(daemon: subprocess.Popen) -> None:
         os.killpg(daemon.pid, signal.SIGKILL)
 
 
+def partition_tags(days: list[str]) -> dict[str, str]:
+    if len(days) == 1:
+        return {"dagster/partition": days[0]}
+    return {"dagster/asset_partition_range_start": days[0],
+            "dagster/asset_partition_range_end": days[-1]}
+
+
 def parent_pid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-@pytest.mark.parametrize("also_code_server", [False, True], ids=["worker", "worker+code-server"])
+@pytest.mark.parametrize(("also_code_server", "days"), [
+    (False, [DAY]), (True, [DAY]), (False, RANGE)],
+    ids=["worker", "worker+code-server", "worker-range-run"])
 def test_6_run_worker_killed_mid_upload_is_failed_retried_and_ends_exact(
-        also_code_server, start_warehouse, start_catalog, tmp_path, daemon_instance):
+        also_code_server, days, start_warehouse, start_catalog, tmp_path, daemon_instance):
     dagster_instance, daemon_home, pg_url = daemon_instance
-    warehouse = start_warehouse(ROWS, "--days", "1")
+    warehouse = start_warehouse(ROWS, "--days", str(len(days)))
     catalog = start_catalog("--latency-ms", "200")
     res = make_resources(warehouse, catalog, tmp_path / "lake")
     env = {**os.environ, "DAGSTER_HOME": str(daemon_home), "DAGSTER_PG_URL": pg_url,
@@ -122,12 +133,15 @@ def test_6_run_worker_killed_mid_upload_is_failed_retried_and_ends_exact(
     try:
         subprocess.run([str(BIN / "dagster"), "job", "launch", "-w", workspace,
                         "-j", "blade_maintenance_job", "--tags",
-                        json.dumps({"dagster/partition": DAY, "blade/case": tmp_path.name})],
+                        json.dumps({**partition_tags(days), "blade/case": tmp_path.name})],
                        env=env, cwd=tmp_path, check=True, capture_output=True, timeout=120)
         [run] = dagster_instance.get_runs(dg.RunsFilter(tags={"blade/case": tmp_path.name}))
-        checkpoint = res["lake"].checkpoint_path("maintenance", DAY)
-        wait_for("three acknowledged batches", lambda: len(
-            (res["lake"].read_json(checkpoint) or {}).get("acknowledged", [])) >= 3, 240)
+        def saved() -> list[dict]:
+            return [res["lake"].read_json(res["lake"].checkpoint_path("maintenance", day))
+                    or {"acknowledged": [], "processed": 0, "total": 1} for day in days]
+
+        wait_for("three acknowledged batches", lambda: sum(
+            len(s["acknowledged"]) for s in saved()) >= 3, 240)
         started = run_worker_started(dagster_instance, run.run_id)
         assert started, "no 'Started process for run' event"
         pid, _ = started
@@ -136,8 +150,8 @@ def test_6_run_worker_killed_mid_upload_is_failed_retried_and_ends_exact(
         os.kill(pid, signal.SIGKILL)
         if also_code_server:  # nothing is left to notice the dead worker but run monitoring
             os.kill(code_server, signal.SIGKILL)
-        killed_at = res["lake"].read_json(checkpoint)
-        assert killed_at["processed"] < killed_at["total"], "the upload finished too fast"
+        killed_at = saved()
+        assert any(s["processed"] < s["total"] for s in killed_at), "the upload finished too fast"
 
         failed = wait_for("the run to be failed", lambda: (
             r := dagster_instance.get_run_by_id(run.run_id)).is_finished and r, 60)
@@ -165,7 +179,8 @@ def test_6_run_worker_killed_mid_upload_is_failed_retried_and_ends_exact(
     resumed = [m for m in dagster_instance.all_logs(retry.run_id)
                if "resuming" in (m.user_message or "")]
     assert resumed, "the retry did not resume from the checkpoint"
-    staged = staged_hashes(res["lake"], "maintenance", DAY)
+    staged = {k: v for day in days for k, v in staged_hashes(res["lake"], "maintenance",
+                                                              day).items()}
     with catalog_reader(catalog) as reader:  # 60 pages x 200 ms otherwise
         items = catalog_items(reader, "BLADE:maintenance")
     assert len(items) == len({i["item_id"] for i in items}) == len(staged)

@@ -40,7 +40,8 @@ run_coordinator:
   module: dagster._core.run_coordinator
   class: QueuedRunCoordinator
   config:
-    max_concurrent_runs: 2
+    max_concurrent_runs: 4  # the history: one range run per data type, all at once
+    dequeue_interval_seconds: 2
 telemetry:
   enabled: false
 run_launcher:  # DefaultRunLauncher + run worker health checks (see blade_pipeline/run_launcher.py)

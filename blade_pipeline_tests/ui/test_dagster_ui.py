@@ -182,6 +182,41 @@ def test_launch_a_partition_from_the_partitions_view_and_see_its_metadata(page, 
     assert stack.catalog.stats()["data_sources"]["BLADE:sortie"] == valid
 
 
+def test_a_backfill_of_a_range_launched_by_clicks_is_one_run(page, ui_stack):
+    """Materialize… with a range of days -> Launch backfill: the backfill is one run over
+    the range (single-run backfill policy), and each day reaches the catalog."""
+    stack: LiveStack = ui_stack
+    page.goto("/")
+    nav(page, "Jobs")
+    page.get_by_role("link", name="blade_readiness_job").click()
+    page.get_by_role("tab", name="Partitions").click()
+    page.get_by_role("button", name="Materialize…").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("button", name="Show all partitions").click()
+    selection = dialog.get_by_role("textbox")
+    selection.fill(f"[{SMALL_DAY}...{BIG_DAY}]")
+    selection.press("Enter")
+    expect(dialog.get_by_text("2 partitions", exact=True)).to_be_visible()
+    launch = dialog.get_by_role("button", name="Launch backfill")
+    expect(launch).to_be_enabled()
+    screenshot(page, "backfill-range-launch")
+    launch.click()
+    range_tags = {"dagster/asset_partition_range_start": SMALL_DAY,
+                  "dagster/asset_partition_range_end": BIG_DAY}
+    deadline = time.monotonic() + 180  # the backfill daemon creates the run on its next tick
+    runs: list[dict] = []
+    while time.monotonic() < deadline and not runs:
+        runs = stack.gql.runs(range_tags)
+        time.sleep(1)
+    assert len(runs) == 1, "the backfill of two days is not one run"
+    [run] = runs
+    assert "dagster/backfill" in {t["key"] for t in run["tags"]}
+    assert stack.gql.wait_status(run["runId"], {"SUCCESS"}, timeout=300) == "SUCCESS"
+    time.sleep(2)
+    assert len(stack.gql.runs(range_tags)) == 1
+    assert_catalog_holds_exactly_the_staged_items(stack, "readiness", SMALL_DAY, BIG_DAY)
+
+
 # -- pause (Terminate) and resume (Re-execute from failure) ------------------------------------
 
 

@@ -198,9 +198,10 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
         started = time.perf_counter()
         try:
             with paused_on_terminate(label):
+                # keys repeated within a day (one day: within the run, the cheaper query)
                 duplicates = ingest.duplicate_keys(warehouse, source,
                                                    ingest.partition_sql(source), bounds,
-                                                   by_day=True)
+                                                   by_day=len(days) > 1)
                 results = ingest.stage_days(source, batches(), lake, days,
                                             IngestRun.now(context.run.run_id),
                                             on_batch=on_batch, duplicates=duplicates)

@@ -9,6 +9,8 @@ duplicate ids, no version above 1, every invalid row quarantined with a reason.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import httpx
 import pyarrow.parquet as pq
 import pytest
 from dagster._core.storage.tags import (
@@ -224,3 +227,50 @@ def lake_dir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "lake"
     path.mkdir()
     yield path
+
+
+def stored_items(catalog: ServerProcess) -> int:
+    """Items the catalog has committed (/stats is not slowed by --latency-ms); 0 if down."""
+    try:
+        answer = httpx.get(catalog.base_url + "/api/v1/stats",
+                           headers={"Authorization": f"Bearer {CATALOG_TOKEN}"}, timeout=5)
+    except httpx.HTTPError:
+        return 0
+    return answer.json()["total"]
+
+
+@dataclass
+class Killer:
+    """A thread that ``kill -9``s ``server`` once ``seen()`` returns something truthy (within
+    60 s); what it returned is kept in ``at``."""
+
+    server: ServerProcess
+    seen: Any
+    at: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            value = self.seen()
+            if value:
+                self.server.kill()
+                self.at.append(value)
+                return
+            time.sleep(0.02)
+
+    def join(self) -> None:
+        self.thread.join(5)
+
+
+def kill_mid_extract(server: ServerProcess, lake_dir: Path) -> Killer:
+    """Kill the warehouse as soon as a partition's temp file shows up in the lake."""
+    return Killer(server, lambda: [p.name for p in lake_dir.rglob(".tmp-*")])
+
+
+def kill_mid_upload(catalog: ServerProcess, items: int) -> Killer:
+    """Kill the catalog once it has committed ``items`` items."""
+    return Killer(catalog, lambda: (stored := stored_items(catalog)) >= items and stored)

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
-import httpx
 import pytest
 
 from blade_pipeline.assets import catalog_key
 from blade_pipeline.devservices.processes import ServerProcess
 from blade_pipeline.sources import source_for
-from blade_pipeline_tests.conftest import CATALOG_TOKEN
 from blade_pipeline_tests.faults.conftest import (
     assert_exact,
     failure_messages,
+    kill_mid_upload,
     make_resources,
     materialization,
     run,
+    stored_items,
 )
 
 
@@ -49,13 +46,6 @@ def test_4b_catalog_429_with_retry_after_is_waited_out(
     assert_exact(res, reference_db, "readiness")
 
 
-def _stored(catalog: ServerProcess) -> int:
-    """Items the catalog has committed (/stats is not slowed by --latency-ms)."""
-    answer = httpx.get(catalog.base_url + "/api/v1/stats",
-                       headers={"Authorization": f"Bearer {CATALOG_TOKEN}"}, timeout=5)
-    return answer.json()["total"]
-
-
 @pytest.mark.slow
 def test_5_catalog_killed_mid_upload_then_restarted_ends_exact(
         fault_warehouse, start_catalog, lake_dir, tmp_path, dagster_instance, reference_db,
@@ -65,26 +55,10 @@ def test_5_catalog_killed_mid_upload_then_restarted_ends_exact(
     # 100-item batches, 2 in flight, 400 ms each: the upload of ~1 400 items lasts ~3 s.
     res = make_resources(fault_warehouse, catalog, lake_dir, batch_size=100, max_attempts=2)
     source = source_for("maintenance")
-    killed_at: list[int] = []
-
-    def kill_mid_upload() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                stored = _stored(catalog)
-            except httpx.HTTPError:
-                stored = 0
-            if stored >= 300:
-                catalog.kill()
-                killed_at.append(stored)
-                return
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_mid_upload, daemon=True)
-    killer.start()
+    killer = kill_mid_upload(catalog, 300)
     result = run(source, res, dagster_instance, recorded)
-    killer.join(5)
-    assert killed_at, "the catalog was never killed"
+    killer.join()
+    assert killer.at, "the catalog was never killed"
     assert not result.success
     message = " ".join(failure_messages(result))
     assert "[maintenance]" in message and catalog.base_url in message
@@ -92,7 +66,7 @@ def test_5_catalog_killed_mid_upload_then_restarted_ends_exact(
     restarted = ServerProcess(catalog.args, catalog.port, catalog.log_path)
     restarted.start("/healthz", timeout=60)
     try:
-        assert _stored(restarted) >= killed_at[0], "acknowledged items were lost"
+        assert stored_items(restarted) >= killer.at[0], "acknowledged items were lost"
         again = run(source, res, dagster_instance, recorded, selection=[catalog_key(source)])
         assert again.success, failure_messages(again)
         items = assert_exact(res, reference_db, "maintenance")

@@ -8,28 +8,28 @@ their own files; terminate + re-execute of a range is in ``integration/test_live
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import dagster as dg
-import httpx
 import pytest
 
 from blade_pipeline.assets import catalog_key, staged_key
 from blade_pipeline.devservices.processes import ServerProcess
 from blade_pipeline.resources.warehouse import DatabricksWarehouse
 from blade_pipeline.sources import source_for
-from blade_pipeline_tests.conftest import CATALOG_TOKEN, WAREHOUSE_TOKEN, warehouse_url
+from blade_pipeline_tests.conftest import WAREHOUSE_TOKEN, warehouse_url
 from blade_pipeline_tests.faults.conftest import (
     RANGE,
     ROWS,
     WAREHOUSE_ARGS,
     assert_exact,
     failure_messages,
+    kill_mid_extract,
+    kill_mid_upload,
     make_resources,
     materialized,
     run,
+    stored_items,
 )
 
 
@@ -71,23 +71,10 @@ def test_3r_warehouse_killed_mid_range_extract_leaves_only_whole_days(
     res["warehouse"] = DatabricksWarehouse(url=warehouse_url(server), token=WAREHOUSE_TOKEN,
                                            use_cloud_fetch=False)
     source = source_for("sortie")
-    seen_partial: list[str] = []
-
-    def kill_mid_extract() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            temps = [p.name for p in lake_dir.rglob(".tmp-*")]
-            if temps:
-                seen_partial.extend(temps)
-                server.kill()
-                return
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=kill_mid_extract, daemon=True)
-    killer.start()
+    killer = kill_mid_extract(server, lake_dir)
     result = run(source, res, dagster_instance, recorded, days=RANGE, batch_rows=100)
-    killer.join(5)
-    assert seen_partial, "the warehouse was never killed mid-extract"
+    killer.join()
+    assert killer.at, "the warehouse was never killed mid-extract"
     assert not result.success
     message = " ".join(failure_messages(result))
     assert "[sortie] Databricks SQL warehouse" in message and server.base_url in message
@@ -123,12 +110,6 @@ def test_4ar_catalog_503_burst_in_a_range_run_is_ridden_out(
     assert catalog.log_text().count("injected fault #") == 4
 
 
-def _stored(catalog: ServerProcess) -> int:
-    answer = httpx.get(catalog.base_url + "/api/v1/stats",
-                       headers={"Authorization": f"Bearer {CATALOG_TOKEN}"}, timeout=5)
-    return answer.json()["total"]
-
-
 @pytest.mark.slow
 def test_5r_catalog_killed_mid_range_upload_then_restarted_ends_exact(
         fault_warehouse, start_catalog, lake_dir, tmp_path: Path, dagster_instance,
@@ -139,26 +120,10 @@ def test_5r_catalog_killed_mid_range_upload_then_restarted_ends_exact(
     # in ~4 s, the two older ones (~900) in ~2.5 s more
     res = make_resources(fault_warehouse, catalog, lake_dir, batch_size=100, max_attempts=2)
     source = source_for("maintenance")
-    killed_at: list[int] = []
-
-    def kill_mid_upload() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                stored = _stored(catalog)
-            except httpx.HTTPError:
-                stored = 0
-            if stored >= 1_600:  # past the newest day (uploaded first), inside the others
-                catalog.kill()
-                killed_at.append(stored)
-                return
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_mid_upload, daemon=True)
-    killer.start()
+    killer = kill_mid_upload(catalog, 1_600)  # past the newest day (uploaded first)
     result = run(source, res, dagster_instance, recorded, days=RANGE)
-    killer.join(5)
-    assert killed_at, "the catalog was never killed"
+    killer.join()
+    assert killer.at, "the catalog was never killed"
     assert not result.success
     message = " ".join(failure_messages(result))
     assert "[maintenance]" in message and catalog.base_url in message
@@ -168,7 +133,7 @@ def test_5r_catalog_killed_mid_range_upload_then_restarted_ends_exact(
     restarted = ServerProcess(catalog.args, catalog.port, catalog.log_path)
     restarted.start("/healthz", timeout=60)
     try:
-        assert _stored(restarted) >= killed_at[0], "acknowledged items were lost"
+        assert stored_items(restarted) >= killer.at[0], "acknowledged items were lost"
         again = run(source, res, dagster_instance, recorded, days=RANGE,
                     selection=[catalog_key(source)])
         assert again.success, failure_messages(again)

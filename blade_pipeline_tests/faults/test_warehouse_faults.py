@@ -3,7 +3,6 @@ killed mid-extract."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from blade_pipeline_tests.faults.conftest import (
     WAREHOUSE_ARGS,
     assert_exact,
     failure_messages,
+    kill_mid_extract,
     make_resources,
     materialization,
     materialized,
@@ -79,23 +79,10 @@ def test_3_warehouse_killed_mid_extract_fails_clearly_then_reexecution_succeeds(
     res["warehouse"] = DatabricksWarehouse(url=warehouse_url(server), token=WAREHOUSE_TOKEN,
                                            use_cloud_fetch=False)
     source = source_for("sortie")
-    seen_partial: list[str] = []
-
-    def kill_mid_extract() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            temps = [p.name for p in lake_dir.rglob(".tmp-*")]
-            if temps:
-                seen_partial.extend(temps)
-                server.kill()
-                return
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=kill_mid_extract, daemon=True)
-    killer.start()
+    killer = kill_mid_extract(server, lake_dir)
     result = run(source, res, dagster_instance, recorded, batch_rows=100)
-    killer.join(5)
-    assert seen_partial, "the warehouse was never killed mid-extract"
+    killer.join()
+    assert killer.at, "the warehouse was never killed mid-extract"
     assert not result.success
     # A transient error: the step's RetryPolicy tried 3 more times before the run failed
     # ("Exceeded max_retries of 3", caused by the Failure naming the warehouse).

@@ -67,7 +67,9 @@ def live_dagster(warehouse: ServerProcess, catalog: ServerProcess, dagster_home:
     env = {"DAGSTER_HOME": str(dagster_home), "DAGSTER_PG_URL": pg_url,
            "BLADE_WAREHOUSE_URL": warehouse_url(warehouse), "DATABRICKS_TOKEN": WAREHOUSE_TOKEN,
            "BLADE_CATALOG_URL": catalog.base_url, "BLADE_CATALOG_TOKEN": CATALOG_TOKEN,
-           "BLADE_LAKE_URI": str(lake_dir), **extra_env}
+           "BLADE_LAKE_URI": str(lake_dir),
+           # batches smaller than the default: the pause cases terminate between batches
+           "BLADE_CATALOG_BATCH_SIZE": "10000", **extra_env}
     logs = workdir / "logs"
     bin_dir = Path(sys.executable).parent  # the venv's dagster-webserver / dagster-daemon
     port = free_port()

@@ -118,7 +118,10 @@ class CatalogClient(dg.ConfigurableResource):
     backoff_base_s: float = Field(default=0.5, ge=0, description="first retry delay")
     backoff_max_s: float = Field(default=30.0, ge=0, description="cap of the retry delay")
     max_retry_after_s: float = Field(default=120.0, ge=0, description="cap on Retry-After")
-    batch_size: int = Field(default=10_000, ge=1, description="items per batch request")
+    # 25k, not 10k: a range's items come in no key order, and the catalog's cost per request
+    # (its index pages written per commit) barely depends on the batch's size: 1M rows over
+    # 730 days materialized in 20.9 s instead of 31.1 s, one partition unchanged (bench)
+    batch_size: int = Field(default=25_000, ge=1, description="items per batch request")
     lookup_chunk_size: int = Field(default=20_000, ge=1, description="ids per lookup request")
     max_connections: int = Field(default=8, ge=1, description="connection pool size")
     max_requests_per_s: float = Field(default=0.0, ge=0, description="client-side request rate "

@@ -159,8 +159,12 @@ def test_6_run_worker_killed_mid_upload_is_failed_retried_and_ends_exact(
         if also_code_server:  # the daemon keeps no code server now: its supervisor restarts it
             stop(daemon)
             daemon = start_daemon()
-        retry = wait_for("the automatic retry", lambda: dagster_instance.get_runs(
-            dg.RunsFilter(tags={"dagster/parent_run_id": run.run_id})), 90)[0]
+        try:  # a restarted daemon starts its code server and run-retry consumer first
+            retry = wait_for("the automatic retry", lambda: dagster_instance.get_runs(
+                dg.RunsFilter(tags={"dagster/parent_run_id": run.run_id})), 180)[0]
+        except AssertionError:
+            raise AssertionError("no automatic retry; the daemon's log ends with:\n"
+                                 + (tmp_path / "daemon.log").read_text()[-3000:]) from None
         assert retry.tags.get("dagster/retry_strategy", "FROM_FAILURE") == "FROM_FAILURE"
         done = wait_for("the retry to finish", lambda: (
             r := dagster_instance.get_run_by_id(retry.run_id)).is_finished and r, 240)

@@ -25,8 +25,12 @@ def pool_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     if not pg_answers():
         pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432 (CI starts it; see .ci/run)")
     with fresh_pg_database("blade_pool") as url:
+        # no compute-log capture: run in a thread late in the suite, its cleanup of the
+        # capture (tail -F processes) was seen to hang 60 s after the step had succeeded
         (tmp_path / "dagster.yaml").write_text(
-            f"storage:\n  postgres:\n    postgres_url: {url}\ntelemetry:\n  enabled: false\n")
+            f"storage:\n  postgres:\n    postgres_url: {url}\ntelemetry:\n  enabled: false\n"
+            "compute_logs:\n  module: dagster._core.storage.noop_compute_log_manager\n"
+            "  class: NoOpComputeLogManager\n")
         with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
             yield instance
 

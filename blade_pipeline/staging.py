@@ -190,7 +190,7 @@ class _Stager:
             raise RuntimeError(f"rows of {key} arrived after those of later days: a range "
                                "query must be ordered by its watermark")
         items_dir, quarantine_dir = self.dirs(key)
-        result = StageResult(staged_id=uuid.uuid4().hex, extra_columns=self.extra_columns)
+        result = StageResult(staged_id=uuid.uuid4().hex, extra_columns=list(self.extra_columns))
         items_out = self.lake.open_writer(items_dir, ITEM_SCHEMA)
         try:
             quarantine_out = self.lake.open_writer(
@@ -218,7 +218,7 @@ class _Stager:
     def first_batch(self, batch: pa.RecordBatch) -> None:
         self.quarantine_schema = _quarantine_schema(batch.schema)
         expected = set(required_columns(self.source.data_type))
-        self.extra_columns[:] = [c for c in batch.schema.names if c not in expected]
+        self.extra_columns = [c for c in batch.schema.names if c not in expected]
 
     def add(self, outcome: BatchOutcome, key: str, start: int, stop: int) -> None:
         """Rows ``start:stop`` of a validated batch, all of partition ``key``."""

@@ -71,23 +71,6 @@ class UploadProgress:
                 + (f", ETA {eta:.0f}s" if eta is not None else ""))
 
 
-def rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
-    """Regroup ``batches`` into tables of exactly ``size`` rows (the last one may be shorter),
-    so that batch numbers are stable whatever the source's chunking."""
-    pending: list[pa.RecordBatch] = []
-    rows = 0
-    for batch in batches:
-        pending.append(batch)
-        rows += batch.num_rows
-        while rows >= size:
-            table = pa.Table.from_batches(pending)
-            yield table.slice(0, size).combine_chunks()
-            rest = table.slice(size)
-            pending, rows = rest.to_batches(), rest.num_rows
-    if rows:
-        yield pa.Table.from_batches(pending).combine_chunks()
-
-
 # ---- diff ------------------------------------------------------------------------------------
 @dataclass
 class Diff:
@@ -264,9 +247,10 @@ def _pieces(lake: ParquetLake, files: list[StagedFile], read_rows: int
             offset = end
 
 
-def _batches(pieces: Iterator[tuple[pa.RecordBatch, Piece]], size: int
-             ) -> Iterator[tuple[pa.Table, list[Piece]]]:
-    """Full batches of ``size`` rows across files, each with the pieces it is made of."""
+def rebatch(pieces: Iterator[tuple[pa.RecordBatch, Piece]], size: int
+            ) -> Iterator[tuple[pa.Table, list[Piece]]]:
+    """Regroup rows into tables of exactly ``size`` rows (the last one may be shorter) across
+    files, whatever the files' chunking, each with the pieces it is made of."""
     rows: list[pa.RecordBatch] = []
     parts: list[Piece] = []
     count = 0
@@ -371,7 +355,7 @@ def upload(lake: ParquetLake, files: list[StagedFile], source: BladeSource,
 
     with ThreadPoolExecutor(catalog.parallel_uploads, thread_name_prefix="upload") as pool:
         try:
-            for batch, pieces in _batches(_pieces(lake, files, size), size):
+            for batch, pieces in rebatch(_pieces(lake, files, size), size):
                 while len(in_flight) >= catalog.parallel_uploads:
                     settle(wait(in_flight, return_when=FIRST_COMPLETED).done)
                 in_flight[pool.submit(_diff_and_upload, batch, source, catalog)] = pieces

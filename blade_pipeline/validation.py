@@ -43,15 +43,9 @@ class BatchOutcome:
     schema_errors: list[str]
     #: position in ``rows`` of each quarantined row (ascending)
     bad_rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    #: one row per failure (position in ``rows``, reason key as counted in ``reasons``);
-    #: schema errors are not listed (they apply to every row)
-    failures: pl.DataFrame = field(default_factory=lambda: _no_failures())
-
-    @cached_property
-    def failure_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """``failures`` as (positions, reason keys) arrays, for slicing without polars."""
-        return (self.failures["index"].to_numpy(),
-                self.failures["reason"].to_numpy().astype(object))
+    #: one entry per failure: its position in ``rows`` and its reason key (as counted in
+    #: ``reasons``); schema errors are not listed (they apply to every row)
+    failure_rows: tuple[np.ndarray, np.ndarray] = field(default_factory=lambda: _no_failures())
 
     @property
     def valid_rows(self) -> int:
@@ -63,15 +57,8 @@ class BatchOutcome:
         hands ``rows`` + ``keep`` to the item builder instead, which filters in passing)."""
         return self.rows if self.keep is None else self.rows.filter(self.keep)
 
-    def head(self, n: int) -> list[dict]:
-        """The first ``n`` valid rows, as dicts (without filtering the whole batch)."""
-        if self.keep is None:
-            return self.rows.slice(0, n).to_pylist()
-        return self.rows.take(pc.indices_nonzero(self.keep).slice(0, n)).to_pylist()
-
-
-def _no_failures() -> pl.DataFrame:
-    return pl.DataFrame(schema={"index": pl.Int64, "reason": pl.String})
+def _no_failures() -> tuple[np.ndarray, np.ndarray]:
+    return np.empty(0, np.int64), np.empty(0, object)
 
 
 DUPLICATE_KEY_COLUMNS = ("key", "newest")
@@ -198,8 +185,10 @@ class PartitionValidator:
                         f"newest {self.source.watermark_column} is kept)"] * len(dup_rows),
                 "reason": [DUPLICATE_REASON] * len(dup_rows)},
                 schema={"index": pl.Int64, "why": pl.String, "reason": pl.String}))
-        failures = (pl.concat(failing).select("index", "reason")
-                    if failing and not schema_errors else _no_failures())
+        failures = _no_failures()
+        if failing and not schema_errors:
+            listed = pl.concat(failing)
+            failures = (listed["index"].to_numpy(), listed["reason"].to_numpy().astype(object))
         if schema_errors:
             bad_rows = np.arange(n, dtype=np.int64)
             why = pa.array(["; ".join(schema_errors)] * n, pa.string())

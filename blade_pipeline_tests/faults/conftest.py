@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,18 @@ def make_resources(warehouse_server: ServerProcess, catalog_server: ServerProces
                                  **catalog_config),
         "lake": ParquetLake(uri=str(lake_dir)),
     }
+
+
+def slow_extract(start_warehouse, catalog: ServerProcess, lake_dir: Path
+                 ) -> tuple[ServerProcess, dict[str, Any]]:
+    """A warehouse of its own answering inline (no cloud fetch), 300 ms per Thrift call, and
+    resources on it: read in pages of 100 rows (``batch_rows=100``), ~900 rows take ~3 s, so
+    the staged file is being written when the warehouse is killed."""
+    server = start_warehouse(ROWS, *WAREHOUSE_ARGS, "--latency-ms", "300")
+    res = make_resources(server, catalog, lake_dir)
+    res["warehouse"] = DatabricksWarehouse(url=warehouse_url(server), token=WAREHOUSE_TOKEN,
+                                           use_cloud_fetch=False)
+    return server, res
 
 
 def range_tags(days: list[str]) -> dict[str, str]:
@@ -245,7 +257,7 @@ class Killer:
     60 s); what it returned is kept in ``at``."""
 
     server: ServerProcess
-    seen: Any
+    seen: Callable[[], Any]
     at: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -15,9 +15,7 @@ import pytest
 
 from blade_pipeline.assets import catalog_key, staged_key
 from blade_pipeline.devservices.processes import ServerProcess
-from blade_pipeline.resources.warehouse import DatabricksWarehouse
 from blade_pipeline.sources import source_for
-from blade_pipeline_tests.conftest import WAREHOUSE_TOKEN, warehouse_url
 from blade_pipeline_tests.faults.conftest import (
     RANGE,
     ROWS,
@@ -29,6 +27,7 @@ from blade_pipeline_tests.faults.conftest import (
     make_resources,
     materialized,
     run,
+    slow_extract,
     stored_items,
 )
 
@@ -66,10 +65,7 @@ def test_1r_transient_503s_in_a_range_run_are_retried_and_the_catalog_ends_exact
 @pytest.mark.slow
 def test_3r_warehouse_killed_mid_range_extract_leaves_only_whole_days(
         start_warehouse, start_catalog, lake_dir, dagster_instance, reference_db, recorded):
-    server = start_warehouse(ROWS, *WAREHOUSE_ARGS, "--latency-ms", "300")
-    res = make_resources(server, start_catalog(), lake_dir)
-    res["warehouse"] = DatabricksWarehouse(url=warehouse_url(server), token=WAREHOUSE_TOKEN,
-                                           use_cloud_fetch=False)
+    server, res = slow_extract(start_warehouse, start_catalog(), lake_dir)
     source = source_for("sortie")
     killer = kill_mid_extract(server, lake_dir)
     result = run(source, res, dagster_instance, recorded, days=RANGE, batch_rows=100)

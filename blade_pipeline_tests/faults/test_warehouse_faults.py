@@ -10,9 +10,7 @@ import pytest
 
 from blade_pipeline.assets import catalog_key, staged_key
 from blade_pipeline.devservices.processes import ServerProcess
-from blade_pipeline.resources.warehouse import DatabricksWarehouse
 from blade_pipeline.sources import source_for
-from blade_pipeline_tests.conftest import WAREHOUSE_TOKEN, warehouse_url
 from blade_pipeline_tests.faults.conftest import (
     DAY,
     ROWS,
@@ -24,6 +22,7 @@ from blade_pipeline_tests.faults.conftest import (
     materialization,
     materialized,
     run,
+    slow_extract,
 )
 
 
@@ -72,12 +71,7 @@ def test_2_wrong_warehouse_token_fails_fast_naming_the_warehouse_and_stages_noth
 @pytest.mark.slow
 def test_3_warehouse_killed_mid_extract_fails_clearly_then_reexecution_succeeds(
         start_warehouse, start_catalog, lake_dir, dagster_instance, reference_db, recorded):
-    # Inline results (no cloud fetch) in pages of 100 rows, 300 ms per Thrift call: the
-    # extract of ~900 rows lasts ~3 s and the staged file is being written meanwhile.
-    server = start_warehouse(ROWS, *WAREHOUSE_ARGS, "--latency-ms", "300")
-    res = make_resources(server, start_catalog(), lake_dir)
-    res["warehouse"] = DatabricksWarehouse(url=warehouse_url(server), token=WAREHOUSE_TOKEN,
-                                           use_cloud_fetch=False)
+    server, res = slow_extract(start_warehouse, start_catalog(), lake_dir)
     source = source_for("sortie")
     killer = kill_mid_extract(server, lake_dir)
     result = run(source, res, dagster_instance, recorded, batch_rows=100)

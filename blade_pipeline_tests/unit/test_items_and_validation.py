@@ -7,10 +7,11 @@ import json
 import pyarrow as pa
 import pytest
 
-from blade_pipeline.ingest import changed_items, rebatch
+from blade_pipeline.ingest import Checkpoint, StagedFile, changed_items, rebatch
 from blade_pipeline.items import ITEM_SCHEMA, IngestRun, ItemBuilder
 from blade_pipeline.resources.catalog import KnownItems
 from blade_pipeline.sources import source_for
+from blade_pipeline.uploading import Piece
 from blade_pipeline.validation import PartitionValidator
 
 RUN = IngestRun("run-1", dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
@@ -164,10 +165,23 @@ def test_rebatch_gives_exact_sizes(sizes):
     for n in sizes:
         batches.append(pa.record_batch({"x": pa.array(range(start, start + n), pa.int64())}))
         start += n
-    out = list(rebatch(iter(batches), 4))
+    staged = StagedFile("d", "", Checkpoint(None, "", "", start, 4))
+    pieces, at = [], 0
+    for b in batches:
+        pieces.append((b, Piece(staged, at, at + b.num_rows)))
+        at += b.num_rows
+    rebatched = list(rebatch(iter(pieces), 4))
+    out = [table for table, _ in rebatched]
     assert [t.num_rows for t in out[:-1]] == [4] * (len(out) - 1)
     assert sum(t.num_rows for t in out) == start
     assert [x for t in out for x in t.column("x").to_pylist()] == list(range(start))
+    # each table names the rows of the file it holds: contiguous, in order, all of them
+    parts = [p for _, table_parts in rebatched for p in table_parts]
+    assert [(p.start, p.stop) for p in parts] == list(zip(
+        [0, *(p.stop for p in parts[:-1])], [p.stop for p in parts], strict=True))
+    assert parts[-1].stop == start
+    assert [t.num_rows for t in out] == [sum(p.rows for p in table_parts)
+                                         for _, table_parts in rebatched]
 
 
 def test_large_batches_keep_every_row_in_order():

@@ -4,14 +4,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint clean lock
+.PHONY: setup demo test lint check-defs docs-images clean lock
 
 # constraints.txt pins every package to the versions the suite last passed with (pyproject.toml
 # keeps the ranges): a new release on PyPI cannot break a fresh setup or CI. `make lock` re-pins.
 $(BIN)/.installed: pyproject.toml constraints.txt blade_pipeline/_item_json.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,devservices]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -22,11 +22,20 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
-# Validation runs on a throwaway SQLite instance: the repo's dagster.yaml is the PostgreSQL one.
-test: lint
-	mkdir -p .blade/validate_home
-	DAGSTER_HOME=$(CURDIR)/.blade/validate_home $(BIN)/dagster definitions validate -w workspace.yaml
+# `dg check defs` loads the definitions as the code server does, on a throwaway SQLite instance
+# (the repo's dagster.yaml is the PostgreSQL one).
+check-defs: setup
+	mkdir -p .blade/validate_home && touch .blade/validate_home/dagster.yaml
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(BIN):$$PATH \
+	  DAGSTER_HOME=$(CURDIR)/.blade/validate_home $(BIN)/dg check defs
+
+test: lint check-defs
 	$(BIN)/pytest
+
+# The README's pictures: the browser tests, with their screenshots written to docs/images
+# (`make test` writes them to a temp dir and leaves the work tree clean).
+docs-images: setup
+	BLADE_SCREENSHOT_DIR=$(CURDIR)/docs/images $(BIN)/pytest blade_pipeline_tests/ui -q
 
 clean:
 	rm -rf .blade .pytest_cache
@@ -37,7 +46,7 @@ lock:
 	rm -rf .blade/lock-venv
 	$(PYTHON) -m venv .blade/lock-venv
 	.blade/lock-venv/bin/python -m pip install --quiet --upgrade pip
-	.blade/lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	.blade/lock-venv/bin/python -m pip install --quiet -e '.[dev,devservices]'
 	{ echo "# pins for make setup / CI; regenerate with make lock"; \
 	  .blade/lock-venv/bin/python -m pip freeze --exclude-editable; } > constraints.txt
 	rm -rf .blade/lock-venv

@@ -21,6 +21,23 @@ def _graceful_sigterm() -> None:
     signal.signal(signal.SIGTERM, _raise)
 
 
+DEVSERVICES_EXTRA = "blade_pipeline[devservices]"
+
+
+def _devservices_missing(command: str) -> int | None:
+    """Exit code 2 with what to install when the dev services' server packages are absent."""
+    import importlib.util
+
+    missing = [name for name in ("fastapi", "uvicorn", "python_multipart")
+               if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    print(f"blade {command}: error: the development services need the "
+          f"{DEVSERVICES_EXTRA!r} extra (missing: {', '.join(missing)}); install it with "
+          f"`pip install '{DEVSERVICES_EXTRA}'` (`make setup` does)", file=sys.stderr)
+    return 2
+
+
 def _cmd_mock_warehouse(args: argparse.Namespace) -> int:
     from blade_pipeline.devservices.warehouse.server import WarehouseConfig, serve
 
@@ -37,6 +54,8 @@ def _cmd_mock_warehouse(args: argparse.Namespace) -> int:
 
 
 def _cmd_mock_catalog(args: argparse.Namespace) -> int:
+    if (refused := _devservices_missing("mock-catalog")) is not None:
+        return refused
     from blade_pipeline.devservices.catalog.faults import FaultSettings
     from blade_pipeline.devservices.catalog.server import serve
 
@@ -56,6 +75,8 @@ def _cmd_mock_catalog(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if (refused := _devservices_missing("demo")) is not None:
+        return refused
     from blade_pipeline.demo import DemoSettings, run_demo
 
     _graceful_sigterm()
@@ -68,7 +89,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from blade_pipeline_tests.bench.run import main as bench_main
+    if (refused := _devservices_missing("bench")) is not None:
+        return refused
+    from blade_pipeline.bench.run import main as bench_main
 
     return bench_main(args)
 
@@ -158,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     wh.set_defaults(handler=_cmd_mock_warehouse)
 
     bench = sub.add_parser("bench", help="throughput and peak RSS of every stage")
-    from blade_pipeline_tests.bench.run import build_parser as bench_parser
+    from blade_pipeline.bench.run import build_parser as bench_parser
 
     bench_parser(bench)
     bench.set_defaults(handler=_cmd_bench)

@@ -12,10 +12,9 @@ server the worker is reported running (the daemon cannot see its processes).
 
 from __future__ import annotations
 
-import os
 import socket
-from pathlib import Path
 
+import psutil
 from dagster import DagsterEventType, DagsterInstance, DefaultRunLauncher
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun
@@ -60,29 +59,16 @@ def run_worker_started(instance: DagsterInstance, run_id: str) -> tuple[int, flo
 
 def process_alive(pid: int, started_by: float) -> bool:
     """Whether ``pid`` is a live (not zombie) process that started by ``started_by`` (a later
-    start means the pid was reused). Without procfs, whether the pid exists at all."""
-    if not Path("/proc/self/stat").exists():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
+    start means the pid was reused)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
+        process = psutil.Process(pid)
+        status, created = process.status(), process.create_time()
+    except psutil.NoSuchProcess:
         return False
-    state, start_ticks = fields[0], int(fields[19])  # stat fields 3 and 22
-    started_at = _boot_time() + start_ticks / os.sysconf("SC_CLK_TCK")
-    return state not in ("Z", "X") and started_at <= started_by + 2.0
-
-
-def _boot_time() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    return 0.0
+    except psutil.AccessDenied:  # exists, owned by someone else: cannot be ours, but alive
+        return True
+    return status not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) and \
+        created <= started_by + 2.0
 
 
 def _local_code_server(run: DagsterRun) -> bool:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from blade_pipeline_tests.bench.run import STAGE_ORDER
+from blade_pipeline.bench.run import STAGE_ORDER
 
 
 @pytest.mark.slow

@@ -10,12 +10,14 @@ database.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from blade_pipeline_tests.conftest import END_DATE, REPO_ROOT
+from blade_pipeline_tests.conftest import END_DATE
 from blade_pipeline_tests.live_stack import LiveStack, live_dagster, make_pg_dagster_home
 from blade_pipeline_tests.postgres import fresh_pg_database, pg_answers
 
@@ -38,8 +40,10 @@ CHROMIUM_ARGS = [
     "--no-pings",
 ]
 VIEWPORT = {"width": 1440, "height": 900}
-#: Screenshots the README's operating guide shows.
-IMAGES = REPO_ROOT / "docs" / "images"
+#: Where the screenshots go: a temp dir, so that `make test` leaves the work tree clean;
+#: `make docs-images` points it at docs/images to refresh the README's pictures.
+IMAGES = Path(os.environ.get("BLADE_SCREENSHOT_DIR")
+              or Path(tempfile.gettempdir()) / "blade-ui-screenshots")
 
 #: Rows per table, seeded over the two days before END_DATE: Sunday SMALL_DAY gets few sorties
 #: (~12.6k), Monday BIG_DAY many maintenance rows (~120k, a long upload to terminate).

@@ -2,7 +2,8 @@
 
 GraphQL (``DagsterGraphQL``) is only used to wait for and assert state (a run's status, a
 sensor's or schedule's status); launching, terminating, re-executing and toggling happen in the
-page. Each test writes the screenshots the README's operating guide shows (``docs/images/``).
+page. Each test writes the screenshots the README's operating guide shows (to a temp dir;
+``make docs-images`` writes them to ``docs/images/``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ UI_TIMEOUT = 30_000
 
 
 def screenshot(page, name: str) -> None:
-    """docs/images/<name>.png of the current viewport."""
+    """<IMAGES>/<name>.png of the current viewport."""
     IMAGES.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(IMAGES / f"{name}.png"))
 

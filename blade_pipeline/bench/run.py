@@ -51,7 +51,7 @@ def _catalog(workdir: Path, name: str) -> ServerProcess:
 
 def _run_stage(stage: str, cfg: dict) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-m", "blade_pipeline_tests.bench.stages", stage, json.dumps(cfg)],
+        [sys.executable, "-m", "blade_pipeline.bench.stages", stage, json.dumps(cfg)],
         capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"bench stage {stage} failed:\n{proc.stderr[-4000:]}")

@@ -1,6 +1,6 @@
 """Bench stages, each run in its own child process so that its peak RSS is its own.
 
-    python -m blade_pipeline_tests.bench.stages <stage> '<json settings>'
+    python -m blade_pipeline.bench.stages <stage> '<json settings>'
 
 prints one JSON line: {"stage", "rows", "seconds", "peak_rss_mb", "baseline_rss_mb", "cpu_s",
 "server_cpu_s"}: ``cpu_s`` is this process's CPU time (every thread) while the clock runs,

@@ -106,10 +106,14 @@ def _chunked(raw: pa.RecordBatch | pa.Table, rows: int) -> pa.Table:
 
 
 class ItemBuilder:
-    """Builds item batches for one source and run; one DuckDB connection per thread."""
+    """Builds item batches for one source and run; one DuckDB connection per thread.
 
-    def __init__(self, source: BladeSource, run: IngestRun):
+    ``use_kernel=False`` skips the native kernel: DuckDB writes ``data`` and polars-hash
+    hashes it, as when the kernel is not built (same items; for tests and `blade bench`)."""
+
+    def __init__(self, source: BladeSource, run: IngestRun, *, use_kernel: bool = True):
         self.source = source
+        self.use_kernel = use_kernel
         self.params = {"prefix": source.item_id_prefix, "data_type": source.data_type,
                        "default_class": source.classification.default,
                        "metadata": item_metadata(source, run)}
@@ -133,7 +137,7 @@ class ItemBuilder:
             [raw] = raw.combine_chunks().to_batches()
         if isinstance(keep, pa.ChunkedArray):
             keep = keep.combine_chunks()
-        encoded = item_json.encode(raw, sorted(raw.schema.names), keep)
+        encoded = self._encode(raw, keep)
         columns = self._arrow_columns(raw, keep) if encoded is not None else None
         if columns is None:
             columns = self._duckdb_columns(raw, keep, with_data=encoded is None)
@@ -143,6 +147,14 @@ class ItemBuilder:
         columns["data"], columns["content_hash"] = encoded
         return pa.table([columns[name] for name in ITEM_SCHEMA.names],
                         names=ITEM_SCHEMA.names).cast(ITEM_SCHEMA)
+
+    def _encode(self, raw: pa.RecordBatch, keep: pa.BooleanArray | None
+                ) -> tuple[pa.Array, pa.Array] | None:
+        """``(data, content_hash)`` of the kept rows from the kernel, or None: DuckDB and
+        polars-hash write them."""
+        if not self.use_kernel:
+            return None
+        return item_json.encode(raw, sorted(raw.schema.names), keep)
 
     def _duckdb_columns(self, raw: pa.RecordBatch, keep: pa.BooleanArray | None,
                         with_data: bool) -> dict[str, pa.ChunkedArray]:

@@ -153,6 +153,8 @@ def test_items_are_the_same_whichever_path_writes_them(monkeypatch, drop):
     keep = pa.array([True, False, True])
     builder = ItemBuilder(source_for("readiness"), RUN)
     native_items = builder.build(rows, keep)  # kernel JSON, other columns in Arrow
+    without = ItemBuilder(source_for("readiness"), RUN, use_kernel=False).build(rows, keep)
+    assert native_items.equals(without)  # the kernel skipped on purpose: DuckDB's items
     monkeypatch.setattr(item_json, "_item_json", None)
     assert not item_json.available()
     duckdb_items = builder.build(rows, keep)  # everything in DuckDB

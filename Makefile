@@ -4,11 +4,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint check-defs docs-images clean lock
+.PHONY: setup demo test test-fast lint check-defs docs-images clean lock
 
 # constraints.txt pins every package to the versions the suite last passed with (pyproject.toml
 # keeps the ranges): a new release on PyPI cannot break a fresh setup or CI. `make lock` re-pins.
-$(BIN)/.installed: pyproject.toml constraints.txt blade_pipeline/_item_json.c
+$(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,devservices]'
@@ -31,6 +31,11 @@ check-defs: setup
 
 test: lint check-defs
 	$(BIN)/pytest
+
+# The inner loop (~30 s): the unit tests and the in-process tier (every asset, check, job and
+# sensor on the in-process warehouse and catalog; no server, no PostgreSQL).
+test-fast: setup
+	$(BIN)/pytest blade_pipeline_tests/unit blade_pipeline_tests/fast -q
 
 # The README's pictures: the browser tests, with their screenshots written to docs/images
 # (`make test` writes them to a temp dir and leaves the work tree clean).

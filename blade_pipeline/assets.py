@@ -7,141 +7,48 @@ A run covers one day or a range of days (``BackfillPolicy.single_run`` by defaul
 ``max_partitions_per_run``): one streamed query for the range, files, checks, checkpoints and
 outcomes per day. A day that fails its checks is not uploaded; the other days are, and the
 catalog asset materializes them day by day before failing with the days it left out.
-The bodies are thin: the work is in ``ingest`` (shared with jobs and the bench).
+The bodies are thin: the work is in ``ingest`` (shared with jobs and the bench), the shared
+Dagster glue (retry rule, failures, metadata) in ``dagster_glue``.
 """
 
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
 
-from blade_pipeline import day_checks, ingest, item_json
+from blade_pipeline import day_checks, ingest
+from blade_pipeline.dagster_glue import (
+    POOL,
+    RETRY_POLICY,
+    catalog_key,
+    check_metadata,
+    paused_on_terminate,
+    range_stage_metadata,
+    report_upload,
+    run_label,
+    stage_metadata,
+    staged_key,
+    step_failure,
+    upload_metadata,
+)
 from blade_pipeline.items import IngestRun
 from blade_pipeline.partitions import daily_partitions
-from blade_pipeline.resources.catalog import CatalogAuthError, CatalogClient, CatalogError
+from blade_pipeline.resources.catalog import Catalog, CatalogError
 from blade_pipeline.resources.lake import LakeError, ParquetLake
-from blade_pipeline.resources.warehouse import (
-    DatabricksWarehouse,
-    WarehouseAuthError,
-    WarehouseError,
-    WarehouseQueryError,
-)
+from blade_pipeline.resources.warehouse import Warehouse, WarehouseError
 from blade_pipeline.sources import BladeSource
 
-#: Transient failures (warehouse/catalog unavailable) are retried with backoff and jitter.
-RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL,
-                              jitter=dg.Jitter.PLUS_MINUS)
-POOL = "blade"
+__all__ = ["POOL", "build_blade_assets", "catalog_key", "staged_key"]
 PROGRESS_EVERY_S = 2.0  # a range run's staging progress line, at most this often
-FATAL = (WarehouseAuthError, WarehouseQueryError, CatalogAuthError, LakeError)
-
 
 def backfill_policy(source: BladeSource) -> dg.BackfillPolicy:
     """One run per backfill, or runs of at most ``max_partitions_per_run`` days."""
     if source.max_partitions_per_run is None:
         return dg.BackfillPolicy.single_run()
     return dg.BackfillPolicy.multi_run(source.max_partitions_per_run)
-
-
-def run_label(source: BladeSource, days: list[str]) -> str:
-    """``maintenance 2024-01-01`` or ``maintenance 2024-01-01...2024-03-31``."""
-    return f"{source.data_type} {days[0]}" + (f"...{days[-1]}" if len(days) > 1 else "")
-
-
-def staged_key(source: BladeSource) -> dg.AssetKey:
-    return dg.AssetKey(["blade", source.data_type, "staged"])
-
-
-def catalog_key(source: BladeSource) -> dg.AssetKey:
-    return dg.AssetKey(["blade", source.data_type, "catalog"])
-
-
-def _fail(source: BladeSource, exc: Exception) -> dg.Failure:
-    """A Dagster failure naming the source; fatal errors are not retried."""
-    return dg.Failure(description=f"[{source.data_type}] {exc}",
-                      allow_retries=not isinstance(exc, FATAL))
-
-
-@contextlib.contextmanager
-def paused_on_terminate(label: str) -> Iterator[None]:
-    """Terminate (the UI's pause) ends the step for good instead of being retried.
-
-    Dagster re-runs an interrupted step when it has a RetryPolicy (meant for preemption); a
-    user's Terminate must stop the run instead, leaving the checkpoint for Re-execute."""
-    try:
-        yield
-    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
-        raise dg.Failure(description=f"[{label}] terminated: paused between batches with the "
-                         "checkpoint saved; Re-execute (from failure) resumes after the last "
-                         "acknowledged batch", allow_retries=False) from None
-
-
-def _markdown_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "_no valid rows_"
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = [str(row[c]).replace("|", "\\|").replace("\n", " ")[:60] for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _table_schema(schema: pa.Schema) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
-
-
-def range_stage_metadata(results: dict[str, ingest.StageResult], seconds: float,
-                         raw_schema: pa.Schema | None) -> dict[str, Any]:
-    """Metadata of a range run's staged materialization: Dagster records it once per day of
-    the range, so it holds the range's totals only (kept small); each day's own numbers are in
-    its checks' evaluations (rows, quarantined, reasons, schema errors) and in its file's
-    footer."""
-    extracted = sum(r.extracted for r in results.values())
-    quarantined = sum(r.quarantined for r in results.values())
-    meta: dict[str, Any] = {
-        "days": len(results), "first_day": min(results), "last_day": max(results),
-        "range_rows_extracted": extracted,
-        "range_rows_valid": sum(r.valid for r in results.values()),
-        "range_rows_quarantined": quarantined,
-        "range_bytes": sum(r.bytes for r in results.values()),
-        "seconds": round(seconds, 3),
-        "rows_per_second": round(extracted / seconds) if seconds else 0,
-        "days_with_quarantined_rows": sum(1 for r in results.values() if r.quarantined),
-        "days_with_schema_errors": dg.MetadataValue.json(
-            [d for d, r in results.items() if r.schema_errors]),
-    }
-    if raw_schema is not None:
-        meta["dagster/column_schema"] = _table_schema(raw_schema)
-    return meta
-
-
-def stage_metadata(result: ingest.StageResult, raw_schema: pa.Schema | None) -> dict[str, Any]:
-    """MaterializeResult metadata of a staged partition or query result."""
-    meta: dict[str, Any] = {
-        "dagster/row_count": result.valid,
-        "rows_extracted": result.extracted,
-        "rows_valid": result.valid,
-        "rows_quarantined": result.quarantined,
-        "invalid_fraction": round(result.invalid_fraction, 6),
-        "quarantine_reasons": dg.MetadataValue.json(result.reasons),
-        "schema_errors": dg.MetadataValue.json(result.schema_errors),
-        "extra_columns": dg.MetadataValue.json(result.extra_columns),
-        "bytes": result.bytes,
-        "rows_per_second": round(result.rows_per_second),
-        "seconds": round(result.seconds, 3),
-        "path": dg.MetadataValue.path(result.path),
-        "quarantine_path": dg.MetadataValue.path(result.quarantine_path),
-        "staged_id": result.staged_id,
-        "preview": dg.MetadataValue.md(_markdown_table(result.preview)),
-    }
-    if raw_schema is not None:
-        meta["dagster/column_schema"] = _table_schema(raw_schema)
-    return meta
 
 
 
@@ -165,7 +72,7 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
         metadata={"source_table": source.warehouse.qualified_name.replace("`", ""),
                   "primary_key": source.primary_key, "watermark": source.watermark_column},
     )
-    def staged(context: dg.AssetExecutionContext, warehouse: DatabricksWarehouse,
+    def staged(context: dg.AssetExecutionContext, warehouse: Warehouse,
                lake: ParquetLake) -> dg.MaterializeResult:
         days = list(context.partition_keys)
         label, single = run_label(source, days), context.has_partition_key
@@ -193,8 +100,6 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                     "rows_quarantined": progress.quarantined,
                     "eta_seconds": round(progress.eta_seconds or 0.0, 1)}))
 
-        if not item_json.available():
-            context.log.warning(f"[{label}] {item_json.NOT_BUILT}")
         started = time.perf_counter()
         try:
             with paused_on_terminate(label):
@@ -206,7 +111,7 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                                             IngestRun.now(context.run.run_id),
                                             on_batch=on_batch, duplicates=duplicates)
         except (WarehouseError, LakeError) as exc:
-            raise _fail(source, exc) from None
+            raise step_failure(source.data_type, exc) from None
         drift = sorted({e for r in results.values() for e in r.schema_errors})
         if drift:
             context.log.warning(f"[{label}] schema drift: " + "; ".join(drift))
@@ -233,7 +138,7 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                 outcome = check(source, _footer(lake, op_context.partition_key))
                 yield dg.AssetCheckResult(passed=outcome.passed,
                                           description=outcome.description,
-                                          metadata=_check_metadata(outcome))
+                                          metadata=check_metadata(outcome))
                 return
             for day in op_context.partition_keys:
                 outcome = check(source, _footer(lake, day))
@@ -241,7 +146,7 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                     asset_key=staged_asset_key, check_name=check.__name__,
                     passed=outcome.passed, partition=day, blocking=False,
                     description=f"{day}: {outcome.description}",
-                    metadata=_check_metadata(outcome))
+                    metadata=check_metadata(outcome))
             yield dg.Output(None)
 
         return _check
@@ -266,7 +171,7 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                     ": staged items diffed against the catalog, new and changed ones uploaded "
                     "in batches with a checkpoint per day after each acknowledged batch.",
     )
-    def catalog(context: dg.AssetExecutionContext, lake: ParquetLake, catalog: CatalogClient):
+    def catalog(context: dg.AssetExecutionContext, lake: ParquetLake, catalog: Catalog):
         days = list(context.partition_keys)
         label, single = run_label(source, days), context.has_partition_key
         files, blocked = [], {}
@@ -284,7 +189,7 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
             if failed:
                 blocked[day] = "; ".join(f"{o.name}: {o.description}" for o in failed)
                 continue
-            files.append(_staged_file(lake, day, items_dir, footer,
+            files.append(ingest.staged_file_with_footer(lake, day, items_dir, footer,
                                       lake.checkpoint_path(source.data_type, day),
                                       catalog.batch_size))
         if single and blocked:
@@ -306,10 +211,10 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
         # as the newest row (the older one is found older than the catalog's and skipped)
         files.reverse()
         try:
-            progress = upload_files(context, source, lake, catalog, files, label,
+            progress = report_upload(context, source, lake, catalog, files, label,
                                     observe=observe, on_file_done=day_done)
         except (CatalogError, LakeError) as exc:
-            raise _fail(source, exc) from None
+            raise step_failure(source.data_type, exc) from None
         if single:
             yield dg.MaterializeResult(metadata=upload_metadata(progress))
             return
@@ -326,67 +231,3 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                 allow_retries=False)
 
     return [staged, schema_conforms, invalid_fraction, catalog]
-
-
-def _check_metadata(outcome: day_checks.CheckOutcome) -> dict[str, Any]:
-    return {k: dg.MetadataValue.json(v) if isinstance(v, list | dict) else v
-            for k, v in outcome.metadata.items()}
-
-
-def upload_metadata(progress: ingest.UploadProgress) -> dict[str, Any]:
-    return {
-        "items_total": progress.total, "created": progress.created,
-        "updated": progress.updated, "unchanged": progress.unchanged,
-        "rejected": progress.rejected, "skipped_by_checkpoint": progress.skipped,
-        "kept_newer_in_catalog": progress.stale,
-        "batches": progress.batches, "seconds": round(progress.seconds, 3),
-        "items_per_second": round(progress.items_per_second),
-        "rejected_items": dg.MetadataValue.json(progress.rejected_items[:20]),
-    }
-
-
-def upload_files(context: dg.OpExecutionContext | dg.AssetExecutionContext,
-                 source: BladeSource, lake: ParquetLake, catalog: CatalogClient,
-                 files: list[ingest.StagedFile], label: str,
-                 observe: Callable[[dict[str, Any]], None] | None = None,
-                 on_file_done: Callable[[ingest.StagedFile], None] | None = None,
-                 ) -> ingest.UploadProgress:
-    """Upload staged files, reporting progress in the run log (and to ``observe``)."""
-    resumed = [f for f in files if f.checkpoint.done]
-    if resumed:
-        context.log.info(f"[{label}] resuming: {sum(f.checkpoint.done for f in resumed)} items "
-                         f"of {len(resumed)} staged file(s) already acknowledged by the catalog "
-                         "are skipped")
-
-    def on_progress(progress: ingest.UploadProgress) -> None:
-        context.log.info(f"[{label}] {progress.summary()}")
-        if observe:
-            observe({"processed": progress.processed, "total": progress.total,
-                     "batch": f"{progress.batch}/{progress.batches}",
-                     "days_done": f"{progress.files_done}/{progress.files}",
-                     "created": progress.created, "updated": progress.updated,
-                     "unchanged": progress.unchanged, "rejected": progress.rejected,
-                     "eta_seconds": round(progress.eta_seconds or 0.0, 1)})
-
-    with paused_on_terminate(label):
-        progress = ingest.upload(lake, files, source, catalog, on_progress, on_file_done)
-    if progress.rejected:
-        context.log.warning(f"[{label}] the catalog rejected {progress.rejected} items, e.g. "
-                            f"{progress.rejected_items[:3]}")
-    return progress
-
-
-def _staged_file(lake: ParquetLake, key: str, items_dir: str, footer: dict[str, Any],
-                 checkpoint_path: str, batch_size: int) -> ingest.StagedFile:
-    """A staged items file (its footer read) with its checkpoint."""
-    checkpoint = ingest.Checkpoint.load(lake, checkpoint_path, footer.get("staged_id", ""),
-                                        int(footer.get("valid", 0)), batch_size)
-    return ingest.StagedFile(key, items_dir, checkpoint)
-
-
-def staged_file(lake: ParquetLake, key: str, items_dir: str, checkpoint_path: str,
-                batch_size: int) -> ingest.StagedFile | None:
-    """A staged items file with its checkpoint, or None when nothing is staged there."""
-    footer = lake.footer_metadata(items_dir)
-    return None if footer is None else _staged_file(lake, key, items_dir, footer,
-                                                    checkpoint_path, batch_size)

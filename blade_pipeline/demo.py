@@ -51,7 +51,7 @@ run_monitoring:  # a run whose worker process died is marked failed ...
   enabled: true
   poll_interval_seconds: 15
 run_retries:  # ... and re-executed from failure (the upload resumes from its checkpoint);
-  enabled: true  # step failures are left to the steps' own RetryPolicy
+  enabled: true  # not for step failures: one retry layer each (blade_pipeline/dagster_glue.py)
   max_retries: 1
   retry_on_asset_or_op_failure: false
 """

@@ -16,8 +16,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from blade_pipeline import warehouse_sql
 from blade_pipeline.items import ItemBuilder
-from blade_pipeline.resources.warehouse import DatabricksWarehouse
+from blade_pipeline.resources.warehouse import Warehouse
 from blade_pipeline.sources import BladeSource
 from blade_pipeline.staging import (
     PREVIEW_ROWS,
@@ -34,13 +35,14 @@ from blade_pipeline.uploading import (
     UploadProgress,
     changed_items,
     rebatch,
+    staged_file,
+    staged_file_with_footer,
     upload,
 )
-from blade_pipeline.validation import duplicate_keys_sql
 
 __all__ = ["KEPT_NEWER", "PREVIEW_ROWS", "Checkpoint", "ItemBuilder", "RangeProgress",
            "StageResult", "StagedFile", "UploadProgress", "changed_items", "day_range_bounds",
-           "rebatch", "stage", "stage_days", "upload"]
+           "rebatch", "stage", "stage_days", "staged_file", "staged_file_with_footer", "upload"]
 
 DEFAULT_BATCH_ROWS = 250_000
 FIRST_BATCH_DIVISOR = 4
@@ -48,17 +50,12 @@ FIRST_BATCH_DIVISOR = 4
 
 # ---- extract ---------------------------------------------------------------------------------
 def partition_sql(source: BladeSource, days: int = 1) -> str:
-    """Rows of a source whose watermark falls in [:start, :end). One day comes in the
-    warehouse's own order (no sort: the warehouse streams as it scans; duplicates are found
-    apart); a range of days is ordered by the watermark, so that each day's rows arrive
-    together and are staged one day at a time."""
-    wm = source.watermark_column
-    sql = (f"SELECT * FROM {source.warehouse.qualified_name} "
-           f"WHERE `{wm}` >= :start AND `{wm}` < :end")
-    return sql if days == 1 else f"{sql} ORDER BY `{wm}`"
+    """Rows of a source whose watermark falls in [:start, :end) (see
+    :func:`blade_pipeline.warehouse_sql.partition_rows`)."""
+    return warehouse_sql.partition_rows(source, days)
 
 
-def duplicate_keys(warehouse: DatabricksWarehouse, source: BladeSource, sql: str,
+def duplicate_keys(warehouse: Warehouse, source: BladeSource, sql: str,
                    params: dict[str, Any] | None, by_day: bool = False) -> Future[pa.Table]:
     """Keys held by more than one row of ``sql`` (within a day: ``by_day``) and the newest
     watermark of each, asked for in a background thread: the answer is needed only by the
@@ -69,7 +66,7 @@ def duplicate_keys(warehouse: DatabricksWarehouse, source: BladeSource, sql: str
     def ask() -> None:
         try:
             future.set_result(warehouse.query_arrow(
-                duplicate_keys_sql(source, sql, by_day), params))
+                warehouse_sql.duplicate_keys(source, sql, by_day), params))
         except BaseException as exc:  # re-raised where the answer is used
             future.set_exception(exc)
 
@@ -83,7 +80,7 @@ def day_bounds(day: str) -> dict[str, dt.datetime]:
     return {"start": start, "end": start + dt.timedelta(days=1)}
 
 
-def extract(warehouse: DatabricksWarehouse, sql: str, params: dict[str, Any] | None,
+def extract(warehouse: Warehouse, sql: str, params: dict[str, Any] | None,
             batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
     """Rows of ``sql`` as Arrow batches, streamed (never the whole result in memory).
 

@@ -1,11 +1,17 @@
 """Raw warehouse rows (Arrow) -> BLADE items (Arrow), vectorised in DuckDB.
 
 One item per row (DESIGN §3): ``item_id`` = ``{prefix}-{primary key}``, ``data`` = the row as
-canonical JSON (keys sorted, no whitespace), ``content_hash`` = sha256 of that text, and the
-run's ``metadata`` as a JSON object; no Python loop per row. ``data`` and ``content_hash`` come
-from the native kernel (:mod:`blade_pipeline.item_json`) in one pass over the Arrow buffers and
-the other columns from Arrow compute. Where the kernel cannot write the columns, DuckDB reads
-the batch in place and writes the same items (``to_json``; polars-hash hashes the text).
+canonical JSON, ``content_hash`` = sha256 of that text, and the run's ``metadata`` as a JSON
+object; no Python loop per row. DuckDB reads the batch in place and writes every column
+(``to_json``, on all cores); polars-hash hashes the text.
+
+**Canonical form, version** :data:`HASH_VERSION` (in every item's metadata as
+``hash_version``): DuckDB's ``to_json(struct_pack(...))`` of the row's columns in name order,
+no whitespace; strings JSON-escaped, dates ``YYYY-MM-DD``, timestamps ``YYYY-MM-DD
+HH:MM:SS[.ffffff]`` (trailing zeros of the fraction dropped), decimals and doubles as DuckDB
+prints them; sha256 as lower-case hex. ``unit/test_item_canonical_form.py`` pins these bytes: a
+DuckDB upgrade that changes them fails there, and a deliberate change bumps HASH_VERSION (every
+item is then re-hashed and re-uploaded once, on purpose).
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ import polars_hash as plh
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from blade_pipeline import item_json
 from blade_pipeline.sources import BladeSource
 
 ITEM_SCHEMA = pa.schema([
@@ -47,6 +52,10 @@ class IngestRun:
         return cls(run_id, dt.datetime.now(dt.UTC).replace(microsecond=0))
 
 
+#: Version of the canonical ``data`` form that ``content_hash`` hashes (see the module doc).
+HASH_VERSION = 1
+
+
 def item_metadata(source: BladeSource, run: IngestRun) -> str:
     """The metadata object shared by all items of a run, as JSON text."""
     wh = source.warehouse
@@ -54,6 +63,7 @@ def item_metadata(source: BladeSource, run: IngestRun) -> str:
         "source": "databricks", "warehouse_id": wh.warehouse_id, "catalog": wh.catalog,
         "schema": wh.schema_, "table": wh.table,
         "ingested_at": run.ingested_at.isoformat(), "run_id": run.run_id,
+        "hash_version": HASH_VERSION,
     }, separators=(",", ":"))
 
 
@@ -64,14 +74,14 @@ def _ident(name: str) -> str:
 KEEP_COLUMN = "__blade_keep"
 
 
-def item_sql(source: BladeSource, columns: list[str], with_data: bool = True) -> str:
-    """DuckDB SELECT turning relation ``raw`` (with ``columns``) into BLADE items; when
-    ``raw`` also has :data:`KEEP_COLUMN`, only the rows where it is true. Without
-    ``with_data``, the items lack ``data`` (written by :mod:`blade_pipeline.item_json`)."""
+def item_sql(source: BladeSource, columns: list[str]) -> str:
+    """DuckDB SELECT turning relation ``raw`` (with ``columns``) into BLADE items (all but
+    ``content_hash``); when ``raw`` also has :data:`KEEP_COLUMN`, only the rows where it is
+    true."""
     keep = KEEP_COLUMN in columns
     columns = [c for c in columns if c != KEEP_COLUMN]
     struct = ", ".join(f"{_ident(c)} := {_ident(c)}" for c in sorted(columns))
-    data = f"CAST(to_json(struct_pack({struct})) AS VARCHAR) AS data, " if with_data else ""
+    data = f"CAST(to_json(struct_pack({struct})) AS VARCHAR) AS data, "
     cls = source.classification
     classification = (f"coalesce(CAST({_ident(cls.column)} AS VARCHAR), $default_class)"
                       if cls.column and cls.column in columns else "$default_class")
@@ -106,14 +116,10 @@ def _chunked(raw: pa.RecordBatch | pa.Table, rows: int) -> pa.Table:
 
 
 class ItemBuilder:
-    """Builds item batches for one source and run; one DuckDB connection per thread.
+    """Builds item batches for one source and run; one DuckDB connection per thread."""
 
-    ``use_kernel=False`` skips the native kernel: DuckDB writes ``data`` and polars-hash
-    hashes it, as when the kernel is not built (same items; for tests and `blade bench`)."""
-
-    def __init__(self, source: BladeSource, run: IngestRun, *, use_kernel: bool = True):
+    def __init__(self, source: BladeSource, run: IngestRun):
         self.source = source
-        self.use_kernel = use_kernel
         self.params = {"prefix": source.item_id_prefix, "data_type": source.data_type,
                        "default_class": source.classification.default,
                        "metadata": item_metadata(source, run)}
@@ -133,74 +139,20 @@ class ItemBuilder:
             return ITEM_SCHEMA.empty_table()
         if raw.num_rows == 0:
             return ITEM_SCHEMA.empty_table()
-        if isinstance(raw, pa.Table):  # the kernel reads one contiguous batch
+        if isinstance(raw, pa.Table):
             [raw] = raw.combine_chunks().to_batches()
         if isinstance(keep, pa.ChunkedArray):
             keep = keep.combine_chunks()
-        encoded = self._encode(raw, keep)
-        columns = self._arrow_columns(raw, keep) if encoded is not None else None
-        if columns is None:
-            columns = self._duckdb_columns(raw, keep, with_data=encoded is None)
-        if encoded is None:
-            data = columns.pop("data")
-            encoded = data, sha256_hex(data)
-        columns["data"], columns["content_hash"] = encoded
-        return pa.table([columns[name] for name in ITEM_SCHEMA.names],
-                        names=ITEM_SCHEMA.names).cast(ITEM_SCHEMA)
-
-    def _encode(self, raw: pa.RecordBatch, keep: pa.BooleanArray | None
-                ) -> tuple[pa.Array, pa.Array] | None:
-        """``(data, content_hash)`` of the kept rows from the kernel, or None: DuckDB and
-        polars-hash write them."""
-        if not self.use_kernel:
-            return None
-        return item_json.encode(raw, sorted(raw.schema.names), keep)
-
-    def _duckdb_columns(self, raw: pa.RecordBatch, keep: pa.BooleanArray | None,
-                        with_data: bool) -> dict[str, pa.ChunkedArray]:
-        """The item columns :func:`item_sql` computes (``data`` only ``with_data``)."""
         if keep is not None:
             raw = raw.append_column(KEEP_COLUMN, keep)
         con = self._con()
         con.register("raw", _chunked(raw, DUCKDB_CHUNK_ROWS))
         try:
-            table = con.sql(item_sql(self.source, raw.schema.names, with_data),
+            table = con.sql(item_sql(self.source, raw.schema.names),
                             params=self.params).to_arrow_table()
         finally:
             con.unregister("raw")
-        return dict(zip(table.column_names, table.columns, strict=True))
-
-    def _arrow_columns(self, raw: pa.RecordBatch, keep: pa.BooleanArray | None
-                       ) -> dict[str, pa.Array] | None:
-        """The columns besides ``data`` computed in Arrow (no SQL round trip), for the key,
-        watermark and classification types where that gives what :func:`item_sql` gives
-        (string or integer key, timestamp without time zone, string classification);
-        None otherwise."""
-        source, schema = self.source, raw.schema
-        cls = source.classification.column
-        wanted = [source.primary_key, source.watermark_column]
-        wanted += [cls] if cls and cls in schema.names else []
-        if any(name not in schema.names for name in wanted):
-            return None
-        key, stamp = schema.field(wanted[0]).type, schema.field(wanted[1]).type
-        if not (_is_text(key) or pa.types.is_integer(key)) \
-                or not (pa.types.is_timestamp(stamp) and stamp.tz is None
-                        and stamp.unit in ("s", "ms", "us")) \
-                or (len(wanted) == 3 and not _is_text(schema.field(cls).type)):
-            return None
-        rows = raw.select(wanted)
-        if keep is not None:
-            rows = rows.filter(keep)
-        n, params = rows.num_rows, self.params
-        classification = (pc.coalesce(rows.column(2).cast(pa.string()), params["default_class"])
-                          if len(wanted) == 3 else pa.repeat(params["default_class"], n))
-        return {"item_id": pc.binary_join_element_wise(
-                    params["prefix"], rows.column(0).cast(pa.string()), "-"),
-                "data_type": pa.repeat(params["data_type"], n),
-                "classification": classification,
-                "last_modified": rows.column(1).cast(pa.timestamp("us")),
-                "metadata": pa.repeat(params["metadata"], n)}
-
-
-def _is_text(dtype: pa.DataType) -> bool:
-    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+        columns = dict(zip(table.column_names, table.columns, strict=True))
+        columns["content_hash"] = sha256_hex(columns["data"])
+        return pa.table([columns[name] for name in ITEM_SCHEMA.names],
+                        names=ITEM_SCHEMA.names).cast(ITEM_SCHEMA)

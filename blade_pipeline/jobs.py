@@ -14,23 +14,23 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field
 
-from blade_pipeline import ingest
-from blade_pipeline.assets import (
-    FATAL,
+from blade_pipeline import ingest, warehouse_sql
+from blade_pipeline.dagster_glue import (
+    POOL,
     RETRY_POLICY,
     catalog_key,
+    report_upload,
     stage_metadata,
-    staged_file,
     staged_key,
-    upload_files,
+    step_failure,
     upload_metadata,
 )
 from blade_pipeline.items import IngestRun, ItemBuilder
 from blade_pipeline.partitions import daily_partitions
 from blade_pipeline.queries import UnsafeFilterError, select_sql
-from blade_pipeline.resources.catalog import CatalogClient, CatalogError
+from blade_pipeline.resources.catalog import Catalog, CatalogError
 from blade_pipeline.resources.lake import LakeError, ParquetLake
-from blade_pipeline.resources.warehouse import DatabricksWarehouse, WarehouseError
+from blade_pipeline.resources.warehouse import Warehouse, WarehouseError
 from blade_pipeline.sources import BladeSource, SourcesFileError, source_for
 from blade_pipeline.validation import PartitionValidator
 
@@ -61,10 +61,6 @@ def _source(data_type: str) -> BladeSource:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
-def _failure(label: str, exc: Exception) -> dg.Failure:
-    return dg.Failure(description=f"[{label}] {exc}", allow_retries=not isinstance(exc, FATAL))
-
-
 class QueryConfig(dg.Config):
     """Ad-hoc query: rows of one data type matching a SQL filter."""
 
@@ -73,11 +69,11 @@ class QueryConfig(dg.Config):
     limit: int | None = Field(default=None, ge=1, description="at most this many rows")
 
 
-@dg.op(retry_policy=RETRY_POLICY, pool="blade",
+@dg.op(retry_policy=RETRY_POLICY, pool=POOL,
        description="Extract the filtered rows, validate, stage under queries/<run_id>/, upload.")
 def run_query(context: dg.OpExecutionContext, config: QueryConfig,
-              warehouse: DatabricksWarehouse, lake: ParquetLake,
-              catalog: CatalogClient) -> dg.Output[dict]:
+              warehouse: Warehouse, lake: ParquetLake,
+              catalog: Catalog) -> dg.Output[dict]:
     source = _source(config.data_type)
     label = f"query {source.data_type}"
     try:
@@ -93,15 +89,15 @@ def run_query(context: dg.OpExecutionContext, config: QueryConfig,
                               lake.path("queries", run_id, "quarantine"),
                               IngestRun.now(run_id),
                               duplicates=ingest.duplicate_keys(warehouse, source, sql, None))
-        staged_items = staged_file(lake, "query", items_dir,
+        staged_items = ingest.staged_file(lake, "query", items_dir,
                                    lake.path("queries", run_id, "checkpoint.json"),
                                    catalog.batch_size)
         if staged_items is None:
             raise dg.Failure(description=f"[{label}] nothing staged at {items_dir}",
                              allow_retries=False)
-        progress = upload_files(context, source, lake, catalog, [staged_items], label)
+        progress = report_upload(context, source, lake, catalog, [staged_items], label)
     except (WarehouseError, CatalogError, LakeError) as exc:
-        raise _failure(label, exc) from None
+        raise step_failure(label, exc) from None
     metadata = {**stage_metadata(staged, None), **upload_metadata(progress),
                 "filter": config.where or "", "limit": config.limit or 0}
     return dg.Output({"staged": staged.valid, "uploaded": progress.created + progress.updated},
@@ -132,12 +128,12 @@ def _keys(source: BladeSource, item_ids: list[str]) -> dict[str, str]:
     return {i: i[len(prefix):] for i in dict.fromkeys(item_ids)}
 
 
-def ingest_items(source: BladeSource, item_ids: list[str], warehouse: DatabricksWarehouse,
-                 catalog: CatalogClient, run: IngestRun) -> dict[str, dict[str, Any]]:
+def ingest_items(source: BladeSource, item_ids: list[str], warehouse: Warehouse,
+                 catalog: Catalog, run: IngestRun) -> dict[str, dict[str, Any]]:
     """Fetch, validate and upload single items; returns item_id -> {status, ...}."""
     keys = _keys(source, item_ids)
     pk = source.primary_key
-    sql = f"SELECT * FROM {source.warehouse.qualified_name} WHERE array_contains(:keys, `{pk}`)"
+    sql = warehouse_sql.rows_by_keys(source)
     params = {"keys": list(keys.values())}
     report: dict[str, dict[str, Any]] = {i: {"status": "not found in warehouse"} for i in keys}
     validator = PartitionValidator(source, ingest.duplicate_keys(warehouse, source, sql, params))
@@ -167,16 +163,16 @@ def ingest_items(source: BladeSource, item_ids: list[str], warehouse: Databricks
     return report
 
 
-@dg.op(retry_policy=RETRY_POLICY, pool="blade",
+@dg.op(retry_policy=RETRY_POLICY, pool=POOL,
        description="Ingest single items by id; skip those the catalog holds unchanged.")
 def ingest_item_ids(context: dg.OpExecutionContext, config: ItemsConfig,
-                    warehouse: DatabricksWarehouse, catalog: CatalogClient) -> dg.Output[dict]:
+                    warehouse: Warehouse, catalog: Catalog) -> dg.Output[dict]:
     source = _source(config.data_type)
     try:
         report = ingest_items(source, config.item_ids, warehouse, catalog,
                               IngestRun.now(context.run.run_id))
     except (WarehouseError, CatalogError) as exc:
-        raise _failure(f"items {source.data_type}", exc) from None
+        raise step_failure(f"items {source.data_type}", exc) from None
     for item_id, outcome in report.items():
         context.log.info(f"[items {source.data_type}] {item_id}: {outcome}")
     counts: dict[str, int] = {}

@@ -1,4 +1,4 @@
-"""SQL the pipeline sends to the warehouse, and the guard on user-supplied filters.
+"""The guard on user-supplied filters, and the filtered query built from one.
 
 User filters (``--where``, the query job's ``where``) are checked with DuckDB's own tokenizer
 and parser: one boolean expression, no statement separator, no comments, no DDL/DML keywords.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
+from blade_pipeline import warehouse_sql
 from blade_pipeline.sources import BladeSource
 
 _FORBIDDEN_KEYWORDS = frozenset({
@@ -66,14 +67,7 @@ def validate_filter(where: str) -> str:
 
 def select_sql(source: BladeSource, where: str | None = None, limit: int | None = None,
                order_by_key: bool = False) -> str:
-    """``SELECT *`` from the source's table with an optional user filter and limit."""
-    sql = f"SELECT * FROM {source.warehouse.qualified_name}"
-    if where:
-        sql += f" WHERE ({validate_filter(where)})"
-    if order_by_key:
-        sql += f" ORDER BY `{source.primary_key}`"
-    if limit is not None:
-        if limit < 0:
-            raise ValueError("limit must be >= 0")
-        sql += f" LIMIT {int(limit)}"
-    return sql
+    """``SELECT *`` from the source's table with an optional user filter (validated) and
+    limit."""
+    return warehouse_sql.filtered_rows(source, validate_filter(where) if where else None,
+                                       limit, order_by_key)

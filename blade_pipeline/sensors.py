@@ -19,7 +19,6 @@ job.
 """
 
 import datetime as dt
-import os
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -28,7 +27,9 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from blade_pipeline.resources.warehouse import DatabricksWarehouse, WarehouseError
+from blade_pipeline import warehouse_sql
+from blade_pipeline.resources.warehouse import Warehouse, WarehouseError
+from blade_pipeline.settings import BladeSettings
 from blade_pipeline.sources import BladeSource
 
 if TYPE_CHECKING:
@@ -37,20 +38,7 @@ if TYPE_CHECKING:
     )
 
 #: Seconds between ticks; BLADE_SENSOR_INTERVAL_SECONDS overrides (tests, demos).
-MINIMUM_INTERVAL_SECONDS = int(os.environ.get("BLADE_SENSOR_INTERVAL_SECONDS", "30"))
-
-
-def changes_sql(source: BladeSource) -> str:
-    """Days with rows newer than :cursor, with the newest watermark and row count per day."""
-    wm = f"`{source.watermark_column}`"
-    return (f"SELECT CAST({wm} AS DATE) AS day, max({wm}) AS newest, count(*) AS changed "
-            f"FROM {source.warehouse.qualified_name} WHERE {wm} > :cursor "
-            "GROUP BY 1 ORDER BY 1")
-
-
-def newest_sql(source: BladeSource) -> str:
-    return f"SELECT max(`{source.watermark_column}`) AS newest FROM " \
-           f"{source.warehouse.qualified_name}"
+MINIMUM_INTERVAL_SECONDS = BladeSettings().sensor_interval_seconds
 
 
 def _fmt(value: dt.datetime) -> str:
@@ -71,17 +59,18 @@ def _run_request(days: list[dict]) -> dg.RunRequest:
         **tags, ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
 
 
-def evaluate_changes(source: BladeSource, warehouse: DatabricksWarehouse, cursor: str | None,
+def evaluate_changes(source: BladeSource, warehouse: Warehouse, cursor: str | None,
                      partitions: dg.PartitionsDefinition) -> dg.SensorResult | dg.SkipReason:
     """The sensor's logic, separate from its decorator so tests can call it directly."""
     if cursor is None:
-        newest = warehouse.query_arrow(newest_sql(source)).column("newest")[0].as_py()
+        newest = warehouse.query_arrow(
+            warehouse_sql.newest_watermark(source)).column("newest")[0].as_py()
         if newest is None:
             return dg.SkipReason(f"{source.data_type}: the table is empty")
         return dg.SensorResult(cursor=_fmt(newest), skip_reason=dg.SkipReason(
             f"{source.data_type}: starting to watch after {_fmt(newest)}; earlier days are "
             "ingested by backfills or the daily schedule"))
-    changes = warehouse.query_arrow(changes_sql(source),
+    changes = warehouse.query_arrow(warehouse_sql.changed_days(source),
                                     {"cursor": dt.datetime.fromisoformat(cursor)})
     if changes.num_rows == 0:
         return dg.SkipReason(f"{source.data_type}: no rows changed after {cursor}")
@@ -120,7 +109,7 @@ def build_change_sensor(source: BladeSource, job: "UnresolvedAssetJobDefinition"
                     f"warehouse (watermark `{source.watermark_column}` past the cursor).",
     )
     def change_sensor(context: dg.SensorEvaluationContext,
-                      warehouse: DatabricksWarehouse) -> dg.SensorResult | dg.SkipReason:
+                      warehouse: Warehouse) -> dg.SensorResult | dg.SkipReason:
         try:
             return evaluate_changes(source, warehouse, context.cursor, partitions)
         except WarehouseError as exc:

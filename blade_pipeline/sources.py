@@ -43,7 +43,9 @@ class WarehouseTable(_Strict):
     @property
     def qualified_name(self) -> str:
         """``catalog.schema.table`` with backtick quoting, as Databricks SQL expects."""
-        return f"`{self.catalog}`.`{self.schema_}`.`{self.table}`"
+        from blade_pipeline.warehouse_sql import ident
+
+        return ".".join(ident(part) for part in (self.catalog, self.schema_, self.table))
 
 
 class Classification(_Strict):

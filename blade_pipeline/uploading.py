@@ -23,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from blade_pipeline.resources.catalog import BatchResult, CatalogClient, KnownItems
+from blade_pipeline.resources.catalog import BatchResult, Catalog, KnownItems
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.sources import BladeSource
 
@@ -220,6 +220,22 @@ class StagedFile:
                 "skipped_by_checkpoint": max(self.skipped, 0)}
 
 
+def staged_file_with_footer(lake: ParquetLake, key: str, items_dir: str, footer: dict[str, Any],
+                 checkpoint_path: str, batch_size: int) -> StagedFile:
+    """A staged items file (its footer read) with its checkpoint."""
+    checkpoint = Checkpoint.load(lake, checkpoint_path, footer.get("staged_id", ""),
+                                        int(footer.get("valid", 0)), batch_size)
+    return StagedFile(key, items_dir, checkpoint)
+
+
+def staged_file(lake: ParquetLake, key: str, items_dir: str, checkpoint_path: str,
+                batch_size: int) -> StagedFile | None:
+    """A staged items file with its checkpoint, or None when nothing is staged there."""
+    footer = lake.footer_metadata(items_dir)
+    return None if footer is None else staged_file_with_footer(
+        lake, key, items_dir, footer, checkpoint_path, batch_size)
+
+
 @dataclass(frozen=True)
 class Piece:
     """Rows ``[start, stop)`` of a staged file, as placed in an upload batch."""
@@ -269,7 +285,7 @@ def rebatch(pieces: Iterator[tuple[pa.RecordBatch, Piece]], size: int
 
 
 def _diff_and_upload(batch: pa.Table, source: BladeSource,
-                     catalog: CatalogClient) -> tuple[BatchResult, Diff]:
+                     catalog: Catalog) -> tuple[BatchResult, Diff]:
     """Upload the items of ``batch`` the catalog lacks or holds with an older row (and, of
     a key that comes twice, only its newest row)."""
     superseded = superseded_in_batch(batch)
@@ -305,7 +321,7 @@ def _account(pieces: list[Piece], diff: Diff) -> None:
 
 
 def upload(lake: ParquetLake, files: list[StagedFile], source: BladeSource,
-           catalog: CatalogClient, on_progress: Callable[[UploadProgress], None] | None = None,
+           catalog: Catalog, on_progress: Callable[[UploadProgress], None] | None = None,
            on_file_done: Callable[[StagedFile], None] | None = None) -> UploadProgress:
     """Diff the staged ``files`` against the catalog and upload only new or changed items.
 

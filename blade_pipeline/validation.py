@@ -5,8 +5,9 @@ no row (a required column missing or retyped) are schema errors: every row of th
 quarantined with them, and the staged asset's blocking check reports them.
 Duplicate primary keys are found across the whole partition without ordering the extract: the
 warehouse first lists the keys held by more than one row with their newest watermark
-(:func:`duplicate_keys_sql`, a small aggregate); the first row carrying a key's newest watermark
-is kept, every other row of the key is quarantined, whatever batch it arrives in.
+(:func:`blade_pipeline.warehouse_sql.duplicate_keys`, a small aggregate); the first row
+carrying a key's newest watermark is kept, every other row of the key is quarantined, whatever
+batch it arrives in.
 """
 
 from __future__ import annotations
@@ -65,21 +66,6 @@ DUPLICATE_KEY_COLUMNS = ("key", "newest")
 DUPLICATE_REASON = "duplicate primary key"
 
 
-def duplicate_keys_sql(source: BladeSource, rows_sql: str, by_day: bool = False) -> str:
-    """Keys that more than one row of ``rows_sql`` holds, with the newest watermark of each
-    (columns ``key``, ``newest``); ``rows_sql`` keeps its parameters.
-
-    ``by_day``: duplicates within each day of the watermark (UTC), as a daily partition sees
-    them (column ``day`` too): a range run quarantines exactly what its days run alone would."""
-    pk, wm = f"`{source.primary_key}`", f"`{source.watermark_column}`"
-    day = f"CAST({wm} AS DATE)"
-    if not by_day:
-        return (f"SELECT {pk} AS key, max({wm}) AS newest FROM ({rows_sql}) AS extracted "
-                f"WHERE {pk} IS NOT NULL GROUP BY {pk} HAVING count(*) > 1")
-    return (f"SELECT {day} AS day, {pk} AS key, max({wm}) AS newest FROM ({rows_sql}) AS "
-            f"extracted WHERE {pk} IS NOT NULL GROUP BY {day}, {pk} HAVING count(*) > 1")
-
-
 def _day_keys(days: pa.Array, keys: pa.Array) -> pa.Array:
     """``day|key`` strings: a key's identity within one day."""
     return pc.binary_join_element_wise(days.cast(pa.date32()).cast(pa.string()),
@@ -90,7 +76,8 @@ def _day_keys(days: pa.Array, keys: pa.Array) -> pa.Array:
 class PartitionValidator:
     """Validates the batches of one partition (keeps state across batches).
 
-    ``duplicates`` is the answer of :func:`duplicate_keys_sql` for the same rows, or its future
+    ``duplicates`` is the answer of :func:`~blade_pipeline.warehouse_sql.duplicate_keys` for
+    the same rows, or its future
     (none: no key repeats)."""
 
     source: BladeSource
@@ -131,7 +118,7 @@ class PartitionValidator:
                 or wm not in batch.schema.names:
             return None
         keys = batch.column(pk)
-        if "day" in dups.schema.names:  # duplicates within a day (see duplicate_keys_sql)
+        if "day" in dups.schema.names:  # duplicates within a day (warehouse_sql.duplicate_keys)
             if not isinstance(self._dup_keys, pa.ChunkedArray):
                 self._dup_keys = _day_keys(dups["day"], dups["key"])
             keys, wanted = _day_keys(batch.column(wm), keys), self._dup_keys

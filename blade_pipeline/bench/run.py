@@ -14,9 +14,6 @@ loopback ports, then runs each stage in its own child process (see ``stages.py``
     backfill     the same rows over --backfill-days days (default 730), as one range run
     backfill_small  120 daily partitions of the demo's size (4 data types x 30 days, ~27
                  rows a day), one range run per data type
-    item_json    the native item JSON kernel against the library paths (DuckDB to_json +
-                 polars-hash, DuckDB alone, polars), for each of the four data types: transform
-                 and the staging path; rows/s shown is the kernel's staging path
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ from blade_pipeline.devservices.processes import ServerProcess, blade_command, f
 from blade_pipeline.sources import SourcesFileError, source_for
 
 STAGE_ORDER = ("ceiling", "extract", "transform", "validate", "stage", "upload", "materialize",
-               "backfill", "backfill_small", "item_json")
+               "backfill", "backfill_small")
 SMALL_ROWS = 20_000  # the demo's warehouse: 20k rows a table over 730 days
 END_DATE = "2026-06-30"
 WAREHOUSE_TOKEN, CATALOG_TOKEN = "bench-warehouse", "bench-catalog"
@@ -143,10 +140,6 @@ def summarize(samples: dict[str, list[dict]], rows: int, data_type: str, batch_r
             entry["runs"] = runs[0]["runs"]
             entry["days"] = runs[0]["days"]
             entry["seconds_per_run"] = round(entry["seconds"] / entry["runs"], 3)
-        if "paths" in runs[0]:  # item_json: figures per data type and path (first run's)
-            entry["paths"] = runs[0]["paths"]
-            if len(runs) > 1:
-                entry["paths_other_runs"] = [r["paths"] for r in runs[1:]]
         if stage == "ceiling":
             ceiling = entry
         result["stages"][stage] = entry
@@ -178,43 +171,7 @@ def format_table(result: dict) -> str:
         if "runs" in e:
             lines.append(f"{stage}: {e['days']} daily partitions in {e['runs']} run(s), "
                          f"{e['seconds']:.1f} s wall, {e['seconds_per_run']:.2f} s per run")
-        if "paths" in e:
-            lines.extend(format_paths(e["paths"]))
     return "\n".join(lines)
-
-
-def _ratio(ratios: dict | None, key: str) -> str:
-    return f"{ratios[key]:.2f}" if ratios else "-"
-
-
-PATH_LABELS = {"kernel": "kernel", "duckdb": "duckdb (no kernel)",
-               "duckdb_sha256": "duckdb + sha256", "polars": "polars"}
-
-
-def format_paths(paths: dict) -> list[str]:
-    """item_json: per data type, rows/s (median) of each path, transform and staging, and
-    kernel rows/s over the path's (CPU-s: the path's over the kernel's)."""
-    lines = []
-    for data_type, p in paths.items():
-        lines.append(f"item_json {data_type}: transform {p['transform']['kernel']['rows']:,} "
-                     f"valid rows, stage {p['stage']['kernel']['rows']:,} rows "
-                     f"({p['stage_rounds']} round(s)); polars bytes differ in "
-                     f"{p['polars_rows_differ']:,} rows")
-        lines.append(f"  {'path':<20} {'transform r/s':>14} {'kernel x':>9} {'CPU x':>6} "
-                     f"{'stage r/s':>11} {'kernel x':>9} {'CPU x':>6}  same bytes")
-        for name, label in PATH_LABELS.items():
-            t, st = p["transform"][name], p["stage"][name]
-            tr, sr = p["ratios"]["transform"].get(name), p["ratios"]["stage"].get(name)
-            same = p["same_bytes_as_kernel"].get(name)
-            lines.append(
-                f"  {label:<20} {t['rows_per_s']:>14,} {_ratio(tr, 'speed'):>9} "
-                f"{_ratio(tr, 'cpu'):>6} {st['rows_per_s']:>11,} {_ratio(sr, 'speed'):>9} "
-                f"{_ratio(sr, 'cpu'):>6}  "
-                f"{'-' if same is None else ('yes' if all(same.values()) else 'NO')}")
-        for d in p["polars_differs"]:
-            lines.append(f"  polars != duckdb: {d['column']} ({d['type']}) {d['rows']:,}/"
-                         f"{d['of']:,} rows, e.g. duckdb {d['duckdb']} polars {d['polars']}")
-    return lines
 
 
 def _positive_int(text: str) -> int:

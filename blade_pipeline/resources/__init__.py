@@ -1,8 +1,8 @@
-"""Resources: the warehouse, the catalog and the lake, configured from the environment."""
+"""Resources: the warehouse, the catalog and the lake, built for the deployment that
+``BLADE_DEPLOYMENT`` names (see :mod:`blade_pipeline.settings`)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import dagster as dg
@@ -10,42 +10,32 @@ import dagster as dg
 from blade_pipeline.resources.catalog import CatalogClient
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.resources.warehouse import DatabricksWarehouse
-
-DEMO_CATALOG_URL = "http://127.0.0.1:8080"
-DEMO_CATALOG_TOKEN = "dev-catalog-token"  # the mock catalog's default; not a secret
+from blade_pipeline.settings import DEMO_CATALOG_TOKEN, DEMO_CATALOG_URL, BladeSettings
 
 
-#: Optional integer settings of the catalog client, by environment variable.
-CATALOG_TUNING = {"BLADE_CATALOG_BATCH_SIZE": "batch_size",
-                  "BLADE_CATALOG_PARALLEL_UPLOADS": "parallel_uploads"}
-
-
-def catalog_from_env() -> CatalogClient:
-    """``BLADE_CATALOG_URL`` + ``BLADE_CATALOG_TOKEN`` (EnvVar); the local mock when unset.
-    ``BLADE_CATALOG_BATCH_SIZE`` / ``BLADE_CATALOG_PARALLEL_UPLOADS`` tune the uploads."""
-    tuning = {field: _int_env(name) for name, field in CATALOG_TUNING.items()
-              if os.environ.get(name)}
-    if os.environ.get("BLADE_CATALOG_URL"):
+def catalog_from_env(settings: BladeSettings | None = None) -> CatalogClient:
+    """``BLADE_CATALOG_URL`` + ``BLADE_CATALOG_TOKEN`` (EnvVar); in the demo deployment the
+    local mock when unset. ``BLADE_CATALOG_BATCH_SIZE`` / ``BLADE_CATALOG_PARALLEL_UPLOADS``
+    tune the uploads."""
+    settings = settings or BladeSettings.load()
+    tuning = {field: value for field, value in (
+        ("batch_size", settings.catalog_batch_size),
+        ("parallel_uploads", settings.catalog_parallel_uploads)) if value is not None}
+    if settings.catalog_url:
         return CatalogClient(base_url=dg.EnvVar("BLADE_CATALOG_URL"),
                              token=dg.EnvVar("BLADE_CATALOG_TOKEN"), **tuning)
-    token: Any = (dg.EnvVar("BLADE_CATALOG_TOKEN") if "BLADE_CATALOG_TOKEN" in os.environ
-                  else DEMO_CATALOG_TOKEN)
+    token: Any = dg.EnvVar("BLADE_CATALOG_TOKEN") if settings.catalog_token \
+        else DEMO_CATALOG_TOKEN
     return CatalogClient(base_url=DEMO_CATALOG_URL, token=token, **tuning)
 
 
-def _int_env(name: str) -> int:
-    """An integer setting (read eagerly: ``EnvVar.int`` placeholders fail bounds checks)."""
-    value = os.environ[name]
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {value[:20]!r}") from None
-
-
-def resources_from_env() -> dict[str, dg.ConfigurableResource]:
-    """The resources every BLADE asset and job uses, keyed as they expect them."""
+def resources_from_env(settings: BladeSettings | None = None
+                       ) -> dict[str, dg.ConfigurableResource]:
+    """The resources every BLADE asset and job uses, keyed as they expect them; a
+    :class:`~blade_pipeline.settings.SettingsError` naming what a ``prod`` deployment lacks."""
+    settings = settings or BladeSettings.load()
     return {
-        "warehouse": DatabricksWarehouse.from_env(),
-        "catalog": catalog_from_env(),
-        "lake": ParquetLake.from_env(),
+        "warehouse": DatabricksWarehouse.from_env(settings),
+        "catalog": catalog_from_env(settings),
+        "lake": ParquetLake.from_env(settings),
     }

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import email.utils
 import json
-import random
-import secrets
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -26,6 +25,7 @@ import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import tenacity
 from pydantic import Field, PrivateAttr
 
 log = dg.get_dagster_logger("blade.catalog")
@@ -51,6 +51,28 @@ class CatalogAuthError(CatalogError):
 
 class CatalogUnavailableError(CatalogError):
     """Transient failures (connection, timeout, 429, 5xx) persisted through every attempt."""
+
+
+class _Transient(Exception):
+    """One attempt failed in a way worth retrying (internal to the client's retry loop)."""
+
+    def __init__(self, problem: str, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(problem)
+        self.status, self.retry_after = status, retry_after
+
+
+class _RetryAfterOr:
+    """tenacity wait: the server's ``Retry-After`` (capped) when it sent one, else ``fallback``."""
+
+    def __init__(self, cap: float, fallback: Callable[[tenacity.RetryCallState], float]):
+        self.cap, self.fallback = cap, fallback
+
+    def __call__(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            return min(exc.retry_after, self.cap)
+        return self.fallback(state)
 
 
 @dataclass
@@ -104,7 +126,45 @@ def _item_object(item: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class CatalogClient(dg.ConfigurableResource):
+class Catalog(dg.ConfigurableResource, ABC):
+    """What the pipeline asks of the catalog: which items it holds (hash, ``last_modified``)
+    and to store batches and single items idempotently. :class:`CatalogClient` speaks to the
+    service over HTTP; :class:`~blade_pipeline.resources.in_process.InProcessCatalog` runs the
+    service's app in this process (fast tests)."""
+
+    # 25k, not 10k: a range's items come in no key order, and the catalog's cost per request
+    # (its index pages written per commit) barely depends on the batch's size: 1M rows over
+    # 730 days materialized in 20.9 s instead of 31.1 s, one partition unchanged (bench)
+    batch_size: int = Field(default=25_000, ge=1, description="items per batch request")
+    parallel_uploads: int = Field(default=2, ge=1, le=16, description="batches in flight at "
+                                                                      "once during an upload")
+
+    @abstractmethod
+    def healthy(self) -> bool:
+        """Whether the catalog answers (one attempt)."""
+
+    @abstractmethod
+    def lookup_known(self, item_ids: Iterable[str] | pa.Array | pa.ChunkedArray,
+                     with_last_modified: bool = True) -> KnownItems:
+        """Content hash (and stored ``last_modified``) of the ids the catalog knows."""
+
+    @abstractmethod
+    def upload_batch(self, items: pa.Table | pa.RecordBatch, data_source: str) -> BatchResult:
+        """Store ``items`` (the items-table contract) in one transaction, keeping newer."""
+
+    @abstractmethod
+    def upload_item(self, item: Mapping[str, Any], data_source: str | None = None, *,
+                    classification: str | None = None, metadata: Mapping[str, Any] | None = None,
+                    timestamp: datetime | None = None, keep_newer: bool = False
+                    ) -> dict[str, Any]:
+        """Store one item; ``{item_id, status, version, ...}``."""
+
+    @abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """``{total, data_sources: {name: count}}``."""
+
+
+class CatalogClient(Catalog):
     """HTTP client of the catalog service (``BLADE_CATALOG_URL`` / ``BLADE_CATALOG_TOKEN``)."""
 
     base_url: str = Field(default="http://127.0.0.1:8080", description="catalog service URL")
@@ -118,16 +178,10 @@ class CatalogClient(dg.ConfigurableResource):
     backoff_base_s: float = Field(default=0.5, ge=0, description="first retry delay")
     backoff_max_s: float = Field(default=30.0, ge=0, description="cap of the retry delay")
     max_retry_after_s: float = Field(default=120.0, ge=0, description="cap on Retry-After")
-    # 25k, not 10k: a range's items come in no key order, and the catalog's cost per request
-    # (its index pages written per commit) barely depends on the batch's size: 1M rows over
-    # 730 days materialized in 20.9 s instead of 31.1 s, one partition unchanged (bench)
-    batch_size: int = Field(default=25_000, ge=1, description="items per batch request")
     lookup_chunk_size: int = Field(default=20_000, ge=1, description="ids per lookup request")
     max_connections: int = Field(default=8, ge=1, description="connection pool size")
     max_requests_per_s: float = Field(default=0.0, ge=0, description="client-side request rate "
                                                                      "limit; 0 = unlimited")
-    parallel_uploads: int = Field(default=2, ge=1, le=16, description="batches in flight at "
-                                                                      "once during an upload")
 
     _http: httpx.Client | None = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -268,45 +322,55 @@ class CatalogClient(dg.ConfigurableResource):
     # -- transport ---------------------------------------------------------------------------
     def _post_multipart(self, path: str, fields: Mapping[str, str],
                         file: tuple[str, bytes, str]) -> httpx.Response:
-        """POST multipart/form-data encoded up front: one buffer, one write (httpx's own
-        encoder sends every part in its own small write, which costs ~1 ms per request)."""
-        body, content_type = encode_multipart(fields, file)
-        return self._request("POST", path, content=body, headers={"Content-Type": content_type})
+        """POST multipart/form-data: text ``fields`` and one part ``file`` =
+        (filename, content, content type), encoded by httpx."""
+        return self._request("POST", path, data=dict(fields), files={"file": file})
 
     def _request(self, method: str, path: str, ok: tuple[int, ...] = (),
                  **kwargs: Any) -> httpx.Response:
-        client = self._client()
+        """One API request; transient failures are retried here and nowhere else (tenacity:
+        equal-jitter exponential backoff, or the server's ``Retry-After``)."""
         url = f"{self.base_url.rstrip('/')}{path}"
-        for attempt in range(1, self.max_attempts + 1):
-            self._throttle()
-            try:
-                response = client.request(method, path, **kwargs)
-            except _TRANSIENT_ERRORS as exc:
-                problem, delay = f"{type(exc).__name__}: {self._redact(str(exc))}", None
-                status = None
-            except httpx.HTTPError as exc:
-                raise CatalogError(f"catalog {method} {url} failed: {type(exc).__name__}: "
-                                   f"{self._redact(str(exc))}", url=url) from None
-            else:
-                if response.is_success or response.status_code in ok:
-                    return response
-                status, reason = response.status_code, self._reason(response)
-                problem = f"HTTP {status} {reason}"
-                if status not in _TRANSIENT_STATUS:
-                    error = CatalogAuthError if status in (401, 403) else CatalogError
-                    raise error(f"catalog {method} {url} failed: {problem}",
-                                url=url, status=status, reason=reason)
-                delay = _retry_after(response)
-            if attempt == self.max_attempts:
-                raise CatalogUnavailableError(
-                    f"catalog {method} {url} failed after {attempt} attempts: {problem}",
-                    url=url, status=status, reason=problem)
-            wait = (min(delay, self.max_retry_after_s) if delay is not None
-                    else self._backoff(attempt))
-            log.warning("catalog %s %s: %s; retry %d/%d in %.2fs", method, url, problem,
-                        attempt, self.max_attempts - 1, wait)
-            self._sleep(wait)
-        raise AssertionError("unreachable")
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.max_attempts),
+            wait=_RetryAfterOr(self.max_retry_after_s,
+                               tenacity.wait_exponential(self.backoff_base_s / 2,
+                                                         max=self.backoff_max_s / 2)
+                               + tenacity.wait_random_exponential(self.backoff_base_s / 2,
+                                                                  max=self.backoff_max_s / 2)),
+            retry=tenacity.retry_if_exception_type(_Transient),
+            before_sleep=lambda state: log.warning(
+                "catalog %s %s: %s; retry %d/%d in %.2fs", method, url,
+                state.outcome.exception(), state.attempt_number, self.max_attempts - 1,
+                state.upcoming_sleep),
+            sleep=self._sleep, reraise=True)
+        try:
+            return retrying(self._attempt, method, path, url, ok, kwargs)
+        except _Transient as exc:
+            raise CatalogUnavailableError(
+                f"catalog {method} {url} failed after {self.max_attempts} attempts: {exc}",
+                url=url, status=exc.status, reason=str(exc)) from None
+
+    def _attempt(self, method: str, path: str, url: str, ok: tuple[int, ...],
+                 kwargs: dict[str, Any]) -> httpx.Response:
+        """One try: the response, or :class:`_Transient` (to retry) / CatalogError (final)."""
+        self._throttle()
+        try:
+            response = self._client().request(method, path, **kwargs)
+        except _TRANSIENT_ERRORS as exc:
+            raise _Transient(f"{type(exc).__name__}: {self._redact(str(exc))}") from None
+        except httpx.HTTPError as exc:
+            raise CatalogError(f"catalog {method} {url} failed: {type(exc).__name__}: "
+                               f"{self._redact(str(exc))}", url=url) from None
+        if response.is_success or response.status_code in ok:
+            return response
+        status, reason = response.status_code, self._reason(response)
+        problem = f"HTTP {status} {reason}"
+        if status in _TRANSIENT_STATUS:
+            raise _Transient(problem, status, _retry_after(response))
+        error = CatalogAuthError if status in (401, 403) else CatalogError
+        raise error(f"catalog {method} {url} failed: {problem}", url=url, status=status,
+                    reason=reason)
 
     def _throttle(self) -> None:
         """Space requests (from all threads) at least 1/max_requests_per_s apart."""
@@ -318,11 +382,6 @@ class CatalogClient(dg.ConfigurableResource):
             self._next_slot = slot + 1.0 / self.max_requests_per_s
         if slot > now:
             self._sleep(slot - now)
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with 'equal jitter': half fixed, half random."""
-        cap = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-        return cap / 2 + random.uniform(0, cap / 2)
 
     def _reason(self, response: httpx.Response) -> str:
         try:
@@ -424,23 +483,6 @@ def _concatenated(lines: pa.Array) -> bytes:
     """All values of a null-free string array back to back: a slice of its data buffer."""
     data, start, end = _value_span(lines)
     return data[start:end].to_pybytes() if data is not None else b""
-
-
-def encode_multipart(fields: Mapping[str, str], file: tuple[str, bytes, str]
-                     ) -> tuple[bytes, str]:
-    """multipart/form-data body with text ``fields`` and one part ``file`` =
-    (filename, content, content type); returns (body, Content-Type header)."""
-    boundary = secrets.token_hex(16)
-    dash = f"--{boundary}\r\n".encode()
-    parts = []
-    for name, value in fields.items():
-        parts += [dash, f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode(),
-                  value.encode(), b"\r\n"]
-    filename, content, ctype = file
-    parts += [dash, f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-                    f"Content-Type: {ctype}\r\n\r\n".encode(), content,
-              f"\r\n--{boundary}--\r\n".encode()]
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
 def _item_path(item_id: str) -> str:

@@ -30,6 +30,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import Field, PrivateAttr
 
+from blade_pipeline.settings import DEMO_LAKE_URI, BladeSettings
+
 DATA_FILE = "part-0.parquet"
 #: A background fdatasync starts once this much more is written (big partitions only).
 SYNC_BEHIND_BYTES = 4 * 1024 * 1024
@@ -52,7 +54,7 @@ class WriteResult:
 class ParquetLake(dg.ConfigurableResource):
     """Parquet files on a pyarrow filesystem (local directory or S3)."""
 
-    uri: str = Field(default=".blade/lake", description="Local path or s3://bucket/prefix.")
+    uri: str = Field(default=DEMO_LAKE_URI, description="Local path or s3://bucket/prefix.")
     compression: str = Field(default="zstd", description="Parquet compression codec.")
     row_group_rows: int = Field(default=128_000, ge=1_000, description="Rows per row group.")
 
@@ -60,10 +62,10 @@ class ParquetLake(dg.ConfigurableResource):
     _root: str = PrivateAttr(default="")
 
     @classmethod
-    def from_env(cls) -> ParquetLake:
-        """``BLADE_LAKE_URI`` if set, else ``.blade/lake``."""
-        uri = os.environ.get("BLADE_LAKE_URI")
-        return cls(uri=dg.EnvVar("BLADE_LAKE_URI")) if uri else cls()
+    def from_env(cls, settings: BladeSettings | None = None) -> ParquetLake:
+        """``BLADE_LAKE_URI`` if set, else (demo deployment) ``.blade/lake``."""
+        settings = settings or BladeSettings.load()
+        return cls(uri=dg.EnvVar("BLADE_LAKE_URI")) if settings.lake_uri else cls()
 
     # ---- paths ----------------------------------------------------------------------------
     def _filesystem(self) -> tuple[pafs.FileSystem, str]:

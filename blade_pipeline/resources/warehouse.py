@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import socket
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +23,7 @@ from databricks import sql as dbsql
 from databricks.sql import exc as dbexc
 from pydantic import Field
 
-DEMO_WAREHOUSE_URL = "http://127.0.0.1:8765/sql/1.0/warehouses/demo"
-DEMO_WAREHOUSE_TOKEN = "dev-warehouse-token"  # the mock's default; not a secret
+from blade_pipeline.settings import DEMO_WAREHOUSE_TOKEN, DEMO_WAREHOUSE_URL, BladeSettings
 
 
 class WarehouseError(Exception):
@@ -40,7 +39,12 @@ class WarehouseQueryError(WarehouseError):
 
 
 class WarehouseUnavailableError(WarehouseError):
-    """The warehouse could not be reached or kept failing (transient; retry later)."""
+    """The warehouse could not be reached or kept failing through the connector's retries."""
+
+
+class WarehouseResultLostError(WarehouseUnavailableError):
+    """A result stream broke mid-fetch: no request-level retry recovers it, running the query
+    again (the step's RetryPolicy) may."""
 
 
 def preload_connector() -> None:
@@ -59,11 +63,47 @@ class ConnectionCheck:
     round_trip_ms: float
 
 
-class DatabricksWarehouse(dg.ConfigurableResource):
+class Warehouse(dg.ConfigurableResource, ABC):
+    """What the pipeline asks of a SQL warehouse: Databricks SQL (named ``:markers``) in,
+    Arrow record batches out. :class:`DatabricksWarehouse` is the real one;
+    :class:`~blade_pipeline.resources.in_process.InProcessWarehouse` runs the same SQL on a
+    DuckDB file in this process (fast tests)."""
+
+    @property
+    @abstractmethod
+    def endpoint(self) -> str:
+        """Human-readable address (no credentials)."""
+
+    @abstractmethod
+    def stream_arrow(self, sql: str, params: Mapping[str, Any] | None = None,
+                     batch_rows: int = 250_000,
+                     first_batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
+        """The rows of ``sql`` as record batches of at most ``batch_rows`` (the first one at
+        most ``first_batch_rows``), fetched as the caller consumes them."""
+
+    @abstractmethod
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """A small result as one table (CLI, sensors, checks)."""
+
+    @abstractmethod
+    def test_connection(self) -> ConnectionCheck:
+        """Reach the warehouse and list its catalogs, or raise :class:`WarehouseError`."""
+
+
+def check_batch_sizes(batch_rows: int, first_batch_rows: int | None) -> int:
+    """The first batch's size; ValueError for sizes below one row."""
+    if batch_rows < 1 or (first_batch_rows is not None and first_batch_rows < 1):
+        raise ValueError(f"batch sizes must be at least 1 row (batch_rows={batch_rows}, "
+                         f"first_batch_rows={first_batch_rows})")
+    return min(first_batch_rows or batch_rows, batch_rows)
+
+
+class DatabricksWarehouse(Warehouse):
     """A Databricks SQL warehouse reached with the official connector (Thrift, Arrow results).
 
     Set either ``url`` (``http(s)://host[:port]/sql/1.0/warehouses/<id>``) or
-    ``server_hostname`` + ``http_path``. Retries are bounded so that a dead warehouse fails in
+    ``server_hostname`` + ``http_path``. The connector's retries are the only ones a warehouse
+    call gets (see :mod:`blade_pipeline.dagster_glue`), bounded so that a dead warehouse fails in
     seconds, not in the connector's default 15 minutes.
     """
 
@@ -73,31 +113,40 @@ class DatabricksWarehouse(dg.ConfigurableResource):
     token: str = Field(description="Personal access token; pass dg.EnvVar('DATABRICKS_TOKEN').")
     catalog: str | None = Field(default=None, description="Initial catalog of each session.")
     default_schema: str | None = Field(default=None, description="Initial schema.")
-    max_attempts: int = Field(default=3, ge=1, description="Attempts per call on 429/503.")
+    # The connector is the one layer that retries warehouse calls (see dagster_glue), so its
+    # budget alone must ride out a flaky warehouse: 30 % 503s at 2 s a call (fault case 1) can
+    # give one of two concurrent statements three 503s in a row, and the connector waits at
+    # least retry_delay_max_s after each 503 (~23 s). A dead warehouse fails a call in ~11 s.
+    max_retries: int = Field(default=3, ge=0, description="Retries per call (4 attempts) on "
+                                                          "429/503 and connection errors.")
     retry_delay_min_s: float = Field(default=1.0, ge=1.0, description="First retry delay.")
     retry_delay_max_s: float = Field(default=5.0, ge=5.0, description="Largest retry delay.")
     retry_max_duration_s: float = Field(
-        default=6.0, ge=1.0, description="Give up retrying a call after this long (seconds).")
+        default=30.0, ge=1.0, description="Give up retrying a call after this long (seconds).")
     socket_timeout_s: float = Field(default=120.0, gt=0)
     use_cloud_fetch: bool = Field(default=True, description="Large results as Arrow files.")
     result_buffer_mb: int = Field(default=64, ge=1, description="Bytes asked per fetch page.")
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> DatabricksWarehouse:
-        """Configured from env vars (DESIGN §8) through ``dg.EnvVar``.
+    def from_env(cls, settings: BladeSettings | None = None, **overrides: Any
+                 ) -> DatabricksWarehouse:
+        """Configured from env vars (DESIGN §8, :mod:`blade_pipeline.settings`) through
+        ``dg.EnvVar``.
 
-        With no warehouse configured at all, points at the local mock with its demo token.
-        Outside Dagster, call ``.process_config_and_initialize()`` to resolve the EnvVars.
+        In the demo deployment, with no warehouse configured at all, points at the local mock
+        with its demo token. Outside Dagster, call ``.process_config_and_initialize()`` to
+        resolve the EnvVars.
         """
+        settings = settings or BladeSettings.load()
         token: Any = dg.EnvVar("DATABRICKS_TOKEN")
-        if os.environ.get("DATABRICKS_SERVER_HOSTNAME"):
+        if settings.server_hostname:
             where: dict[str, Any] = {"server_hostname": dg.EnvVar("DATABRICKS_SERVER_HOSTNAME"),
                                      "http_path": dg.EnvVar("DATABRICKS_HTTP_PATH")}
-        elif os.environ.get("BLADE_WAREHOUSE_URL"):
+        elif settings.warehouse_url:
             where = {"url": dg.EnvVar("BLADE_WAREHOUSE_URL")}
         else:
             where = {"url": DEMO_WAREHOUSE_URL}
-            if "DATABRICKS_TOKEN" not in os.environ:
+            if settings.databricks_token is None:
                 token = DEMO_WAREHOUSE_TOKEN
         return cls(**where, token=token, **overrides)
 
@@ -137,7 +186,7 @@ class DatabricksWarehouse(dg.ConfigurableResource):
         except OSError as exc:
             return f"TCP connect to {parts.hostname}:{port} failed: {exc.strerror or exc}"
 
-    def _wrap(self, exc: Exception, doing: str) -> WarehouseError:
+    def _wrap(self, exc: Exception, doing: str, mid_stream: bool = False) -> WarehouseError:
         """Map connector exceptions to ours, naming the warehouse and the cause."""
         cause = str(exc).strip() or type(exc).__name__
         original = str((getattr(exc, "context", None) or {}).get("original-exception") or "")
@@ -153,7 +202,8 @@ class DatabricksWarehouse(dg.ConfigurableResource):
         probe = self._probe()
         if probe:
             cause = f"{probe} ({cause})"
-        return WarehouseUnavailableError(f"{where} failed while {doing}: {cause}")
+        lost = WarehouseResultLostError if mid_stream else WarehouseUnavailableError
+        return lost(f"{where} failed while {doing}: {cause}")
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[Any]:
@@ -162,7 +212,7 @@ class DatabricksWarehouse(dg.ConfigurableResource):
         kwargs: dict[str, Any] = {
             "server_hostname": host, "http_path": path, "access_token": self.token,
             "enable_telemetry": False, "use_cloud_fetch": self.use_cloud_fetch,
-            "_retry_stop_after_attempts_count": self.max_attempts,
+            "_retry_stop_after_attempts_count": self.max_retries,
             "_retry_stop_after_attempts_duration": self.retry_max_duration_s,
             "_retry_delay_min": self.retry_delay_min_s,
             "_retry_delay_max": max(self.retry_delay_max_s, self.retry_delay_min_s),
@@ -194,10 +244,7 @@ class DatabricksWarehouse(dg.ConfigurableResource):
         ``first_batch_rows`` (smaller) makes the first batch arrive sooner, so that a
         pipeline behind it starts working while the rest is still being fetched.
         """
-        if batch_rows < 1 or (first_batch_rows is not None and first_batch_rows < 1):
-            raise ValueError(f"batch sizes must be at least 1 row (batch_rows={batch_rows}, "
-                             f"first_batch_rows={first_batch_rows})")
-        wanted = min(first_batch_rows or batch_rows, batch_rows)
+        wanted = check_batch_sizes(batch_rows, first_batch_rows)
         with self.connect() as conn:
             cursor = conn.cursor(arraysize=batch_rows,
                                  buffer_size_bytes=self.result_buffer_mb * 1024 * 1024)
@@ -210,7 +257,7 @@ class DatabricksWarehouse(dg.ConfigurableResource):
                     try:
                         table = cursor.fetchmany_arrow(wanted)
                     except Exception as exc:
-                        raise self._wrap(exc, "fetching results") from None
+                        raise self._wrap(exc, "fetching results", mid_stream=True) from None
                     if table.num_rows == 0:
                         return
                     yield from table.combine_chunks().to_batches(max_chunksize=wanted)

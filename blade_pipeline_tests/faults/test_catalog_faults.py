@@ -77,3 +77,18 @@ def test_5_catalog_killed_mid_upload_then_restarted_ends_exact(
         assert uploaded["created"] < len(items), "the re-execution re-sent everything"
     finally:
         restarted.stop()
+
+
+def test_4c_a_dead_catalog_costs_one_retry_layer_of_requests_not_a_product_of_them(
+        fault_warehouse, start_catalog, lake_dir, dagster_instance, recorded):
+    # every request answers 503: the client's 3 attempts are all the step makes (the step's
+    # RetryPolicy does not repeat requests the client already retried: 3, not 3 x 4 = 12)
+    catalog = start_catalog("--fail-rate", "1.0", "--fail-status", "503")
+    res = make_resources(fault_warehouse, catalog, lake_dir, max_attempts=3)
+    source = source_for("supply")
+    result = run(source, res, dagster_instance, recorded)
+    assert not result.success
+    message = " ".join(failure_messages(result))
+    assert "[supply]" in message and "after 3 attempts" in message and "HTTP 503" in message
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
+    assert catalog.log_text().count("injected fault #") == 3

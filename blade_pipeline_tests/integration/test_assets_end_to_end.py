@@ -10,7 +10,6 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from blade_pipeline import item_json
 from blade_pipeline.assets import build_blade_assets, catalog_key, staged_key
 from blade_pipeline.devservices.warehouse import generator
 from blade_pipeline.resources.catalog import CatalogClient
@@ -137,30 +136,6 @@ def test_rematerializing_unchanged_uploads_nothing(first_runs, dagster_instance)
     uploaded = materialization(result, catalog_key(source_for("maintenance")))
     assert (uploaded["created"], uploaded["updated"]) == (0, 0)
     assert uploaded["unchanged"] == uploaded["items_total"] > 0
-
-
-@pytest.mark.parametrize("data_type", ["maintenance", "supply"])  # supply: a DECIMAL column
-def test_items_written_by_duckdb_are_the_kernels_bytes(first_runs, monkeypatch, tmp_path,
-                                                       data_type):
-    """Without the native kernel (not built) the same partition stages the same items: the
-    catalog finds every one unchanged, and the run warns that the slower path is in use."""
-    _, res = first_runs
-    source = source_for(data_type)
-    assert item_json.available()
-    monkeypatch.setattr(item_json, "_item_json", None)
-    duckdb_lake = ParquetLake(uri=str(tmp_path / "duckdb-lake"))
-    instance = dg.DagsterInstance.ephemeral()
-    result = run(source, {**res, "lake": duckdb_lake}, instance=instance)
-    assert result.success
-    uploaded = materialization(result, catalog_key(source))
-    assert uploaded["unchanged"] == uploaded["items_total"] > 0
-    assert any(item_json.NOT_BUILT in (e.user_message or "")
-               for e in instance.all_logs(result.run_id))
-    columns = ["item_id", "data", "content_hash"]
-    def staged(lake: ParquetLake):
-        return lake.parquet_file(lake.partition_dir(data_type, DAY)).read(
-            columns=columns).sort_by("item_id")
-    assert staged(duckdb_lake).equals(staged(res["lake"]))
 
 
 def test_changing_n_rows_uploads_exactly_n(first_runs, warehouse_server):

@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from blade_pipeline.resources.catalog import encode_multipart
 from blade_pipeline_tests.integration.catalog_fixtures import (
     CATALOG_TOKEN,
     catalog_service,
     client_for,
 )
+from blade_pipeline_tests.multipart import encode_multipart
 from blade_pipeline_tests.servers import ServerProcess
 
 AUTH = {"Authorization": f"Bearer {CATALOG_TOKEN}"}

@@ -82,7 +82,9 @@ def test_dead_warehouse_fails_in_seconds_naming_host_and_cause():
     started = time.perf_counter()
     with pytest.raises(WarehouseUnavailableError) as err:
         dead.test_connection()
-    assert time.perf_counter() - started < 10
+    # ~11 s: the connector is the only layer retrying a warehouse call (3 retries); before,
+    # a call gave up after ~2.5 s and the step retried it 3 times more (a run failed later)
+    assert time.perf_counter() - started < 15
     assert f"127.0.0.1:{port}" in str(err.value)
     assert "refused" in str(err.value).lower()
 

@@ -18,7 +18,6 @@ from blade_pipeline.resources.catalog import (
     CatalogClient,
     CatalogError,
     CatalogUnavailableError,
-    encode_multipart,
     items_to_ndjson,
 )
 
@@ -86,9 +85,12 @@ def test_ndjson_finds_what_needs_escaping_inside_slices_only_there() -> None:
                             part.column("data").to_pylist(), strict=True)]
 
 
-def test_encode_multipart_round_trips() -> None:
-    body, content_type = encode_multipart({"dataSource": "BLADE:sortie", "metadata": '{"é": 1}'},
-                                          ("blade_item.json", b'{"x":1}\r\n', "application/json"))
+def test_the_multipart_request_round_trips() -> None:
+    sent: list[httpx.Request] = []
+    client, _ = client_with(lambda r: sent.append(r) or httpx.Response(200, json={}))
+    client._post_multipart("/api/v1/items", {"dataSource": "BLADE:sortie", "metadata": '{"é": 1}'},
+                           ("blade_item.json", b'{"x":1}\r\n', "application/json"))
+    body, content_type = sent[0].read(), sent[0].headers["content-type"]
     msg = email.message_from_bytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body,
                                    policy=email.policy.HTTP)
     parts = {p.get_param("name", header="content-disposition"): p for p in msg.iter_parts()}

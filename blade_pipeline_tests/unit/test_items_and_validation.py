@@ -51,7 +51,7 @@ def test_items_follow_the_design_contract():
     assert json.loads(first["metadata"]) == {
         "source": "databricks", "warehouse_id": "demo", "catalog": "main", "schema": "blade",
         "table": "blade_readiness_data", "ingested_at": "2026-01-02T03:04:05+00:00",
-        "run_id": "run-1"}
+        "run_id": "run-1", "hash_version": 1}
     assert items.column("classification").to_pylist() == ["UNCLASS", "UNCLASS"]
 
 

@@ -1,0 +1,92 @@
+"""Every environment setting of the pipeline, read and checked in one place (pydantic-settings).
+
+``BLADE_DEPLOYMENT`` names the deployment the resources are built for:
+
+* ``demo`` (default): the local mock services of ``make demo`` on 127.0.0.1 with their demo
+  tokens, unless a variable points elsewhere;
+* ``prod``: nothing is assumed: the warehouse (``BLADE_WAREHOUSE_URL`` or
+  ``DATABRICKS_SERVER_HOSTNAME`` + ``DATABRICKS_HTTP_PATH``, and ``DATABRICKS_TOKEN``), the
+  catalog (``BLADE_CATALOG_URL``, ``BLADE_CATALOG_TOKEN``) and the lake (``BLADE_LAKE_URI``)
+  must be set, or the code location fails to load naming the variables.
+
+Secrets are only checked for presence here: the resources read them through ``dg.EnvVar`` so
+that their values never reach run config, the UI or logs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_WAREHOUSE_URL = "http://127.0.0.1:8765/sql/1.0/warehouses/demo"
+DEMO_WAREHOUSE_TOKEN = "dev-warehouse-token"  # the mock's default; not a secret
+DEMO_CATALOG_URL = "http://127.0.0.1:8080"
+DEMO_CATALOG_TOKEN = "dev-catalog-token"  # the mock catalog's default; not a secret
+DEMO_LAKE_URI = ".blade/lake"
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a usable deployment; names the variables."""
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class BladeSettings(BaseSettings):
+    """The pipeline's environment variables (names as documented in the README)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    deployment: Literal["demo", "prod"] = Field(
+        default="demo", validation_alias=_env("BLADE_DEPLOYMENT"))
+    warehouse_url: str | None = Field(default=None, validation_alias=_env("BLADE_WAREHOUSE_URL"))
+    server_hostname: str | None = Field(
+        default=None, validation_alias=_env("DATABRICKS_SERVER_HOSTNAME"))
+    http_path: str | None = Field(default=None, validation_alias=_env("DATABRICKS_HTTP_PATH"))
+    databricks_token: SecretStr | None = Field(
+        default=None, validation_alias=_env("DATABRICKS_TOKEN"))
+    catalog_url: str | None = Field(default=None, validation_alias=_env("BLADE_CATALOG_URL"))
+    catalog_token: SecretStr | None = Field(
+        default=None, validation_alias=_env("BLADE_CATALOG_TOKEN"))
+    catalog_batch_size: int | None = Field(
+        default=None, ge=1, validation_alias=_env("BLADE_CATALOG_BATCH_SIZE"))
+    catalog_parallel_uploads: int | None = Field(
+        default=None, ge=1, le=16, validation_alias=_env("BLADE_CATALOG_PARALLEL_UPLOADS"))
+    lake_uri: str | None = Field(default=None, validation_alias=_env("BLADE_LAKE_URI"))
+    sensor_interval_seconds: int = Field(
+        default=30, ge=1, validation_alias=_env("BLADE_SENSOR_INTERVAL_SECONDS"))
+
+    @classmethod
+    def load(cls) -> BladeSettings:
+        """The settings of this process's environment; :class:`SettingsError` naming each
+        variable that is malformed, or missing for ``prod``."""
+        try:
+            settings = cls()
+        except ValidationError as exc:
+            problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                        for e in exc.errors(include_input=False)]
+            raise SettingsError("bad environment settings: " + "; ".join(problems)) from None
+        missing = settings.missing_for_deployment()
+        if missing:
+            raise SettingsError(
+                f"BLADE_DEPLOYMENT={settings.deployment} needs {', '.join(missing)} (unset or "
+                "empty); set them, or BLADE_DEPLOYMENT=demo for the local mock services")
+        return settings
+
+    def missing_for_deployment(self) -> list[str]:
+        """Variables ``prod`` requires that are unset (nothing for ``demo``)."""
+        if self.deployment != "prod":
+            return []
+        missing = []
+        if not (self.warehouse_url or (self.server_hostname and self.http_path)):
+            missing.append("BLADE_WAREHOUSE_URL (or DATABRICKS_SERVER_HOSTNAME + "
+                           "DATABRICKS_HTTP_PATH)")
+        required = {"DATABRICKS_TOKEN": self.databricks_token,
+                    "BLADE_CATALOG_URL": self.catalog_url,
+                    "BLADE_CATALOG_TOKEN": self.catalog_token, "BLADE_LAKE_URI": self.lake_uri}
+        missing += [name for name, value in required.items()
+                    if not (value.get_secret_value() if isinstance(value, SecretStr) else value)]
+        return missing

@@ -1,0 +1,77 @@
+"""The query job, the item job and the change sensor, in-process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from blade_pipeline.definitions import defs
+from blade_pipeline.devservices.warehouse import generator
+from blade_pipeline.devservices.warehouse.server import MAIN_DATABASE
+from blade_pipeline.jobs import blade_item_job, blade_query_job
+from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline_tests.fast.conftest import SEED, warehouse_at
+
+
+def test_the_query_job_stages_and_uploads_the_filtered_rows(resources):
+    config = {"ops": {"run_query": {"config": {"data_type": "maintenance",
+                                               "where": "priority = 'HIGH'", "limit": 100}}}}
+    result = blade_query_job.execute_in_process(run_config=config, resources=resources)
+    lake: ParquetLake = resources["lake"]
+    staged = pq.read_table(lake.path("queries", result.run_id, "items", "part-0.parquet"))
+    assert 0 < staged.num_rows <= 100
+    assert all('"priority":"HIGH"' in d for d in staged.column("data").to_pylist())
+    assert result.output_for_node("run_query") == {"staged": staged.num_rows,
+                                                   "uploaded": staged.num_rows}
+    assert resources["catalog"].lookup(staged.column("item_id")) == dict(zip(
+        staged.column("item_id").to_pylist(), staged.column("content_hash").to_pylist(),
+        strict=True))
+
+
+def test_the_item_job_reports_per_item_and_skips_unchanged(resources, reference):
+    invalid = generator.invalid_rows(reference, "readiness").to_pylist()
+    bad_key = next(r["key"] for r in invalid if r["kind"] == "bad_enum")
+    bad_keys = {r["key"] for r in invalid}
+    good = [r[0] for r in reference.execute(
+        "SELECT report_id FROM blade.blade_readiness_data WHERE report_id IS NOT NULL "
+        "ORDER BY report_id LIMIT 50").fetchall() if r[0] not in bad_keys][:3]
+    ids = [f"READY-{k}" for k in good] + ["READY-999999999", f"READY-{bad_key}"]
+    config = {"ops": {"ingest_item_ids": {"config": {"data_type": "readiness", "item_ids": ids}}}}
+    report = blade_item_job.execute_in_process(run_config=config, resources=resources
+                                               ).output_for_node("ingest_item_ids")
+    assert [report[i]["status"] for i in ids[:3]] == ["created"] * 3
+    assert report["READY-999999999"]["status"] == "not found in warehouse"
+    assert report[f"READY-{bad_key}"]["status"] == "invalid"
+    again = blade_item_job.execute_in_process(run_config=config, resources=resources
+                                              ).output_for_node("ingest_item_ids")
+    assert [again[i]["status"] for i in ids[:3]] == ["unchanged"] * 3
+
+
+def test_the_change_sensor_requests_the_changed_days_as_one_range(warehouse, tmp_path):
+    own = warehouse_at(tmp_path / "changing.duckdb")  # a copy: this test changes rows
+    warehouse.close()
+    shutil.copy(warehouse.db_path, own.db_path)
+    sensor = defs.get_sensor_def("blade_sortie_changes")
+
+    def tick(cursor: str | None):
+        with dg.build_sensor_context(cursor=cursor, resources={"warehouse": own},
+                                     definitions=defs) as context:
+            return sensor(context)
+
+    first = tick(None)
+    assert not first.run_requests and first.cursor
+    con = own._connection().cursor()
+    con.execute(f"USE {MAIN_DATABASE}")
+    # rows changed on the two days after the seeded history (it ends 2026-06-29)
+    for n, stamp in enumerate(("2026-06-30 10:00:00", "2026-07-01 10:00:00")):
+        generator.apply_changes(con, inserts=3, updates=3, now=dt.datetime.fromisoformat(stamp),
+                                seed=SEED + n, schema="blade")
+    second = tick(first.cursor)
+    [request] = second.run_requests
+    assert request.partition_key_range == dg.PartitionKeyRange("2026-06-30", "2026-07-01")
+    assert request.tags["blade/changed_rows"] == "12"
+    assert isinstance(tick(second.cursor), dg.SkipReason)
+    own.close()

@@ -1,0 +1,33 @@
+"""The one-retry-layer rule: the step retries only what no resource retried."""
+
+import pytest
+
+from blade_pipeline.dagster_glue import step_failure, step_may_retry
+from blade_pipeline.resources.catalog import CatalogAuthError, CatalogError, CatalogUnavailableError
+from blade_pipeline.resources.lake import LakeError
+from blade_pipeline.resources.warehouse import (
+    WarehouseAuthError,
+    WarehouseQueryError,
+    WarehouseResultLostError,
+    WarehouseUnavailableError,
+)
+
+URL = "http://catalog.test/api/v1/items/batch"
+
+
+@pytest.mark.parametrize(("exc", "retried_by_step"), [
+    (CatalogUnavailableError("503 x3", url=URL), False),  # the client retried each request
+    (CatalogAuthError("401", url=URL), False),
+    (CatalogError("422", url=URL), False),
+    (WarehouseUnavailableError("refused x3"), False),  # the connector retried the call
+    (WarehouseAuthError("403"), False),
+    (WarehouseQueryError("bad SQL"), False),
+    (LakeError("disk full"), False),
+    (WarehouseResultLostError("stream broke mid-fetch"), True),  # only a re-run recovers it
+    (RuntimeError("unexpected"), True),
+])
+def test_the_step_retries_only_what_no_resource_retried(exc, retried_by_step):
+    assert step_may_retry(exc) is retried_by_step
+    failure = step_failure("supply", exc)
+    assert failure.allow_retries is retried_by_step
+    assert failure.description.startswith("[supply] ")

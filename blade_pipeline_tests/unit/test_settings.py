@@ -1,0 +1,87 @@
+"""Environment settings and the named deployment (BLADE_DEPLOYMENT)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from blade_pipeline.resources import resources_from_env
+from blade_pipeline.settings import (
+    DEMO_CATALOG_URL,
+    DEMO_WAREHOUSE_URL,
+    BladeSettings,
+    SettingsError,
+)
+
+VARIABLES = ("BLADE_DEPLOYMENT", "BLADE_WAREHOUSE_URL", "DATABRICKS_SERVER_HOSTNAME",
+             "DATABRICKS_HTTP_PATH", "DATABRICKS_TOKEN", "BLADE_CATALOG_URL",
+             "BLADE_CATALOG_TOKEN", "BLADE_LAKE_URI", "BLADE_CATALOG_BATCH_SIZE",
+             "BLADE_CATALOG_PARALLEL_UPLOADS")
+PROD = {"BLADE_DEPLOYMENT": "prod", "BLADE_WAREHOUSE_URL": "https://wh.example/sql/1.0/x",
+        "DATABRICKS_TOKEN": "dapi-secret-1234", "BLADE_CATALOG_URL": "https://catalog.example",
+        "BLADE_CATALOG_TOKEN": "catalog-secret-5678", "BLADE_LAKE_URI": "s3://lake/blade"}
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+    def set_env(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+    return set_env
+
+
+def test_the_demo_deployment_falls_back_to_the_local_mock_services(env):
+    resources = resources_from_env()
+    assert resources["warehouse"].url == DEMO_WAREHOUSE_URL
+    assert resources["catalog"].base_url == DEMO_CATALOG_URL
+    assert resources["lake"].uri == ".blade/lake"
+
+
+def test_prod_with_nothing_set_names_every_missing_variable(env):
+    env(BLADE_DEPLOYMENT="prod", DATABRICKS_TOKEN="dapi-secret-1234")
+    with pytest.raises(SettingsError) as caught:
+        resources_from_env()
+    message = str(caught.value)
+    for name in ("BLADE_WAREHOUSE_URL", "BLADE_CATALOG_URL", "BLADE_CATALOG_TOKEN",
+                 "BLADE_LAKE_URI"):
+        assert name in message
+    assert "DATABRICKS_TOKEN," not in message and "dapi-secret-1234" not in message
+
+
+def test_prod_fully_set_reads_secrets_through_envvars_only(env):
+    env(**PROD)
+    resources = resources_from_env()
+    shown = repr(resources) + str({k: r.model_dump() for k, r in resources.items()})
+    assert "dapi-secret-1234" not in shown and "catalog-secret-5678" not in shown
+    assert BladeSettings.load().missing_for_deployment() == []
+
+
+def test_hostname_and_path_count_as_a_warehouse_and_an_unknown_deployment_is_refused(env):
+    env(**{**PROD, "BLADE_WAREHOUSE_URL": "", "DATABRICKS_SERVER_HOSTNAME": "adb.example",
+           "DATABRICKS_HTTP_PATH": "/sql/1.0/warehouses/x"})
+    assert BladeSettings.load().missing_for_deployment() == []
+    env(BLADE_DEPLOYMENT="staging")
+    with pytest.raises(SettingsError, match="BLADE_DEPLOYMENT"):
+        BladeSettings.load()
+
+
+def test_a_malformed_number_names_its_variable(env):
+    env(BLADE_CATALOG_BATCH_SIZE="lots")
+    with pytest.raises(SettingsError, match="BLADE_CATALOG_BATCH_SIZE"):
+        resources_from_env()
+    env(BLADE_CATALOG_BATCH_SIZE="5000", BLADE_CATALOG_PARALLEL_UPLOADS="4")
+    catalog = resources_from_env()["catalog"]
+    assert (catalog.batch_size, catalog.parallel_uploads) == (5000, 4)
+
+
+def test_the_code_location_fails_to_load_in_prod_naming_the_variables(tmp_path):
+    clean = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    proc = subprocess.run([sys.executable, "-c", "import blade_pipeline.definitions"],
+                          env={**clean, "BLADE_DEPLOYMENT": "prod"}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0
+    assert "SettingsError" in proc.stderr and "BLADE_CATALOG_URL" in proc.stderr

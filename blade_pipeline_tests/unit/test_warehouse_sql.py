@@ -1,0 +1,36 @@
+"""The SQL the pipeline sends to the warehouse is built in one module."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from blade_pipeline import warehouse_sql
+from blade_pipeline.sources import default_sources
+
+PACKAGE = Path(warehouse_sql.__file__).parent
+#: modules with SQL of their own that never goes to the warehouse: DuckDB in this process
+LOCAL_SQL = {"items.py", "queries.py", "warehouse_sql.py"}
+SQL_TEXT = re.compile(r"""f["'](SELECT|WITH|INSERT|UPDATE|DELETE|MERGE)\b""", re.IGNORECASE)
+
+
+def test_no_other_pipeline_module_writes_warehouse_sql():
+    offenders = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+                 if path.name not in LOCAL_SQL and path.parts[len(PACKAGE.parts)] not in
+                 ("devservices", "bench") and SQL_TEXT.search(path.read_text())]
+    assert offenders == []
+
+
+def test_identifiers_are_quoted_and_a_backtick_inside_is_doubled():
+    assert warehouse_sql.ident("odd`name") == "`odd``name`"
+
+
+@pytest.mark.parametrize("source", default_sources(), ids=lambda s: s.data_type)
+def test_values_travel_as_parameters_never_as_text(source):
+    texts = [warehouse_sql.partition_rows(source), warehouse_sql.partition_rows(source, 3),
+             warehouse_sql.rows_by_keys(source), warehouse_sql.changed_days(source),
+             warehouse_sql.newest_watermark(source),
+             warehouse_sql.duplicate_keys(source, warehouse_sql.partition_rows(source), True)]
+    for text in texts:
+        assert "'" not in text and source.warehouse.qualified_name in text
+    assert ":start" in texts[0] and ":keys" in texts[2] and ":cursor" in texts[3]

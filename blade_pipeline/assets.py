@@ -23,11 +23,11 @@ from blade_pipeline import day_checks, ingest
 from blade_pipeline.dagster_glue import (
     POOL,
     RETRY_POLICY,
+    UploadReport,
     catalog_key,
     check_metadata,
     paused_on_terminate,
     range_stage_metadata,
-    report_upload,
     run_label,
     stage_metadata,
     staged_key,
@@ -174,27 +174,6 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
     def catalog(context: dg.AssetExecutionContext, lake: ParquetLake, catalog: Catalog):
         days = list(context.partition_keys)
         label, single = run_label(source, days), context.has_partition_key
-        files, blocked = [], {}
-        for day in days:
-            items_dir = lake.partition_dir(source.data_type, day)
-            footer = lake.footer_metadata(items_dir)
-            if footer is None:
-                if single:
-                    raise dg.Failure(description=f"[{label}] nothing staged at {items_dir}: "
-                                     f"materialize {staged_key(source).to_user_string()} first",
-                                     allow_retries=False)
-                blocked[day] = day_checks.NOT_STAGED
-                continue
-            failed = day_checks.failed_checks(source, footer)
-            if failed:
-                blocked[day] = "; ".join(f"{o.name}: {o.description}" for o in failed)
-                continue
-            files.append(ingest.staged_file_with_footer(lake, day, items_dir, footer,
-                                      lake.checkpoint_path(source.data_type, day),
-                                      catalog.batch_size))
-        if single and blocked:
-            raise dg.Failure(description=f"[{label}] not uploaded: {blocked[days[0]]}",
-                             allow_retries=False)
 
         def observe(meta: dict[str, Any]) -> None:
             context.log_event(dg.AssetObservation(
@@ -207,27 +186,37 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                     asset_key=catalog_asset_key, partition=staged_file.key,
                     metadata=staged_file.metadata()))
 
-        # newest day first: a key held by two days of the range then reaches the catalog once,
-        # as the newest row (the older one is found older than the catalog's and skipped)
-        files.reverse()
+        report = UploadReport(context, label, observe)
         try:
-            progress = report_upload(context, source, lake, catalog, files, label,
-                                    observe=observe, on_file_done=day_done)
+            with paused_on_terminate(label):
+                outcome = ingest.upload_days(lake, source, catalog, days,
+                                             on_start=report.on_start,
+                                             on_progress=report.on_progress,
+                                             on_file_done=day_done)
         except (CatalogError, LakeError) as exc:
             raise step_failure(source.data_type, exc) from None
+        report.finished(outcome.progress)
+        left_out = outcome.left_out
+        if single and left_out:
+            items_dir = lake.partition_dir(source.data_type, days[0])
+            why = (f"nothing staged at {items_dir}: materialize "
+                   f"{staged_key(source).to_user_string()} first"
+                   if left_out[days[0]] == day_checks.NOT_STAGED
+                   else f"not uploaded: {left_out[days[0]]}")
+            raise dg.Failure(description=f"[{label}] {why}", allow_retries=False)
         if single:
-            yield dg.MaterializeResult(metadata=upload_metadata(progress))
+            yield dg.MaterializeResult(metadata=upload_metadata(outcome.progress))
             return
-        if blocked:
-            listed = "; ".join(f"{day}: {why}" for day, why in list(blocked.items())[:20])
+        if left_out:
+            listed = "; ".join(f"{day}: {why}" for day, why in list(left_out.items())[:20])
             raise dg.Failure(
-                description=f"[{label}] {len(blocked)} of {len(days)} days were not uploaded "
-                            f"(the other {len(days) - len(blocked)} were): {listed}"
-                            + (" ..." if len(blocked) > 20 else "")
+                description=f"[{label}] {len(left_out)} of {len(days)} days were not uploaded "
+                            f"(the other {len(days) - len(left_out)} were): {listed}"
+                            + (" ..." if len(left_out) > 20 else "")
                             + ". Look at the staged asset's checks and quarantine for those "
                               "days, then re-run just them.",
-                metadata={"failed_days": dg.MetadataValue.json(blocked),
-                          **upload_metadata(progress)},
+                metadata={"failed_days": dg.MetadataValue.json(left_out),
+                          **upload_metadata(outcome.progress)},
                 allow_retries=False)
 
     return [staged, schema_conforms, invalid_fraction, catalog]

@@ -20,8 +20,8 @@ import dagster as dg
 import pyarrow as pa
 
 from blade_pipeline import day_checks, uploading
-from blade_pipeline.resources.catalog import Catalog, CatalogError
-from blade_pipeline.resources.lake import LakeError, ParquetLake
+from blade_pipeline.resources.catalog import CatalogError
+from blade_pipeline.resources.lake import LakeError
 from blade_pipeline.resources.warehouse import WarehouseError, WarehouseResultLostError
 from blade_pipeline.sources import BladeSource
 from blade_pipeline.staging import StageResult
@@ -152,32 +152,33 @@ def upload_metadata(progress: uploading.UploadProgress) -> dict[str, Any]:
     }
 
 
-def report_upload(context: dg.OpExecutionContext | dg.AssetExecutionContext,
-                 source: BladeSource, lake: ParquetLake, catalog: Catalog,
-                 files: list[uploading.StagedFile], label: str,
-                 observe: Callable[[dict[str, Any]], None] | None = None,
-                 on_file_done: Callable[[uploading.StagedFile], None] | None = None,
-                 ) -> uploading.UploadProgress:
-    """Upload staged files, reporting progress in the run log (and to ``observe``)."""
-    resumed = [f for f in files if f.checkpoint.done]
-    if resumed:
-        context.log.info(f"[{label}] resuming: {sum(f.checkpoint.done for f in resumed)} items "
-                         f"of {len(resumed)} staged file(s) already acknowledged by the catalog "
-                         "are skipped")
+class UploadReport:
+    """The run log's lines (and asset observations) of an upload: what a resumed attempt skips,
+    progress after every acknowledged batch, what the catalog rejected."""
 
-    def on_progress(progress: uploading.UploadProgress) -> None:
-        context.log.info(f"[{label}] {progress.summary()}")
-        if observe:
-            observe({"processed": progress.processed, "total": progress.total,
-                     "batch": f"{progress.batch}/{progress.batches}",
-                     "days_done": f"{progress.files_done}/{progress.files}",
-                     "created": progress.created, "updated": progress.updated,
-                     "unchanged": progress.unchanged, "rejected": progress.rejected,
-                     "eta_seconds": round(progress.eta_seconds or 0.0, 1)})
+    def __init__(self, context: dg.OpExecutionContext | dg.AssetExecutionContext, label: str,
+                 observe: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.context, self.label, self.observe = context, label, observe
 
-    with paused_on_terminate(label):
-        progress = uploading.upload(lake, files, source, catalog, on_progress, on_file_done)
-    if progress.rejected:
-        context.log.warning(f"[{label}] the catalog rejected {progress.rejected} items, e.g. "
-                            f"{progress.rejected_items[:3]}")
-    return progress
+    def on_start(self, files: list[uploading.StagedFile]) -> None:
+        resumed = [f for f in files if f.checkpoint.done]
+        if resumed:
+            self.context.log.info(
+                f"[{self.label}] resuming: {sum(f.checkpoint.done for f in resumed)} items of "
+                f"{len(resumed)} staged file(s) already acknowledged by the catalog are skipped")
+
+    def on_progress(self, progress: uploading.UploadProgress) -> None:
+        self.context.log.info(f"[{self.label}] {progress.summary()}")
+        if self.observe:
+            self.observe({"processed": progress.processed, "total": progress.total,
+                          "batch": f"{progress.batch}/{progress.batches}",
+                          "days_done": f"{progress.files_done}/{progress.files}",
+                          "created": progress.created, "updated": progress.updated,
+                          "unchanged": progress.unchanged, "rejected": progress.rejected,
+                          "eta_seconds": round(progress.eta_seconds or 0.0, 1)})
+
+    def finished(self, progress: uploading.UploadProgress) -> None:
+        if progress.rejected:
+            self.context.log.warning(
+                f"[{self.label}] the catalog rejected {progress.rejected} items, e.g. "
+                f"{progress.rejected_items[:3]}")

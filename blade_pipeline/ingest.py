@@ -31,18 +31,37 @@ from blade_pipeline.staging import (
 from blade_pipeline.uploading import (
     KEPT_NEWER,
     Checkpoint,
+    DaysUpload,
     StagedFile,
     UploadProgress,
     changed_items,
+    open_staged,
     rebatch,
-    staged_file,
-    staged_file_with_footer,
     upload,
+    upload_days,
+    upload_file,
 )
 
-__all__ = ["KEPT_NEWER", "PREVIEW_ROWS", "Checkpoint", "ItemBuilder", "RangeProgress",
-           "StageResult", "StagedFile", "UploadProgress", "changed_items", "day_range_bounds",
-           "rebatch", "stage", "stage_days", "staged_file", "staged_file_with_footer", "upload"]
+__all__ = [
+    "KEPT_NEWER",
+    "PREVIEW_ROWS",
+    "Checkpoint",
+    "DaysUpload",
+    "ItemBuilder",
+    "RangeProgress",
+    "StageResult",
+    "StagedFile",
+    "UploadProgress",
+    "changed_items",
+    "day_range_bounds",
+    "open_staged",
+    "rebatch",
+    "stage",
+    "stage_days",
+    "upload",
+    "upload_days",
+    "upload_file",
+]
 
 DEFAULT_BATCH_ROWS = 250_000
 FIRST_BATCH_DIVISOR = 4

@@ -9,30 +9,30 @@
   the catalog already holds with the same hash are skipped; the result is reported per item.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
-from blade_pipeline import ingest, warehouse_sql
+from blade_pipeline import ingest, single_items
 from blade_pipeline.dagster_glue import (
     POOL,
     RETRY_POLICY,
+    UploadReport,
     catalog_key,
-    report_upload,
+    paused_on_terminate,
     stage_metadata,
     staged_key,
     step_failure,
     upload_metadata,
 )
-from blade_pipeline.items import IngestRun, ItemBuilder
+from blade_pipeline.items import IngestRun
 from blade_pipeline.partitions import daily_partitions
 from blade_pipeline.queries import UnsafeFilterError, select_sql
 from blade_pipeline.resources.catalog import Catalog, CatalogError
 from blade_pipeline.resources.lake import LakeError, ParquetLake
 from blade_pipeline.resources.warehouse import Warehouse, WarehouseError
 from blade_pipeline.sources import BladeSource, SourcesFileError, source_for
-from blade_pipeline.validation import PartitionValidator
 
 MAX_ITEMS_PER_RUN = 1_000
 
@@ -89,13 +89,16 @@ def run_query(context: dg.OpExecutionContext, config: QueryConfig,
                               lake.path("queries", run_id, "quarantine"),
                               IngestRun.now(run_id),
                               duplicates=ingest.duplicate_keys(warehouse, source, sql, None))
-        staged_items = ingest.staged_file(lake, "query", items_dir,
-                                   lake.path("queries", run_id, "checkpoint.json"),
-                                   catalog.batch_size)
-        if staged_items is None:
+        report = UploadReport(context, label)
+        with paused_on_terminate(label):
+            progress = ingest.upload_file(lake, source, catalog, "query", items_dir,
+                                          lake.path("queries", run_id, "checkpoint.json"),
+                                          on_start=report.on_start,
+                                          on_progress=report.on_progress)
+        if progress is None:
             raise dg.Failure(description=f"[{label}] nothing staged at {items_dir}",
                              allow_retries=False)
-        progress = report_upload(context, source, lake, catalog, [staged_items], label)
+        report.finished(progress)
     except (WarehouseError, CatalogError, LakeError) as exc:
         raise step_failure(label, exc) from None
     metadata = {**stage_metadata(staged, None), **upload_metadata(progress),
@@ -117,60 +120,17 @@ class ItemsConfig(dg.Config):
     item_ids: list[str] = Field(min_length=1, max_length=MAX_ITEMS_PER_RUN)
 
 
-def _keys(source: BladeSource, item_ids: list[str]) -> dict[str, str]:
-    """item_id -> primary key; ids of another data type are refused."""
-    prefix = f"{source.item_id_prefix}-"
-    wrong = [i for i in item_ids if not i.startswith(prefix) or i == prefix]
-    if wrong:
-        raise dg.Failure(description=f"[items {source.data_type}] ids must look like "
-                         f"{prefix}<{source.primary_key}>; not: {', '.join(wrong[:10])}",
-                         allow_retries=False)
-    return {i: i[len(prefix):] for i in dict.fromkeys(item_ids)}
-
-
-def ingest_items(source: BladeSource, item_ids: list[str], warehouse: Warehouse,
-                 catalog: Catalog, run: IngestRun) -> dict[str, dict[str, Any]]:
-    """Fetch, validate and upload single items; returns item_id -> {status, ...}."""
-    keys = _keys(source, item_ids)
-    pk = source.primary_key
-    sql = warehouse_sql.rows_by_keys(source)
-    params = {"keys": list(keys.values())}
-    report: dict[str, dict[str, Any]] = {i: {"status": "not found in warehouse"} for i in keys}
-    validator = PartitionValidator(source, ingest.duplicate_keys(warehouse, source, sql, params))
-    builder = ItemBuilder(source, run)
-    for batch in ingest.extract(warehouse, sql, params):
-        outcome = validator.validate(batch)
-        prefix = f"{source.item_id_prefix}-"
-        for key, reason in zip(outcome.quarantined.column(pk).to_pylist(),
-                               outcome.quarantined.column("_reason").to_pylist(), strict=True):
-            if key is not None and report.get(prefix + key, {}).get("status") != "valid":
-                report[prefix + key] = {"status": "invalid", "reason": reason}
-        items = builder.build(outcome.rows, outcome.keep)
-        known = catalog.lookup_known(items.column("item_id"))
-        todo = set(ingest.changed_items(items, known).todo.column("item_id").to_pylist())
-        for item in items.to_pylist():
-            item_id = item["item_id"]
-            if item_id not in todo:
-                same = known.hashes.get(item_id) == item["content_hash"]
-                report[item_id] = {"status": "unchanged" if same else ingest.KEPT_NEWER,
-                                   "content_hash": item["content_hash"]}
-                continue
-            answer = catalog.upload_item(item, source.catalog_data_source, keep_newer=True)
-            status = answer.get("status", "uploaded")
-            report[item_id] = {"status": ingest.KEPT_NEWER if status == "stale" else status,
-                               "version": answer.get("version"),
-                               "content_hash": item["content_hash"]}
-    return report
-
-
 @dg.op(retry_policy=RETRY_POLICY, pool=POOL,
        description="Ingest single items by id; skip those the catalog holds unchanged.")
 def ingest_item_ids(context: dg.OpExecutionContext, config: ItemsConfig,
                     warehouse: Warehouse, catalog: Catalog) -> dg.Output[dict]:
     source = _source(config.data_type)
     try:
-        report = ingest_items(source, config.item_ids, warehouse, catalog,
-                              IngestRun.now(context.run.run_id))
+        report = single_items.ingest_items(source, config.item_ids, warehouse, catalog,
+                                           IngestRun.now(context.run.run_id))
+    except single_items.ItemIdError as exc:
+        raise dg.Failure(description=f"[items {source.data_type}] {exc}",
+                         allow_retries=False) from None
     except (WarehouseError, CatalogError) as exc:
         raise step_failure(f"items {source.data_type}", exc) from None
     for item_id, outcome in report.items():

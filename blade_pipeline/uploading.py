@@ -22,7 +22,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from blade_pipeline import day_checks
 from blade_pipeline.resources.catalog import BatchResult, Catalog, KnownItems
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.sources import BladeSource
@@ -200,15 +202,34 @@ class Checkpoint:
 
 @dataclass(eq=False)  # identity: a file is itself, whatever its counts
 class StagedFile:
-    """One staged items file to upload (a day of a range, or a query result), with its
-    checkpoint and what this upload did with its rows."""
+    """One staged items file to upload (a day of a range, or a query result), opened once:
+    its footer, its checkpoint, and what this upload did with its rows."""
 
     key: str
     items_dir: str
     checkpoint: Checkpoint
+    footer: dict[str, Any] = field(default_factory=dict)
+    parquet: pq.ParquetFile | None = None  # open from the footer read until its rows are read
     uploaded: int = 0
     unchanged: int = 0
     stale: int = 0
+
+    def batches(self, lake: ParquetLake, read_rows: int) -> Iterator[pa.RecordBatch]:
+        """The file's rows in order, read through the handle its footer came from (then
+        closed); reopened only when that handle is gone."""
+        parquet, self.parquet = self.parquet, None
+        if parquet is None:
+            yield from lake.iter_batches(self.items_dir, read_rows)
+            return
+        try:
+            yield from parquet.iter_batches(batch_size=read_rows)
+        finally:
+            parquet.close(force=True)
+
+    def close(self) -> None:
+        if self.parquet is not None:
+            self.parquet.close(force=True)
+            self.parquet = None
 
     @property
     def skipped(self) -> int:
@@ -220,20 +241,76 @@ class StagedFile:
                 "skipped_by_checkpoint": max(self.skipped, 0)}
 
 
-def staged_file_with_footer(lake: ParquetLake, key: str, items_dir: str, footer: dict[str, Any],
-                 checkpoint_path: str, batch_size: int) -> StagedFile:
-    """A staged items file (its footer read) with its checkpoint."""
-    checkpoint = Checkpoint.load(lake, checkpoint_path, footer.get("staged_id", ""),
-                                        int(footer.get("valid", 0)), batch_size)
-    return StagedFile(key, items_dir, checkpoint)
-
-
-def staged_file(lake: ParquetLake, key: str, items_dir: str, checkpoint_path: str,
+def open_staged(lake: ParquetLake, key: str, items_dir: str, checkpoint_path: str,
                 batch_size: int) -> StagedFile | None:
-    """A staged items file with its checkpoint, or None when nothing is staged there."""
-    footer = lake.footer_metadata(items_dir)
-    return None if footer is None else staged_file_with_footer(
-        lake, key, items_dir, footer, checkpoint_path, batch_size)
+    """The staged items file of ``items_dir`` opened once (footer read, checkpoint loaded), or
+    None when nothing is staged there."""
+    parquet = lake.parquet_file(items_dir)
+    if parquet is None:
+        return None
+    footer = lake.blade_footer(parquet)
+    checkpoint = Checkpoint.load(lake, checkpoint_path, footer.get("staged_id", ""),
+                                 int(footer.get("valid", 0)), batch_size)
+    return StagedFile(key, items_dir, checkpoint, footer, parquet)
+
+
+def upload_file(lake: ParquetLake, source: BladeSource, catalog: Catalog, key: str,
+                items_dir: str, checkpoint_path: str, *,
+                on_start: Callable[[list[StagedFile]], None] | None = None,
+                on_progress: Callable[[UploadProgress], None] | None = None
+                ) -> UploadProgress | None:
+    """Upload one staged file (a query result), opened once; None when nothing is staged."""
+    staged = open_staged(lake, key, items_dir, checkpoint_path, catalog.batch_size)
+    if staged is None:
+        return None
+    if on_start:
+        on_start([staged])
+    try:
+        return upload(lake, [staged], source, catalog, on_progress)
+    finally:
+        staged.close()
+
+
+@dataclass
+class DaysUpload:
+    """What uploading a run's days did: the upload's progress, and the days left out (not
+    staged, or failing a blocking check) with the reason for each."""
+
+    progress: UploadProgress
+    left_out: dict[str, str]
+
+
+def upload_days(lake: ParquetLake, source: BladeSource, catalog: Catalog, days: list[str], *,
+                on_start: Callable[[list[StagedFile]], None] | None = None,
+                on_progress: Callable[[UploadProgress], None] | None = None,
+                on_file_done: Callable[[StagedFile], None] | None = None) -> DaysUpload:
+    """The catalog step of a run: each day's staged file opened once, gated by the blocking
+    checks on its footer (a failed day is left out, the others go on), then the good days
+    uploaded newest first (a key held by two days of the range then reaches the catalog once,
+    as the newest row; the older one is found older than the catalog's and skipped)."""
+    files: list[StagedFile] = []
+    left_out: dict[str, str] = {}
+    for day in days:
+        staged = open_staged(lake, day, lake.partition_dir(source.data_type, day),
+                             lake.checkpoint_path(source.data_type, day), catalog.batch_size)
+        if staged is None:
+            left_out[day] = day_checks.NOT_STAGED
+            continue
+        failed = day_checks.failed_checks(source, staged.footer)
+        if failed:
+            staged.close()
+            left_out[day] = "; ".join(f"{o.name}: {o.description}" for o in failed)
+            continue
+        files.append(staged)
+    files.reverse()
+    if on_start:
+        on_start(files)
+    try:
+        progress = upload(lake, files, source, catalog, on_progress, on_file_done)
+    finally:
+        for staged in files:
+            staged.close()
+    return DaysUpload(progress, left_out)
 
 
 @dataclass(frozen=True)
@@ -256,7 +333,7 @@ def _pieces(lake: ParquetLake, files: list[StagedFile], read_rows: int
         if staged.checkpoint.complete:
             continue
         offset = 0
-        for batch in lake.iter_batches(staged.items_dir, read_rows):
+        for batch in staged.batches(lake, read_rows):
             end = offset + batch.num_rows
             for a, b in staged.checkpoint.missing(offset, end):
                 yield batch.slice(a - offset, b - a), Piece(staged, a, b)

@@ -32,6 +32,18 @@ def expected_ids(reference: duckdb.DuckDBPyConnection, data_type: str, day: str)
     return {f"{source.item_id_prefix}-{r[0]}" for r in rows}
 
 
+def readiness_ids_to_ask(reference: duckdb.DuckDBPyConnection) -> tuple[list[str], str]:
+    """Item ids for the item job: three valid readiness reports, one id the warehouse lacks
+    (``READY-999999999``) and one of an invalid row (its key is returned too)."""
+    invalid = generator.invalid_rows(reference, "readiness").to_pylist()
+    bad_key = next(r["key"] for r in invalid if r["kind"] == "bad_enum")
+    bad_keys = {r["key"] for r in invalid}
+    good = [r[0] for r in reference.execute(
+        "SELECT report_id FROM blade.blade_readiness_data WHERE report_id IS NOT NULL "
+        "ORDER BY report_id LIMIT 50").fetchall() if r[0] not in bad_keys][:3]
+    return [f"READY-{k}" for k in good] + ["READY-999999999", f"READY-{bad_key}"], bad_key
+
+
 def materialization(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict:
     """Metadata of the run's one materialization of ``key``."""
     [event] = [e.event_specific_data.materialization for e in result.all_events

@@ -156,6 +156,14 @@ class ParquetLake(dg.ConfigurableResource):
         pf = self.parquet_file(directory)
         if pf is None:
             return None
+        try:
+            return self.blade_footer(pf)
+        finally:
+            pf.close(force=True)
+
+    @staticmethod
+    def blade_footer(pf: pq.ParquetFile) -> dict[str, Any]:
+        """The ``blade`` footer metadata of an open partition file ({} if it has none)."""
         raw = (pf.metadata.metadata or {}).get(METADATA_KEY)
         return json.loads(raw) if raw else {}
 
@@ -163,8 +171,12 @@ class ParquetLake(dg.ConfigurableResource):
                      columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """Batches of a partition file (nothing if the partition is absent)."""
         pf = self.parquet_file(directory)
-        if pf is not None:
+        if pf is None:
+            return
+        try:
             yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+        finally:
+            pf.close(force=True)
 
 
 class PartitionWriter:

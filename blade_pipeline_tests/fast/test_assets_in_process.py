@@ -7,6 +7,7 @@ import pytest
 
 from blade_pipeline.assets import build_blade_assets, catalog_key, staged_key
 from blade_pipeline.definitions import defs
+from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.sources import default_sources, source_for
 from blade_pipeline_tests.expectations import catalog_items, expected_ids, materialization
 from blade_pipeline_tests.fast.conftest import DAY, END_DATE
@@ -15,8 +16,8 @@ from blade_pipeline_tests.faults.conftest import range_tags
 SOURCES = [s for s in default_sources()]
 
 
-def run(source, resources, **partition):
-    return dg.materialize(build_blade_assets(source), resources=resources,
+def run(source, resources, selection=None, **partition):
+    return dg.materialize(build_blade_assets(source), resources=resources, selection=selection,
                           raise_on_error=False, **(partition or {"partition_key": DAY}))
 
 
@@ -72,3 +73,21 @@ def test_the_definitions_resolve_with_the_in_process_resources(resources):
                                     raise_on_error=False)
     assert result.success
     assert resources["catalog"].stats()["data_sources"]["BLADE:supply"] > 20
+
+
+def test_the_catalog_step_opens_each_staged_file_once(resources, monkeypatch):
+    source = source_for("supply")
+    days = ["2026-06-22", "2026-06-23", "2026-06-24"]
+    assert run(source, resources, tags=range_tags(days), selection=[staged_key(source)]).success
+    opened: list[str] = []
+    real = ParquetLake.parquet_file
+
+    def counting(self, directory):
+        opened.append(directory)
+        return real(self, directory)
+
+    monkeypatch.setattr(ParquetLake, "parquet_file", counting)
+    result = run(source, resources, tags=range_tags(days), selection=[catalog_key(source)])
+    assert result.success
+    lake = resources["lake"]
+    assert sorted(opened) == sorted(lake.partition_dir("supply", d) for d in days)

@@ -13,6 +13,7 @@ from blade_pipeline.devservices.warehouse import generator
 from blade_pipeline.devservices.warehouse.server import MAIN_DATABASE
 from blade_pipeline.jobs import blade_item_job, blade_query_job
 from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline_tests.expectations import readiness_ids_to_ask
 from blade_pipeline_tests.fast.conftest import SEED, warehouse_at
 
 
@@ -32,13 +33,7 @@ def test_the_query_job_stages_and_uploads_the_filtered_rows(resources):
 
 
 def test_the_item_job_reports_per_item_and_skips_unchanged(resources, reference):
-    invalid = generator.invalid_rows(reference, "readiness").to_pylist()
-    bad_key = next(r["key"] for r in invalid if r["kind"] == "bad_enum")
-    bad_keys = {r["key"] for r in invalid}
-    good = [r[0] for r in reference.execute(
-        "SELECT report_id FROM blade.blade_readiness_data WHERE report_id IS NOT NULL "
-        "ORDER BY report_id LIMIT 50").fetchall() if r[0] not in bad_keys][:3]
-    ids = [f"READY-{k}" for k in good] + ["READY-999999999", f"READY-{bad_key}"]
+    ids, bad_key = readiness_ids_to_ask(reference)
     config = {"ops": {"ingest_item_ids": {"config": {"data_type": "readiness", "item_ids": ids}}}}
     report = blade_item_job.execute_in_process(run_config=config, resources=resources
                                                ).output_for_node("ingest_item_ids")

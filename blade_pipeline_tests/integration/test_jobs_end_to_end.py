@@ -11,6 +11,7 @@ from blade_pipeline.resources.catalog import CatalogClient
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.resources.warehouse import DatabricksWarehouse
 from blade_pipeline_tests.conftest import CATALOG_TOKEN, END_DATE, WAREHOUSE_TOKEN, warehouse_url
+from blade_pipeline_tests.expectations import readiness_ids_to_ask
 
 ROWS = 5_000
 
@@ -63,13 +64,7 @@ def test_item_job_reports_per_item_and_skips_unchanged(res):
     con = duckdb.connect()
     generator.create_tables(con, "blade")
     generator.seed(con, ROWS, 7, end=END_DATE, invalid_fraction=0.05, schema="blade")
-    invalid = generator.invalid_rows(con, "readiness").to_pylist()
-    bad_key = next(r["key"] for r in invalid if r["kind"] == "bad_enum")
-    bad_keys = {r["key"] for r in invalid}
-    good = [r[0] for r in con.execute(
-        "SELECT report_id FROM blade.blade_readiness_data WHERE report_id IS NOT NULL "
-        "ORDER BY report_id LIMIT 50").fetchall() if r[0] not in bad_keys][:3]
-    ids = [f"READY-{k}" for k in good] + ["READY-999999999", f"READY-{bad_key}"]
+    ids, bad_key = readiness_ids_to_ask(con)
     config = {"ops": {"ingest_item_ids": {"config": {"data_type": "readiness", "item_ids": ids}}}}
     first = blade_item_job.execute_in_process(run_config=config, resources=res)
     report = first.output_for_node("ingest_item_ids")

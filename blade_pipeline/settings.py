@@ -56,6 +56,7 @@ class BladeSettings(BaseSettings):
     catalog_parallel_uploads: int | None = Field(
         default=None, ge=1, le=16, validation_alias=_env("BLADE_CATALOG_PARALLEL_UPLOADS"))
     lake_uri: str | None = Field(default=None, validation_alias=_env("BLADE_LAKE_URI"))
+    s3_endpoint: str | None = Field(default=None, validation_alias=_env("BLADE_S3_ENDPOINT"))
     sensor_interval_seconds: int = Field(
         default=30, ge=1, validation_alias=_env("BLADE_SENSOR_INTERVAL_SECONDS"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -81,6 +82,37 @@ def start_catalog(tmp_path_factory) -> Iterator[Callable[..., ServerProcess]]:
 
     yield start
     stop_all(started)
+
+
+#: Credentials of the loopback S3 API (moto accepts any): the standard AWS variables.
+S3_ENV = {"AWS_ACCESS_KEY_ID": "test-s3-key", "AWS_SECRET_ACCESS_KEY": "test-s3-secret-7b1e",
+          "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[ServerProcess]:
+    """An S3-compatible API (moto's server mode) on a free loopback port, for the session."""
+    for name, value in S3_ENV.items():
+        os.environ.setdefault(name, value)
+    directory = tmp_path_factory.mktemp("s3")
+    port = free_port()
+    server = ServerProcess([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                            str(port)], port, directory / "s3.log")
+    server.start("/", timeout=60)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_lake_uri(s3_server, request) -> str:
+    """``s3://<fresh bucket>/lake`` on the loopback S3 API (the bucket created here)."""
+    import pyarrow.fs as pafs
+
+    bucket = f"blade-{request.node.name.lower()[:30].strip('_-')}-{free_port()}"
+    bucket = "".join(c if c.isalnum() or c == "-" else "-" for c in bucket)
+    pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_server.port}", scheme="http",
+                      allow_bucket_creation=True).create_dir(bucket)
+    return f"s3://{bucket}/lake"
 
 
 @pytest.fixture(scope="session")

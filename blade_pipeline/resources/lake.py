@@ -7,9 +7,16 @@ Layout under the lake root (a local path by default, ``s3://bucket/prefix`` when
     <data_type>/checkpoints/date=YYYY-MM-DD.json           catalog upload progress
     queries/<run_id>/...                                   ad-hoc query job output
 
-Writes are atomic: a hidden temp file is written, fsynced and renamed over the target, so a
-reader sees the old partition or the new one, never a partial file. On object stores, where a
-PUT is atomic by itself, the object is written in place.
+Writes are atomic: a reader sees the old partition or the new one, never a partial file.
+Locally a hidden temp file is written, fsynced and renamed over the target. On an object store
+(``s3://``, any S3-compatible endpoint) nothing ever streams to the final key: pyarrow cannot
+abort an upload (closing, even garbage-collecting, a stream completes it), so the object is
+written under ``<root>/.tmp/<uuid>``, verified, and copied over the target server-side
+(CopyObject replaces a key atomically); the temp object is then deleted, and deleted too when
+the write fails. A killed process can only leave an invisible incomplete upload under ``.tmp/``
+(a bucket lifecycle rule AbortIncompleteMultipartUpload clears those). Transient object-store
+errors (503 SlowDown, 5xx, resets, timeouts) are retried by the AWS SDK inside pyarrow (the one
+retry layer for the lake); fatal ones (AccessDenied, NoSuchBucket, bad credentials) fail at once.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pyarrow as pa
@@ -33,6 +41,8 @@ from pydantic import Field, PrivateAttr
 from blade_pipeline.settings import DEMO_LAKE_URI, BladeSettings
 
 DATA_FILE = "part-0.parquet"
+TEMP_DIR = ".tmp"  # object stores: under the lake root, outside every partition's prefix
+S3_ATTEMPTS = 6  # per S3 request, the SDK's standard retry strategy (transient errors only)
 #: A background fdatasync starts once this much more is written (big partitions only).
 SYNC_BEHIND_BYTES = 4 * 1024 * 1024
 METADATA_KEY = b"blade"
@@ -55,6 +65,9 @@ class ParquetLake(dg.ConfigurableResource):
     """Parquet files on a pyarrow filesystem (local directory or S3)."""
 
     uri: str = Field(default=DEMO_LAKE_URI, description="Local path or s3://bucket/prefix.")
+    s3_endpoint: str | None = Field(
+        default=None, description="S3-compatible endpoint (http(s)://host:port) for s3:// "
+                                  "URIs; unset: AWS. Credentials: the standard AWS variables.")
     compression: str = Field(default="zstd", description="Parquet compression codec.")
     row_group_rows: int = Field(default=128_000, ge=1_000, description="Rows per row group.")
 
@@ -65,16 +78,48 @@ class ParquetLake(dg.ConfigurableResource):
     def from_env(cls, settings: BladeSettings | None = None) -> ParquetLake:
         """``BLADE_LAKE_URI`` if set, else (demo deployment) ``.blade/lake``."""
         settings = settings or BladeSettings.load()
-        return cls(uri=dg.EnvVar("BLADE_LAKE_URI")) if settings.lake_uri else cls()
+        endpoint: dict[str, Any] = ({"s3_endpoint": dg.EnvVar("BLADE_S3_ENDPOINT")}
+                                    if settings.s3_endpoint else {})
+        return cls(uri=dg.EnvVar("BLADE_LAKE_URI"), **endpoint) if settings.lake_uri \
+            else cls(**endpoint)
 
     # ---- paths ----------------------------------------------------------------------------
     def _filesystem(self) -> tuple[pafs.FileSystem, str]:
         if self._fs is None:
-            if "://" in self.uri:
+            if self.uri.startswith("s3://"):
+                self._fs, self._root = self._s3()
+            elif "://" in self.uri:
                 self._fs, self._root = pafs.FileSystem.from_uri(self.uri)
             else:
                 self._fs, self._root = pafs.LocalFileSystem(), str(Path(self.uri).resolve())
         return self._fs, self._root.rstrip("/")
+
+    def _s3(self) -> tuple[pafs.FileSystem, str]:
+        """The S3 filesystem, built explicitly (``from_uri`` takes no retry or timeout
+        settings), and the root ``bucket/prefix``; the bucket must exist (a missing bucket
+        reads as "nothing there" otherwise)."""
+        root = self.uri[len("s3://"):].strip("/")
+        bucket = root.split("/", 1)[0]
+        options: dict[str, Any] = {
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS),
+            "connect_timeout": 5.0, "request_timeout": 60.0, "background_writes": True}
+        if self.s3_endpoint:
+            parts = urlsplit(self.s3_endpoint)
+            options["endpoint_override"] = parts.netloc or parts.path
+            options["scheme"] = parts.scheme or "https"
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            options["region"] = region
+        where = f"s3://{bucket}" + (f" at {self.s3_endpoint}" if self.s3_endpoint else "")
+        try:
+            fs = pafs.S3FileSystem(**options)
+            info = fs.get_file_info(bucket)
+        except OSError as exc:
+            raise LakeError(f"cannot reach the lake bucket {where}: {exc}") from None
+        if info.type != pafs.FileType.Directory:
+            raise LakeError(f"the lake bucket {where} does not exist (create it, or set "
+                            "BLADE_LAKE_URI to an existing bucket)")
+        return fs, root
 
     @property
     def is_local(self) -> bool:
@@ -109,17 +154,29 @@ class ParquetLake(dg.ConfigurableResource):
             raise
         return writer.commit(metadata)
 
+    def temp_path(self, suffix: str) -> str:
+        """A fresh key under the object store's temp prefix (outside every partition)."""
+        return self.path(TEMP_DIR, f"{uuid.uuid4().hex}{suffix}")
+
     def write_json(self, path: str, value: Any) -> None:
         """Write a small JSON document atomically (checkpoints)."""
         fs, _ = self._filesystem()
         data = json.dumps(value, sort_keys=True).encode()
         parent = path.rsplit("/", 1)[0]
+        if not self.is_local:
+            temp = self.temp_path(".json")
+            try:
+                with fs.open_output_stream(temp) as out:
+                    out.write(data)
+                fs.copy_file(temp, path)  # CopyObject: the old document or the new one
+            except OSError as exc:
+                raise LakeError(f"cannot write s3://{path}: {exc}") from exc
+            finally:
+                with contextlib.suppress(OSError):
+                    fs.delete_file(temp)
+            return
         try:
             fs.create_dir(parent, recursive=True)
-            if not self.is_local:
-                with fs.open_output_stream(path) as out:
-                    out.write(data)
-                return
             temp = f"{parent}/.tmp-{uuid.uuid4().hex}.json"
             with open(temp, "wb") as handle:
                 handle.write(data)
@@ -183,7 +240,8 @@ class PartitionWriter:
     """Streams row groups into one Parquet file and publishes it atomically on ``commit``.
 
     Locally: a hidden temp file in the target directory, fsynced, renamed over the target,
-    directory fsynced. On object stores the object is written in place (a PUT is atomic).
+    directory fsynced. On object stores: a temp object under ``.tmp/``, copied over the target
+    on ``commit`` (see the module doc); ``abort`` deletes it.
     While rows are written, a background thread flushes what is written so far to disk
     (``fdatasync``), so that the fsync of ``commit`` has little left to do.
     """
@@ -196,14 +254,15 @@ class PartitionWriter:
         self._synced = 0  # bytes of the temp file handed to a background fdatasync
         self._syncing: threading.Thread | None = None
         fs, _ = lake._filesystem()
+        self.local = lake.is_local
         try:
-            fs.create_dir(directory, recursive=True)
-            if lake.is_local:
-                self.temp: str | None = f"{directory}/.tmp-{uuid.uuid4().hex}.parquet"
+            if self.local:
+                fs.create_dir(directory, recursive=True)
+                self.temp: str = f"{directory}/.tmp-{uuid.uuid4().hex}.parquet"
                 self._sink: Any = open(self.temp, "wb")  # noqa: SIM115 (closed in commit/abort)
             else:
-                self.temp = None
-                self._sink = fs.open_output_stream(self.target)
+                self.temp = lake.temp_path(".parquet")
+                self._sink = fs.open_output_stream(self.temp)
             self._writer = pq.ParquetWriter(self._sink, schema, compression=lake.compression,
                                             **_encoding(schema))
         except OSError as exc:
@@ -218,7 +277,7 @@ class PartitionWriter:
             table = table.cast(self.schema)
         try:
             self._writer.write_table(table, row_group_size=self.lake.row_group_rows)
-            if self.temp is not None:
+            if self.local:
                 self._sync_behind()
         except OSError as exc:
             self.abort()
@@ -253,10 +312,8 @@ class PartitionWriter:
             if metadata is not None:
                 self._writer.add_key_value_metadata({METADATA_KEY: json.dumps(metadata).encode()})
             self._writer.close()
-            if self.temp is None:
-                self._sink.close()
-                size = self.lake._filesystem()[0].get_file_info(self.target).size
-                return WriteResult(self.target, self.rows, size)
+            if not self.local:
+                return self._publish_object()
             self._wait_for_sync()
             self._sink.flush()
             os.fsync(self._sink.fileno())
@@ -268,17 +325,38 @@ class PartitionWriter:
             raise LakeError(f"cannot write {self.target}: {exc.strerror or exc}") from exc
         return WriteResult(self.target, self.rows, os.path.getsize(self.target))
 
+    def _publish_object(self) -> WriteResult:
+        """Object stores: finish the temp object (closing raises if a part failed), check it
+        is the whole file, copy it over the target, delete it."""
+        fs = self.lake._filesystem()[0]
+        self._sink.close()
+        with fs.open_input_file(self.temp) as handle:
+            try:
+                rows = pq.ParquetFile(handle).metadata.num_rows
+            except pa.ArrowInvalid as exc:
+                raise OSError(f"the written object is no Parquet file: {exc}") from None
+        if rows != self.rows:
+            raise OSError(f"the written object holds {rows} rows of {self.rows}")
+        size = fs.get_file_info(self.temp).size
+        fs.copy_file(self.temp, self.target)
+        with contextlib.suppress(OSError):  # a leftover temp object is garbage, not an error
+            fs.delete_file(self.temp)
+        return WriteResult(self.target, self.rows, size)
+
     def abort(self) -> None:
-        """Drop the temp file; the previous partition (if any) stays as it was."""
+        """Drop the temp file (object); the previous partition (if any) stays as it was."""
         with contextlib.suppress(Exception):
             self._wait_for_sync()  # the file descriptor must outlive the sync using it
         for close in (getattr(self, "_writer", None), getattr(self, "_sink", None)):
             with contextlib.suppress(Exception):
                 if close is not None:
-                    close.close()
+                    close.close()  # on an object store this completes the temp object only
         if getattr(self, "temp", None):
             with contextlib.suppress(OSError):
-                os.unlink(self.temp)
+                if self.local:
+                    os.unlink(self.temp)
+                else:
+                    self.lake._filesystem()[0].delete_file(self.temp)
 
 
 #: Long unique text (JSON documents, hashes) gains nothing from dictionaries or min/max stats.

@@ -42,7 +42,6 @@ from blade_pipeline.settings import DEMO_LAKE_URI, BladeSettings
 
 DATA_FILE = "part-0.parquet"
 TEMP_DIR = ".tmp"  # object stores: under the lake root, outside every partition's prefix
-S3_ATTEMPTS = 6  # per S3 request, the SDK's standard retry strategy (transient errors only)
 #: A background fdatasync starts once this much more is written (big partitions only).
 SYNC_BEHIND_BYTES = 4 * 1024 * 1024
 METADATA_KEY = b"blade"
@@ -68,6 +67,8 @@ class ParquetLake(dg.ConfigurableResource):
     s3_endpoint: str | None = Field(
         default=None, description="S3-compatible endpoint (http(s)://host:port) for s3:// "
                                   "URIs; unset: AWS. Credentials: the standard AWS variables.")
+    s3_max_attempts: int = Field(default=6, ge=1, description="attempts per S3 request (the "
+                                 "SDK's standard retry strategy; transient errors only)")
     compression: str = Field(default="zstd", description="Parquet compression codec.")
     row_group_rows: int = Field(default=128_000, ge=1_000, description="Rows per row group.")
 
@@ -101,7 +102,7 @@ class ParquetLake(dg.ConfigurableResource):
         root = self.uri[len("s3://"):].strip("/")
         bucket = root.split("/", 1)[0]
         options: dict[str, Any] = {
-            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS),
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=self.s3_max_attempts),
             "connect_timeout": 5.0, "request_timeout": 60.0, "background_writes": True}
         if self.s3_endpoint:
             parts = urlsplit(self.s3_endpoint)

@@ -87,7 +87,8 @@ def test_a_missing_bucket_fails_at_once_naming_it_and_never_the_secret(s3_server
 
 
 def test_an_unreachable_endpoint_is_a_lake_error_naming_it():
-    lake = ParquetLake(uri="s3://blade/lake", s3_endpoint="http://127.0.0.1:9")
+    lake = ParquetLake(uri="s3://blade/lake", s3_endpoint="http://127.0.0.1:9",
+                       s3_max_attempts=2)  # the default 6 retry ~20 s before giving up
     with pytest.raises(LakeError, match=r"cannot reach the lake bucket s3://blade at "
                                         r"http://127\.0\.0\.1:9"):
         lake.path("x")

@@ -147,18 +147,22 @@ def test_6_run_worker_killed_mid_upload_is_failed_retried_and_ends_exact(
         pid, _ = started
         code_server = parent_pid(pid)
         assert b"grpc" in Path(f"/proc/{code_server}/cmdline").read_bytes()
+        if also_code_server:
+            # The host loses the daemon too (an OOM kill, a reboot): with the daemon alive, its
+            # run-retry consumer can meet the failure while the code server is gone, and
+            # Dagster does not try that retry again (DagsterUserCodeUnreachableError).
+            stop(daemon)
         os.kill(pid, signal.SIGKILL)
         if also_code_server:  # nothing is left to notice the dead worker but run monitoring
             os.kill(code_server, signal.SIGKILL)
         killed_at = saved()
         assert any(s["processed"] < s["total"] for s in killed_at), "the upload finished too fast"
+        if also_code_server:  # the restarted daemon's run monitoring finds the worker gone
+            daemon = start_daemon()
 
         failed = wait_for("the run to be failed", lambda: (
-            r := dagster_instance.get_run_by_id(run.run_id)).is_finished and r, 60)
+            r := dagster_instance.get_run_by_id(run.run_id)).is_finished and r, 120)
         assert failed.status == dg.DagsterRunStatus.FAILURE
-        if also_code_server:  # the daemon keeps no code server now: its supervisor restarts it
-            stop(daemon)
-            daemon = start_daemon()
         try:  # a restarted daemon starts its code server and run-retry consumer first
             retry = wait_for("the automatic retry", lambda: dagster_instance.get_runs(
                 dg.RunsFilter(tags={"dagster/parent_run_id": run.run_id})), 180)[0]

@@ -279,6 +279,20 @@ class Killer:
         self.thread.join(5)
 
 
+def rerun_exact_after_restart(server: ServerProcess, source: BladeSource, res: dict[str, Any],
+                              instance: dg.DagsterInstance, recorded: Recorded,
+                              reference: duckdb.DuckDBPyConnection, **build: Any) -> None:
+    """Restart the killed warehouse, re-run the source's day and find the catalog exact."""
+    restarted = ServerProcess(server.args, server.port, server.log_path)
+    restarted.start("/healthz", timeout=120)
+    try:
+        again = run(source, res, instance, recorded, **build)
+        assert again.success, failure_messages(again)
+        assert_exact(res, reference, source.data_type)
+    finally:
+        restarted.stop()
+
+
 def kill_mid_extract(server: ServerProcess, lake_dir: Path) -> Killer:
     """Kill the warehouse as soon as a partition's temp file shows up in the lake."""
     return Killer(server, lambda: [p.name for p in lake_dir.rglob(".tmp-*")])

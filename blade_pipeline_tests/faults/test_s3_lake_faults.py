@@ -9,15 +9,14 @@ import pyarrow.fs as pafs
 import pytest
 
 from blade_pipeline.assets import staged_key
-from blade_pipeline.devservices.processes import ServerProcess
 from blade_pipeline.resources.lake import TEMP_DIR, ParquetLake
 from blade_pipeline.sources import source_for
 from blade_pipeline_tests.faults.conftest import (
     DAY,
     Killer,
-    assert_exact,
     failure_messages,
     materialized,
+    rerun_exact_after_restart,
     run,
     slow_extract,
 )
@@ -57,11 +56,5 @@ def test_3s_warehouse_killed_mid_extract_leaves_the_s3_partition_exactly_as_it_w
     assert objects(lake) == listed, "objects were left behind"
     assert not [o for o in objects(lake) if o.startswith(TEMP_DIR)]
 
-    restarted = ServerProcess(server.args, server.port, server.log_path)
-    restarted.start("/healthz", timeout=120)
-    try:
-        final = run(source, res, dagster_instance, recorded, batch_rows=100)
-        assert final.success, failure_messages(final)
-        assert_exact(res, reference_db, "sortie")
-    finally:
-        restarted.stop()
+    rerun_exact_after_restart(server, source, res, dagster_instance, recorded, reference_db,
+                              batch_rows=100)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from blade_pipeline.assets import catalog_key, staged_key
-from blade_pipeline.devservices.processes import ServerProcess
 from blade_pipeline.sources import source_for
 from blade_pipeline_tests.faults.conftest import (
     DAY,
@@ -21,6 +20,7 @@ from blade_pipeline_tests.faults.conftest import (
     make_resources,
     materialization,
     materialized,
+    rerun_exact_after_restart,
     run,
     slow_extract,
 )
@@ -89,11 +89,5 @@ def test_3_warehouse_killed_mid_extract_fails_clearly_then_reexecution_succeeds(
     assert not list(lake_dir.rglob(".tmp-*")), "temp files left behind"
     assert not materialized(result, staged_key(source))
 
-    restarted = ServerProcess(server.args, server.port, server.log_path)
-    restarted.start("/healthz", timeout=120)
-    try:
-        again = run(source, res, dagster_instance, recorded, batch_rows=100)
-        assert again.success, failure_messages(again)
-        assert_exact(res, reference_db, "sortie")
-    finally:
-        restarted.stop()
+    rerun_exact_after_restart(server, source, res, dagster_instance, recorded, reference_db,
+                              batch_rows=100)

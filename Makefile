@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,devservices]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,devservices,celery]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -51,7 +51,7 @@ lock:
 	rm -rf .blade/lock-venv
 	$(PYTHON) -m venv .blade/lock-venv
 	.blade/lock-venv/bin/python -m pip install --quiet --upgrade pip
-	.blade/lock-venv/bin/python -m pip install --quiet -e '.[dev,devservices]'
+	.blade/lock-venv/bin/python -m pip install --quiet -e '.[dev,devservices,celery]'
 	{ echo "# pins for make setup / CI; regenerate with make lock"; \
 	  .blade/lock-venv/bin/python -m pip freeze --exclude-editable; } > constraints.txt
 	rm -rf .blade/lock-venv

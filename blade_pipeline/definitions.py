@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from blade_pipeline.assets import build_blade_assets
+from blade_pipeline.executors import executor_from_env
 from blade_pipeline.jobs import blade_item_job, blade_query_job, build_partition_job
 from blade_pipeline.partitions import daily_partitions
 from blade_pipeline.resources import resources_from_env
@@ -25,12 +26,11 @@ def build_definitions() -> dg.Definitions:
         jobs.append(job)
         sensors.append(build_change_sensor(source, job, daily_partitions(source)))
         schedules.append(build_daily_schedule(source, job))
-    # One process per run: a partition's steps run in sequence anyway (staged -> checks ->
-    # catalog) and this saves a Python start-up per step. Scale out with more concurrent runs
-    # (QueuedRunCoordinator) or switch to dg.multiprocess_executor (see README).
+    # BLADE_EXECUTOR: steps in the run's process (default), in child processes, or on Celery
+    # workers (blade_pipeline/executors.py).
     return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, sensors=sensors,
                           schedules=schedules, resources=resources_from_env(),
-                          executor=dg.in_process_executor)
+                          executor=executor_from_env())
 
 
 defs = build_definitions()

@@ -9,6 +9,10 @@
   catalog (``BLADE_CATALOG_URL``, ``BLADE_CATALOG_TOKEN``) and the lake (``BLADE_LAKE_URI``)
   must be set, or the code location fails to load naming the variables.
 
+``BLADE_EXECUTOR`` (``in_process`` default, ``multiprocess``, ``celery``) picks where a run's
+steps execute (``blade_pipeline/executors.py``); ``celery`` uses ``BLADE_CELERY_BROKER_URL``
+(required for ``prod``; the demo's RabbitMQ on 127.0.0.1 otherwise).
+
 Secrets are only checked for presence here: the resources read them through ``dg.EnvVar`` so
 that their values never reach run config, the UI or logs.
 """
@@ -25,6 +29,9 @@ DEMO_WAREHOUSE_TOKEN = "dev-warehouse-token"  # the mock's default; not a secret
 DEMO_CATALOG_URL = "http://127.0.0.1:8080"
 DEMO_CATALOG_TOKEN = "dev-catalog-token"  # the mock catalog's default; not a secret
 DEMO_LAKE_URI = ".blade/lake"
+#: The RabbitMQ of the development and CI machines (guest/guest: RabbitMQ's loopback-only
+#: default user, not a secret).
+DEMO_CELERY_BROKER_URL = "pyamqp://guest:guest@127.0.0.1:5672//"
 
 
 class SettingsError(ValueError):
@@ -59,6 +66,10 @@ class BladeSettings(BaseSettings):
     s3_endpoint: str | None = Field(default=None, validation_alias=_env("BLADE_S3_ENDPOINT"))
     sensor_interval_seconds: int = Field(
         default=30, ge=1, validation_alias=_env("BLADE_SENSOR_INTERVAL_SECONDS"))
+    executor: Literal["in_process", "multiprocess", "celery"] = Field(
+        default="in_process", validation_alias=_env("BLADE_EXECUTOR"))
+    celery_broker_url: SecretStr | None = Field(
+        default=None, validation_alias=_env("BLADE_CELERY_BROKER_URL"))
 
     @classmethod
     def load(cls) -> BladeSettings:
@@ -88,6 +99,8 @@ class BladeSettings(BaseSettings):
         required = {"DATABRICKS_TOKEN": self.databricks_token,
                     "BLADE_CATALOG_URL": self.catalog_url,
                     "BLADE_CATALOG_TOKEN": self.catalog_token, "BLADE_LAKE_URI": self.lake_uri}
+        if self.executor == "celery":
+            required["BLADE_CELERY_BROKER_URL"] = self.celery_broker_url
         missing += [name for name, value in required.items()
                     if not (value.get_secret_value() if isinstance(value, SecretStr) else value)]
         return missing

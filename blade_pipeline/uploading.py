@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from blade_pipeline import day_checks
 from blade_pipeline.resources.catalog import BatchResult, Catalog, KnownItems
-from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline.resources.lake import DATA_FILE, ParquetLake
 from blade_pipeline.sources import BladeSource
 
 KEPT_NEWER = "kept newer in catalog"  # how reports name items whose catalog row is newer
@@ -222,7 +222,8 @@ class StagedFile:
             yield from lake.iter_batches(self.items_dir, read_rows)
             return
         try:
-            yield from parquet.iter_batches(batch_size=read_rows)
+            with lake.errors("read", f"{self.items_dir}/{DATA_FILE}"):
+                yield from parquet.iter_batches(batch_size=read_rows)
         finally:
             parquet.close(force=True)
 

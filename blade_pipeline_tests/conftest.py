@@ -103,16 +103,20 @@ def s3_server(tmp_path_factory) -> Iterator[ServerProcess]:
     server.stop()
 
 
+def make_bucket(s3_server: ServerProcess, name: str) -> str:
+    """Create a bucket ``<name>-<unique>`` on the loopback S3 API; returns ``s3://bucket``."""
+    import pyarrow.fs as pafs
+
+    bucket = "".join(c if c.isalnum() or c == "-" else "-" for c in f"{name}-{free_port()}")
+    pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_server.port}", scheme="http",
+                      allow_bucket_creation=True).create_dir(bucket)
+    return f"s3://{bucket}"
+
+
 @pytest.fixture
 def s3_lake_uri(s3_server, request) -> str:
     """``s3://<fresh bucket>/lake`` on the loopback S3 API (the bucket created here)."""
-    import pyarrow.fs as pafs
-
-    bucket = f"blade-{request.node.name.lower()[:30].strip('_-')}-{free_port()}"
-    bucket = "".join(c if c.isalnum() or c == "-" else "-" for c in bucket)
-    pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_server.port}", scheme="http",
-                      allow_bucket_creation=True).create_dir(bucket)
-    return f"s3://{bucket}/lake"
+    return make_bucket(s3_server, f"blade-{request.node.name.lower()[:30].strip('_-')}") + "/lake"
 
 
 @pytest.fixture(scope="session")

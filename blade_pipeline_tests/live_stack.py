@@ -59,15 +59,18 @@ def make_pg_dagster_home(directory: Path) -> Path:
 
 @contextlib.contextmanager
 def live_dagster(warehouse: ServerProcess, catalog: ServerProcess, dagster_home: Path,
-                 pg_url: str, workdir: Path, **extra_env: str) -> Iterator[LiveStack]:
+                 pg_url: str, workdir: Path, *, lake_uri: str | None = None,
+                 s3_endpoint: str | None = None, **extra_env: str) -> Iterator[LiveStack]:
     """Start webserver + daemon on ``dagster_home`` (PostgreSQL at ``pg_url``) with the
-    pipeline pointed at ``warehouse``, ``catalog`` and a lake under ``workdir``; stop them on
-    exit. ``extra_env`` adds environment variables (e.g. BLADE_SENSOR_INTERVAL_SECONDS)."""
-    lake_dir = workdir / "lake"
+    pipeline pointed at ``warehouse``, ``catalog`` and a lake under ``workdir`` (or at
+    ``lake_uri``, e.g. ``s3://bucket/lake`` on ``s3_endpoint``); stop them on exit.
+    ``extra_env`` adds environment variables (e.g. BLADE_SENSOR_INTERVAL_SECONDS)."""
+    lake_uri = lake_uri or str(workdir / "lake")
     env = {"DAGSTER_HOME": str(dagster_home), "DAGSTER_PG_URL": pg_url,
            "BLADE_WAREHOUSE_URL": warehouse_url(warehouse), "DATABRICKS_TOKEN": WAREHOUSE_TOKEN,
            "BLADE_CATALOG_URL": catalog.base_url, "BLADE_CATALOG_TOKEN": CATALOG_TOKEN,
-           "BLADE_LAKE_URI": str(lake_dir),
+           "BLADE_LAKE_URI": lake_uri, **({"BLADE_S3_ENDPOINT": s3_endpoint} if s3_endpoint
+                                          else {}),
            # batches smaller than the default: the pause cases terminate between batches
            "BLADE_CATALOG_BATCH_SIZE": "10000", **extra_env}
     logs = workdir / "logs"
@@ -81,7 +84,8 @@ def live_dagster(warehouse: ServerProcess, catalog: ServerProcess, dagster_home:
     try:
         daemon.start("/server_info", timeout=60, env=env)  # returns once it runs: see below
         wait_for_daemons(DagsterGraphQL(web.base_url), daemon)
-        yield LiveStack(gql=DagsterGraphQL(web.base_url), lake=ParquetLake(uri=str(lake_dir)),
+        lake = ParquetLake(uri=lake_uri, s3_endpoint=s3_endpoint)
+        yield LiveStack(gql=DagsterGraphQL(web.base_url), lake=lake,
                         catalog=CatalogClient(base_url=catalog.base_url, token=CATALOG_TOKEN),
                         warehouse=DatabricksWarehouse(url=warehouse_url(warehouse),
                                                       token=WAREHOUSE_TOKEN),

@@ -15,8 +15,11 @@ written under ``<root>/.tmp/<uuid>``, verified, and copied over the target serve
 (CopyObject replaces a key atomically); the temp object is then deleted, and deleted too when
 the write fails. A killed process can only leave an invisible incomplete upload under ``.tmp/``
 (a bucket lifecycle rule AbortIncompleteMultipartUpload clears those). Transient object-store
-errors (503 SlowDown, 5xx, resets, timeouts) are retried by the AWS SDK inside pyarrow (the one
-retry layer for the lake); fatal ones (AccessDenied, NoSuchBucket, bad credentials) fail at once.
+errors (503 SlowDown, 5xx, resets, timeouts) are retried with backoff by the AWS SDK inside
+pyarrow (its standard strategy, ``s3_max_attempts``: the one retry layer for the lake); fatal ones
+(AccessDenied, NoSuchBucket, bad credentials) fail at once. Either way a ``LakeError`` names the
+object (``s3://bucket/key``) and the store's error code, says which kind it is and what to do,
+and never holds a credential.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -47,8 +51,46 @@ SYNC_BEHIND_BYTES = 4 * 1024 * 1024
 METADATA_KEY = b"blade"
 
 
+#: AWS SDK error codes (as pyarrow prints them) of a store that may recover: the SDK's retry
+#: strategy retried them already; an unknown code with an HTTP 5xx status is one too.
+TRANSIENT_CODES = frozenset({"SLOW_DOWN", "THROTTLING", "THROTTLING_EXCEPTION",
+                             "INTERNAL_FAILURE", "SERVICE_UNAVAILABLE", "NETWORK_CONNECTION",
+                             "REQUEST_TIMEOUT", "REQUEST_TIMEOUT_EXCEPTION", "UNAVAILABLE"})
+_CREDENTIAL_CODES = frozenset({"ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "EXPIRED_TOKEN",
+                               "MISSING_AUTHENTICATION_TOKEN", "SIGNATURE_DOES_NOT_MATCH",
+                               "INVALID_CLIENT_TOKEN_ID", "UNRECOGNIZED_CLIENT"})
+_AWS_ERROR = re.compile(r"AWS Error (\w+)(?: \(HTTP status (\d+)\))?")
+
+
 class LakeError(Exception):
-    """The lake could not be written or read; names the path and the cause."""
+    """The lake could not be written or read; names the path and the cause. ``transient``:
+    an object-store error that outlasted the SDK's retries (the store may recover)."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+def lake_error(action: str, where: str, exc: OSError, *, attempts: int = 1) -> LakeError:
+    """A ``LakeError`` for ``exc`` met while ``action``-ing ``where``: local errors by their
+    strerror, object-store errors by their AWS code, classified transient or fatal."""
+    text = str(exc.strerror or exc) if not isinstance(exc, LakeError) else str(exc)
+    match = _AWS_ERROR.search(text)
+    if match is None:
+        return LakeError(f"cannot {action} {where}: {text}")
+    code, status = match.group(1), int(match.group(2) or 0)
+    if code in TRANSIENT_CODES or (code == "UNKNOWN" and status >= 500):
+        return LakeError(
+            f"cannot {action} {where}: the object store kept failing ({code}, a transient "
+            f"error) through the SDK's retries (up to {attempts} attempts with backoff); "
+            f"re-execute from failure once it recovers (or raise s3_max_attempts). Store "
+            f"said: {text}", transient=True)
+    hint = ("check the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and the "
+            "bucket's policy" if code in _CREDENTIAL_CODES else
+            "the bucket is gone: create it or point BLADE_LAKE_URI at one"
+            if code == "NO_SUCH_BUCKET" else "see the store's message")
+    return LakeError(f"cannot {action} {where}: {code}, a fatal object-store error (not "
+                     f"retried): {hint}. Store said: {text}")
 
 
 @dataclass(frozen=True)
@@ -116,7 +158,8 @@ class ParquetLake(dg.ConfigurableResource):
             fs = pafs.S3FileSystem(**options)
             info = fs.get_file_info(bucket)
         except OSError as exc:
-            raise LakeError(f"cannot reach the lake bucket {where}: {exc}") from None
+            raise lake_error("reach the lake bucket", where, exc,
+                             attempts=self.s3_max_attempts) from None
         if info.type != pafs.FileType.Directory:
             raise LakeError(f"the lake bucket {where} does not exist (create it, or set "
                             "BLADE_LAKE_URI to an existing bucket)")
@@ -125,6 +168,22 @@ class ParquetLake(dg.ConfigurableResource):
     @property
     def is_local(self) -> bool:
         return isinstance(self._filesystem()[0], pafs.LocalFileSystem)
+
+    def where(self, path: str) -> str:
+        """``path`` as a person would name it: ``s3://bucket/key`` on an object store."""
+        return path if self.is_local else f"s3://{path}"
+
+    @contextlib.contextmanager
+    def errors(self, action: str, path: str) -> Iterator[None]:
+        """Turn an ``OSError`` met while ``action``-ing ``path`` into a classified
+        ``LakeError`` (see ``lake_error``)."""
+        try:
+            yield
+        except LakeError:
+            raise
+        except OSError as exc:
+            attempts = 1 if self.is_local else self.s3_max_attempts
+            raise lake_error(action, self.where(path), exc, attempts=attempts) from exc
 
     def path(self, *parts: str) -> str:
         """Absolute path (or bucket key) of ``parts`` under the lake root."""
@@ -167,16 +226,15 @@ class ParquetLake(dg.ConfigurableResource):
         if not self.is_local:
             temp = self.temp_path(".json")
             try:
-                with fs.open_output_stream(temp) as out:
-                    out.write(data)
-                fs.copy_file(temp, path)  # CopyObject: the old document or the new one
-            except OSError as exc:
-                raise LakeError(f"cannot write s3://{path}: {exc}") from exc
+                with self.errors("write", path):
+                    with fs.open_output_stream(temp) as out:
+                        out.write(data)
+                    fs.copy_file(temp, path)  # CopyObject: the old document or the new one
             finally:
                 with contextlib.suppress(OSError):
                     fs.delete_file(temp)
             return
-        try:
+        with self.errors("write", path):
             fs.create_dir(parent, recursive=True)
             temp = f"{parent}/.tmp-{uuid.uuid4().hex}.json"
             with open(temp, "wb") as handle:
@@ -185,20 +243,19 @@ class ParquetLake(dg.ConfigurableResource):
                 os.fsync(handle.fileno())
             os.replace(temp, path)
             _fsync_dir(parent)
-        except OSError as exc:
-            raise LakeError(f"cannot write {path}: {exc}") from exc
 
     # ---- reads ------------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
         fs, _ = self._filesystem()
-        return fs.get_file_info(path).type != pafs.FileType.NotFound
+        with self.errors("read", path):
+            return fs.get_file_info(path).type != pafs.FileType.NotFound
 
     def read_json(self, path: str) -> Any | None:
         """A JSON document, or None when absent."""
         fs, _ = self._filesystem()
         if not self.exists(path):
             return None
-        with fs.open_input_stream(path) as handle:
+        with self.errors("read", path), fs.open_input_stream(path) as handle:
             return json.loads(handle.read())
 
     def parquet_file(self, directory: str) -> pq.ParquetFile | None:
@@ -207,7 +264,8 @@ class ParquetLake(dg.ConfigurableResource):
         target = f"{directory}/{DATA_FILE}"
         if not self.exists(target):
             return None
-        return pq.ParquetFile(fs.open_input_file(target))
+        with self.errors("read", target):
+            return pq.ParquetFile(fs.open_input_file(target))
 
     def footer_metadata(self, directory: str) -> dict[str, Any] | None:
         """The ``blade`` footer metadata of a partition file, or None when absent."""
@@ -232,7 +290,8 @@ class ParquetLake(dg.ConfigurableResource):
         if pf is None:
             return
         try:
-            yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+            with self.errors("read", f"{directory}/{DATA_FILE}"):
+                yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
         finally:
             pf.close(force=True)
 
@@ -268,7 +327,11 @@ class PartitionWriter:
                                             **_encoding(schema))
         except OSError as exc:
             self.abort()
-            raise LakeError(f"cannot write {self.target}: {exc.strerror or exc}") from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: OSError) -> LakeError:
+        attempts = 1 if self.local else self.lake.s3_max_attempts
+        return lake_error("write", self.lake.where(self.target), exc, attempts=attempts)
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         if not batch.num_rows:
@@ -282,7 +345,7 @@ class PartitionWriter:
                 self._sync_behind()
         except OSError as exc:
             self.abort()
-            raise LakeError(f"cannot write {self.target}: {exc.strerror or exc}") from exc
+            raise self._error(exc) from exc
         self.rows += table.num_rows
 
     def _sync_behind(self) -> None:
@@ -323,7 +386,7 @@ class PartitionWriter:
             _fsync_dir(self.directory)
         except OSError as exc:
             self.abort()
-            raise LakeError(f"cannot write {self.target}: {exc.strerror or exc}") from exc
+            raise self._error(exc) from exc
         return WriteResult(self.target, self.rows, os.path.getsize(self.target))
 
     def _publish_object(self) -> WriteResult:

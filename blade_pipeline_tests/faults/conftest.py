@@ -65,7 +65,7 @@ class Recorded:
 
     run_ids: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
-    lakes: list[Path] = field(default_factory=list)
+    lakes: dict[str, ParquetLake] = field(default_factory=dict)  # by URI: local or s3://
     results: list[dg.ExecuteInProcessResult] = field(default_factory=list)
 
 
@@ -136,7 +136,7 @@ def run(source: BladeSource, res: dict[str, Any], instance: dg.DagsterInstance,
         recorded.results.append(result)
         recorded.texts += failure_messages(result)
         lake = res["lake"]
-        recorded.lakes.append(Path(lake.uri))
+        recorded.lakes.setdefault(lake.uri, lake)
     return result
 
 

@@ -5,6 +5,9 @@
 * a range run (three days in one run) is terminated mid-upload (pause) and re-executed from
   failure (resume): the catalog ends with exactly the staged items, each at version 1 (no loss,
   no double upload).
+
+The stack's lake is on the loopback S3 API (moto's server): the checkpoints that pause and
+resume rest on are S3 objects here (the browser tests' stack keeps a local lake).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from blade_pipeline_tests.conftest import END_DATE
+from blade_pipeline_tests.conftest import END_DATE, make_bucket
 from blade_pipeline_tests.live_stack import (
     LiveStack,
     assert_catalog_holds_exactly_the_staged_items,
@@ -29,13 +32,16 @@ RANGE = [(END_DATE - dt.timedelta(days=n)).isoformat() for n in (3, 2, 1)]  # ~4
 
 
 @pytest.fixture(scope="module")
-def stack(start_warehouse, start_catalog, pg_dagster_home, pg_url,
-          tmp_path_factory) -> Iterator[LiveStack]:
-    """Warehouse (one big partition), slow catalog, webserver + daemon on PostgreSQL."""
+def stack(start_warehouse, start_catalog, pg_dagster_home, pg_url, s3_server, tmp_path_factory
+          ) -> Iterator[LiveStack]:
+    """Warehouse (one big partition), slow catalog, S3 lake, webserver + daemon on
+    PostgreSQL."""
     warehouse = start_warehouse(BIG_ROWS, "--days", "3")
     catalog = start_catalog("--latency-ms", "150")
+    lake_uri = make_bucket(s3_server, "blade-live") + "/lake"
     with live_dagster(warehouse, catalog, pg_dagster_home, pg_url,
-                      tmp_path_factory.mktemp("live"), BLADE_SENSOR_INTERVAL_SECONDS="3") as live:
+                      tmp_path_factory.mktemp("live"), lake_uri=lake_uri,
+                      s3_endpoint=s3_server.base_url, BLADE_SENSOR_INTERVAL_SECONDS="3") as live:
         yield live
 
 

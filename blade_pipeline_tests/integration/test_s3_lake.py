@@ -10,6 +10,7 @@ import pytest
 
 from blade_pipeline.resources.lake import TEMP_DIR, LakeError, ParquetLake
 from blade_pipeline_tests.conftest import S3_ENV
+from blade_pipeline_tests.s3_faults import s3_fault_proxy
 
 SCHEMA = pa.schema([("item_id", pa.string()), ("n", pa.int64())])
 
@@ -92,3 +93,82 @@ def test_an_unreachable_endpoint_is_a_lake_error_naming_it():
     with pytest.raises(LakeError, match=r"cannot reach the lake bucket s3://blade at "
                                         r"http://127\.0\.0\.1:9"):
         lake.path("x")
+
+
+# ---- a store that throttles, fails and refuses (the fault proxy in front of moto) -----------
+
+@pytest.fixture
+def proxied(s3_server, s3_lake_uri):
+    """The lake through the fault proxy (3 attempts per request: the default 6 wait ~19 s)."""
+    with s3_fault_proxy(s3_server.base_url) as (proxy, url):
+        yield proxy, ParquetLake(uri=s3_lake_uri, s3_endpoint=url, s3_max_attempts=3,
+                                 row_group_rows=1_000)
+
+
+def staged_bytes(lake: ParquetLake, directory: str) -> bytes:
+    return lake._filesystem()[0].open_input_file(f"{directory}/part-0.parquet").read()
+
+
+def test_slowdown_and_5xx_bursts_are_retried_by_the_sdk_and_the_write_lands(proxied):
+    proxy, lake = proxied
+    directory = lake.partition_dir("maintenance", "2026-06-27")
+    slow = proxy.fail("PUT", 503, "SlowDown", path_part="partNumber=", times=2)
+    broken = proxy.fail("POST", 500, "InternalError", path_part="uploadId=", times=1)
+    lake.write_parquet(directory, SCHEMA, [table(2500)], metadata={"valid": 2500})
+    assert (slow.hits, broken.hits) == (2, 1)
+    assert lake.footer_metadata(directory) == {"valid": 2500}
+    lake.write_json(lake.checkpoint_path("maintenance", "2026-06-27"), {"acknowledged": []})
+    assert keys(lake) == ["maintenance/checkpoints/date=2026-06-27.json",
+                          "maintenance/date=2026-06-27/part-0.parquet"]
+
+
+def test_a_store_that_keeps_throttling_is_a_transient_error_and_keeps_the_old_object(proxied):
+    proxy, lake = proxied
+    directory = lake.partition_dir("sortie", "2026-06-27")
+    lake.write_parquet(directory, SCHEMA, [table(1000)])
+    before = staged_bytes(lake, directory)
+    rule = proxy.fail("PUT", 503, "SlowDown", path_part="partNumber=")
+    with pytest.raises(LakeError) as caught:
+        lake.write_parquet(directory, SCHEMA, [table(2000, 7)])
+    error = caught.value
+    assert error.transient and rule.hits == 3  # s3_max_attempts, then it gives up
+    message = str(error)
+    assert f"s3://{directory}/part-0.parquet" in message and "SLOW_DOWN" in message
+    assert "transient" in message and "re-execute from failure" in message
+    assert S3_ENV["AWS_SECRET_ACCESS_KEY"] not in message
+    proxy.clear()
+    assert staged_bytes(lake, directory) == before
+    assert keys(lake) == ["sortie/date=2026-06-27/part-0.parquet"]
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "InvalidAccessKeyId"])
+def test_a_refusal_fails_at_once_naming_the_key_and_never_the_secret(proxied, code):
+    proxy, lake = proxied
+    directory = lake.partition_dir("supply", "2026-06-27")
+    lake.write_parquet(directory, SCHEMA, [table(1000)])
+    before = staged_bytes(lake, directory)
+    rule = proxy.fail("PUT", 403, code)
+    with pytest.raises(LakeError) as caught:
+        lake.write_parquet(directory, SCHEMA, [table(1500)])
+    assert rule.hits == 1, "a fatal error was retried"
+    error, message = caught.value, str(caught.value)
+    assert not error.transient and "fatal" in message and "credentials" in message
+    assert f"s3://{directory}/part-0.parquet" in message
+    assert S3_ENV["AWS_SECRET_ACCESS_KEY"] not in message
+    with pytest.raises(LakeError, match=r"cannot write s3://.*checkpoints/date=2026-06-27\.json"):
+        lake.write_json(lake.checkpoint_path("supply", "2026-06-27"), {"acknowledged": []})
+    proxy.clear()
+    assert staged_bytes(lake, directory) == before
+
+
+def test_read_errors_are_lake_errors_naming_the_key(proxied):
+    proxy, lake = proxied
+    path = lake.checkpoint_path("readiness", "2026-06-27")
+    lake.write_json(path, {"acknowledged": []})
+    proxy.fail("HEAD", 403, "AccessDenied", times=1)
+    with pytest.raises(LakeError, match=rf"cannot read s3://{path}: ACCESS_DENIED, a fatal"):
+        lake.read_json(path)
+    proxy.fail("GET", 503, "SlowDown")
+    with pytest.raises(LakeError) as caught:
+        lake.read_json(path)
+    assert caught.value.transient and f"s3://{path}" in str(caught.value)

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from blade_pipeline.resources.lake import LakeError, ParquetLake
+from blade_pipeline.resources.lake import LakeError, ParquetLake, lake_error
 
 SCHEMA = pa.schema([("x", pa.int64())])
 
@@ -53,3 +53,25 @@ def test_checkpoints_round_trip(tmp_path):
     assert lake.read_json(path) is None
     lake.write_json(path, {"acknowledged": [0, 1]})
     assert lake.read_json(path) == {"acknowledged": [0, 1]}
+
+
+@pytest.mark.parametrize(("text", "transient"), [
+    ("AWS Error SLOW_DOWN during UploadPart operation: Please reduce your request rate.", True),
+    ("AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 56", True),
+    ("AWS Error UNKNOWN (HTTP status 503) during PutObject operation: x", True),
+    ("AWS Error UNKNOWN (HTTP status 400) during PutObject operation: x", False),
+    ("AWS Error ACCESS_DENIED during HeadObject operation: No response body.", False),
+    ("AWS Error NO_SUCH_BUCKET during CreateMultipartUpload operation: gone", False),
+])
+def test_object_store_errors_are_classified_by_their_aws_code(text, transient):
+    error = lake_error("write", "s3://b/k", OSError(text), attempts=4)
+    assert error.transient is transient
+    message = str(error)
+    assert message.startswith("cannot write s3://b/k: ") and text in message
+    assert ("transient" in message) is transient and ("fatal" in message) is not transient
+
+
+def test_local_errors_keep_their_strerror():
+    error = lake_error("write", "/lake/x", OSError(28, "No space left on device"))
+    assert str(error) == "cannot write /lake/x: No space left on device"
+    assert not error.transient

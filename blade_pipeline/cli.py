@@ -85,7 +85,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                  catalog_port=args.catalog_port,
                                  dagster_port=args.dagster_port,
                                  change_interval=args.change_interval,
-                                 backfill_days=args.backfill_days))
+                                 backfill_days=args.backfill_days, lake=args.lake,
+                                 s3_port=args.s3_port))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -154,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "holds; 0 = none)")
     demo.add_argument("--change-interval", type=float, default=60.0,
                       help="seconds between warehouse change-feed ticks (0 = off)")
+    demo.add_argument("--lake", choices=["local", "s3"], default="local",
+                      help="where the lake lives: <home>/lake (default), or a bucket on a "
+                           "loopback S3 API (moto's server, in memory: gone when the demo "
+                           "stops) started by the demo")
+    demo.add_argument("--s3-port", type=int, default=9000, help="port of the demo's S3 API")
     demo.set_defaults(handler=_cmd_demo)
 
     wh = sub.add_parser("mock-warehouse", help="run the mock Databricks SQL warehouse (dev)")

@@ -7,6 +7,7 @@ shows the items. It prints how long the history took and how many items landed.
 Everything lives under ``--home`` (default ``.blade/``): the warehouse's DuckDB file, the
 catalog's SQLite file, the Parquet lake, service logs and the Dagster instance (SQLite unless
 ``DAGSTER_PG_URL`` is set, then PostgreSQL via the repository's dagster.yaml).
+``--lake s3`` puts the lake in a bucket of a loopback S3 API (moto's server, in memory) instead.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, port_in_use
+from blade_pipeline.devservices.s3 import LOOPBACK_S3_ENV, create_bucket, start_s3
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HISTORY_DAYS = 730  # what the mock warehouse's generator seeds: the days before today
@@ -85,6 +87,19 @@ class DemoSettings:
     catalog_token: str = "dev-catalog-token"
     change_interval: float = 0.0
     backfill_days: int = HISTORY_DAYS
+    lake: str = "local"  # or "s3": a bucket on the demo's loopback S3 API
+    s3_port: int = 9000
+
+
+DEMO_BUCKET = "blade-demo"
+
+
+def start_demo_s3(settings: DemoSettings, logs: Path) -> tuple[ServerProcess, dict[str, str]]:
+    """The demo's loopback S3 API with its bucket; the lake's environment."""
+    server = start_s3(settings.s3_port, logs / "s3.log")
+    env = {**LOOPBACK_S3_ENV, "BLADE_LAKE_URI": f"{create_bucket(server, DEMO_BUCKET)}/lake",
+           "BLADE_S3_ENDPOINT": server.base_url}
+    return server, env
 
 
 def dagster_home(settings: DemoSettings) -> Path:
@@ -98,8 +113,11 @@ def dagster_home(settings: DemoSettings) -> Path:
 
 
 def _check_ports(settings: DemoSettings) -> None:
-    for name, port in (("mock warehouse", settings.warehouse_port),
-                       ("catalog", settings.catalog_port), ("Dagster UI", settings.dagster_port)):
+    ports = [("mock warehouse", settings.warehouse_port), ("catalog", settings.catalog_port),
+             ("Dagster UI", settings.dagster_port)]
+    if settings.lake == "s3":
+        ports.append(("S3 API", settings.s3_port))
+    for name, port in ports:
         if port_in_use(port):
             raise SystemExit(f"port {port} for the {name} is already in use: stop what runs "
                              "there (an earlier demo?) or pick another port")
@@ -192,8 +210,15 @@ def run_demo(settings: DemoSettings) -> int:
         [dagster_bin, "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
          "-p", str(settings.dagster_port)],
         settings.dagster_port, logs / "dagster.log")
-    started = []
+    started: list[ServerProcess] = []
+    s3: ServerProcess | None = None
     try:
+        if settings.lake == "s3":
+            s3, s3_env = start_demo_s3(settings, logs)
+            started.append(s3)
+            env.update(s3_env)
+            print(f"  lake: {s3_env['BLADE_LAKE_URI']} on {s3.base_url} (moto's S3 API, in "
+                  "memory)", flush=True)
         print(f"starting the mock warehouse ({settings.rows} rows per table) ...", flush=True)
         warehouse.start("/healthz", timeout=300, env=env)
         started.append(warehouse)
@@ -223,5 +248,5 @@ def run_demo(settings: DemoSettings) -> int:
         print("stopping ...", flush=True)
         return 0
     finally:
-        for proc in reversed([warehouse, catalog, dagster]):
+        for proc in reversed([*([s3] if s3 else []), warehouse, catalog, dagster]):
             proc.stop(timeout=20)

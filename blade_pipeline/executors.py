@@ -23,16 +23,21 @@ CELERY_QUEUE = "dagster"
 #: One result backend over the broker itself: no extra service. Results are small (a step's
 #: events go to the instance, not through Celery).
 CELERY_BACKEND = "rpc://"
-#: Celery settings of the executor and the workers alike (they must agree).
+#: Celery settings of the executor's app and the workers' (``blade_pipeline.celery_worker``).
 CELERY_CONFIG = {
-    # a worker takes one step at a time: a killed worker loses only the step it ran
+    # a worker takes one step at a time: a dead worker holds only the step it ran
     "worker_prefetch_multiplier": 1,
-    # the broker must not hand a step that a dead worker had taken to another worker behind
-    # Dagster's back: Dagster's run failure + re-execution from failure own that decision
-    "task_acks_late": False,
+    # A step is acknowledged when it ends, not when a worker takes it: if the worker dies
+    # (kill -9, a lost machine) RabbitMQ hands the step to another worker, which runs it again
+    # (our steps are idempotent: staging replaces a day atomically, the upload resumes from
+    # its checkpoint). With dagster-celery's default (ack on receipt) the step is lost and the
+    # run waits for it forever: its executor has no step timeout.
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,  # also when only the pool child dies (OOM killer)
+    # a frozen worker (its TCP connection open) is given up after ~2 heartbeats, not ~2 min
+    "broker_heartbeat": 10,
     "broker_connection_retry_on_startup": True,
 }
-
 
 def executor_from_env(settings: BladeSettings | None = None) -> dg.ExecutorDefinition:
     """The executor ``BLADE_EXECUTOR`` names (``in_process`` when unset)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from blade_pipeline.devservices.processes import (
     free_port,
     stop_all,
 )
+from blade_pipeline.devservices.s3 import create_bucket, start_s3
 from blade_pipeline_tests.postgres import fresh_pg_database, pg_answers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -94,23 +94,15 @@ def s3_server(tmp_path_factory) -> Iterator[ServerProcess]:
     """An S3-compatible API (moto's server mode) on a free loopback port, for the session."""
     for name, value in S3_ENV.items():
         os.environ.setdefault(name, value)
-    directory = tmp_path_factory.mktemp("s3")
-    port = free_port()
-    server = ServerProcess([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                            str(port)], port, directory / "s3.log")
-    server.start("/", timeout=60)
+    server = start_s3(free_port(), tmp_path_factory.mktemp("s3") / "s3.log")
     yield server
     server.stop()
 
 
 def make_bucket(s3_server: ServerProcess, name: str) -> str:
     """Create a bucket ``<name>-<unique>`` on the loopback S3 API; returns ``s3://bucket``."""
-    import pyarrow.fs as pafs
-
     bucket = "".join(c if c.isalnum() or c == "-" else "-" for c in f"{name}-{free_port()}")
-    pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{s3_server.port}", scheme="http",
-                      allow_bucket_creation=True).create_dir(bucket)
-    return f"s3://{bucket}"
+    return create_bucket(s3_server, bucket)
 
 
 @pytest.fixture

@@ -14,6 +14,11 @@ loopback ports, then runs each stage in its own child process (see ``stages.py``
     backfill     the same rows over --backfill-days days (default 730), as one range run
     backfill_small  120 daily partitions of the demo's size (4 data types x 30 days, ~27
                  rows a day), one range run per data type
+
+``--lake s3`` adds ``ceiling_s3``, ``stage_s3`` and ``materialize_s3``: the same stages with the
+lake on a loopback S3 API (moto's server, started here; its CPU is counted with the servers'),
+each reported as a ratio to its local-disk figure of the same run; ``ceiling_s3`` (the raw
+Parquet stream to the S3 API) tells what that server can absorb on this machine.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ import tempfile
 from pathlib import Path
 
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, free_port
+from blade_pipeline.devservices.s3 import create_bucket, start_s3, use_loopback_credentials
 from blade_pipeline.sources import SourcesFileError, source_for
 
 STAGE_ORDER = ("ceiling", "extract", "transform", "validate", "stage", "upload", "materialize",
                "backfill", "backfill_small")
+S3_STAGES = ("ceiling_s3", "stage_s3", "materialize_s3")  # --lake s3: each beside its local one
 SMALL_ROWS = 20_000  # the demo's warehouse: 20k rows a table over 730 days
 END_DATE = "2026-06-30"
 WAREHOUSE_TOKEN, CATALOG_TOKEN = "bench-warehouse", "bench-catalog"
@@ -69,13 +76,20 @@ def _warehouse(workdir: Path, name: str, rows: int, days: int) -> ServerProcess:
 
 def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_000,
               repeat: int = 1, stages: tuple[str, ...] = STAGE_ORDER,
-              backfill_days: int = 730) -> dict:
+              backfill_days: int = 730, lake: str = "local") -> dict:
     """Run every stage ``repeat`` times; return per-stage medians, ranges and ratios."""
+    if lake == "s3":
+        stages = (*stages, *(s for s in S3_STAGES if s.removesuffix("_s3") in stages))
     samples: dict[str, list[dict]] = {s: [] for s in stages}
     with tempfile.TemporaryDirectory(prefix="blade-bench-") as tmp:
         workdir = Path(tmp)
         warehouses = {"warehouse": _warehouse(workdir, "warehouse", rows, 1)}
+        s3: ServerProcess | None = None
         try:
+            if lake == "s3":
+                use_loopback_credentials()  # inherited by the stage processes
+                s3 = start_s3(free_port(), workdir / "s3.log")
+                warehouses["s3"] = s3  # stopped with the warehouses, CPU counted with them
             if "backfill" in stages:  # the same rows, spread over the days
                 warehouses["range"] = _warehouse(workdir, "range", rows, backfill_days)
             if "backfill_small" in stages:
@@ -85,7 +99,8 @@ def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_0
                 run_dir = workdir / f"run{attempt}"
                 run_dir.mkdir()
                 catalogs = [_catalog(run_dir, name)
-                            for name in ("catalog", "catalog2", "catalog3", "catalog4")]
+                            for name in ("catalog", "catalog2", "catalog3", "catalog4",
+                                         *(["catalog5"] if s3 else []))]
                 cfg = {"rows": rows, "seed": 42, "end": END_DATE, "data_type": data_type,
                        "batch_rows": batch_rows, "workdir": str(run_dir),
                        "warehouse_url": f"{warehouse.base_url}/sql/1.0/warehouses/bench",
@@ -94,6 +109,9 @@ def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_0
                        "catalog2_url": catalogs[1].base_url,
                        "catalog3_url": catalogs[2].base_url,
                        "catalog4_url": catalogs[3].base_url, "backfill_days": backfill_days,
+                       "catalog5_url": catalogs[4].base_url if s3 else "",
+                       "s3_endpoint": s3.base_url if s3 else "",
+                       "s3_lake_uri": create_bucket(s3, f"bench-{attempt}") if s3 else "",
                        "range_warehouse_url": _url(warehouses.get("range")),
                        "small_warehouse_url": _url(warehouses.get("small")),
                        "server_pids": {
@@ -143,7 +161,13 @@ def summarize(samples: dict[str, list[dict]], rows: int, data_type: str, batch_r
         if stage == "ceiling":
             ceiling = entry
         result["stages"][stage] = entry
-    for entry in result["stages"].values():
+    for stage, entry in result["stages"].items():
+        local = result["stages"].get(stage.removesuffix("_s3"))
+        if stage.endswith("_s3") and local:
+            entry["ratio_to_local"] = round(entry["rows_per_s"] / local["rows_per_s"], 3)
+            if stage != "ceiling_s3" and (s3_ceiling := result["stages"].get("ceiling_s3")):
+                entry["ratio_to_s3_ceiling"] = round(
+                    entry["rows_per_s"] / s3_ceiling["rows_per_s"], 3)
         if ceiling:
             entry["ratio_to_ceiling"] = round(entry["rows_per_s"] / ceiling["rows_per_s"], 3)
             entry["rss_ratio_to_ceiling"] = round(entry["peak_rss_mb"] / ceiling["peak_rss_mb"],
@@ -168,6 +192,11 @@ def format_table(result: dict) -> str:
             f"{e.get('added_rss_ratio_to_ceiling', 0):>10.2f} {e['cpu_s']:>7.2f} "
             f"{e['server_cpu_s']:>12.2f}")
     for stage, e in result["stages"].items():
+        if "ratio_to_local" in e:
+            lines.append(f"{stage}: {e['ratio_to_local']:.2f}x the rows/s of "
+                         f"{stage.removesuffix('_s3')} on local disk (same run)"
+                         + (f", {e['ratio_to_s3_ceiling']:.3f} of ceiling_s3"
+                            if "ratio_to_s3_ceiling" in e else ""))
         if "runs" in e:
             lines.append(f"{stage}: {e['days']} daily partitions in {e['runs']} run(s), "
                          f"{e['seconds']:.1f} s wall, {e['seconds_per_run']:.2f} s per run")
@@ -196,6 +225,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="comma-separated subset of: " + ", ".join(STAGE_ORDER))
     parser.add_argument("--backfill-days", type=_positive_int, default=730,
                         help="days the backfill stage spreads the rows over")
+    parser.add_argument("--lake", choices=["local", "s3"], default="local",
+                        help="s3: also run stage and materialize with the lake on a loopback "
+                             "S3 API (moto's server), as ratios to local disk")
     parser.add_argument("--out", help="write the JSON result here")
     return parser
 
@@ -212,7 +244,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"blade bench: {exc}", file=sys.stderr)
         return 2
     result = run_bench(args.rows, args.data_type, args.batch_rows, args.repeat, stages,
-                       args.backfill_days)
+                       args.backfill_days, args.lake)
     print(format_table(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))

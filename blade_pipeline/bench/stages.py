@@ -81,14 +81,21 @@ def _day(cfg: dict) -> str:
     return (dt.date.fromisoformat(cfg["end"]) - dt.timedelta(days=1)).isoformat()
 
 
-def prepare_ceiling(cfg: dict) -> Callable[[], int]:
+def prepare_ceiling(cfg: dict, s3: bool = False) -> Callable[[], int]:
+    """DuckDB -> Arrow -> Parquet, one file: on local disk, or (``s3``) streamed straight to
+    an object of the loopback S3 API (what that server can absorb: the S3 stages' ceiling)."""
     con, sql = _local_rows(cfg)
-    out = Path(cfg["workdir"]) / "ceiling.parquet"
+    out: Any = Path(cfg["workdir"]) / "ceiling.parquet"
+    filesystem = None
+    if s3:
+        lake = _lake(cfg, "ceiling", s3=True)
+        filesystem, out = lake._filesystem()[0], lake.path("ceiling.parquet")
 
     def run() -> int:
         reader = con.cursor().sql(sql).to_arrow_reader(cfg["batch_rows"])
         rows = 0
-        with pq.ParquetWriter(out, reader.schema, compression="zstd") as writer:
+        with pq.ParquetWriter(out, reader.schema, compression="zstd",
+                              filesystem=filesystem) as writer:
             for batch in reader:
                 writer.write_batch(batch)
                 rows += batch.num_rows
@@ -144,8 +151,17 @@ def _stage(cfg: dict, lake: ParquetLake) -> ingest.StageResult:
                         IngestRun.now("bench"), duplicates=duplicates)
 
 
-def prepare_stage(cfg: dict) -> Callable[[], int]:
-    lake = ParquetLake(uri=str(Path(cfg["workdir"]) / "lake"))
+def _lake(cfg: dict, name: str, s3: bool = False) -> ParquetLake:
+    """The lake ``name`` of this bench run: under the run's workdir, or (``s3``) under a prefix
+    of the bench bucket on the loopback S3 API (``blade bench --lake s3``)."""
+    if s3:
+        return ParquetLake(uri=f"{cfg['s3_lake_uri']}/{name}", s3_endpoint=cfg["s3_endpoint"])
+    return ParquetLake(uri=str(Path(cfg["workdir"]) / name))
+
+
+def prepare_stage(cfg: dict, s3: bool = False) -> Callable[[], int]:
+    lake = _lake(cfg, "lake", s3)
+    lake.path()  # the filesystem (and, on S3, the bucket check) outside the clock
     preload_connector()  # what Dagster's resource setup does before a step runs
     return lambda: _stage(cfg, lake).extracted
 
@@ -170,7 +186,7 @@ def prepare_upload(cfg: dict) -> Callable[[], int]:
     return run
 
 
-def prepare_materialize(cfg: dict) -> Callable[[], int]:
+def prepare_materialize(cfg: dict, s3: bool = False) -> Callable[[], int]:
     """staged + checks + catalog through Dagster (``materialize``) into a fresh catalog."""
     import dagster as dg
 
@@ -178,9 +194,9 @@ def prepare_materialize(cfg: dict) -> Callable[[], int]:
 
     source = source_for(cfg["data_type"])
     resources = {"warehouse": _warehouse(cfg),
-                 "catalog": CatalogClient(base_url=cfg["catalog2_url"],
+                 "catalog": CatalogClient(base_url=cfg["catalog5_url" if s3 else "catalog2_url"],
                                           token=cfg["catalog_token"]),
-                 "lake": ParquetLake(uri=str(Path(cfg["workdir"]) / "lake-dagster"))}
+                 "lake": _lake(cfg, "lake-dagster", s3)}
 
     def run() -> int:
         result = dg.materialize(build_blade_assets(source, cfg["batch_rows"]),
@@ -267,6 +283,10 @@ STAGES: dict[str, Callable[[dict], Callable[[], Any]]] = {
     "validate": prepare_validate, "stage": prepare_stage, "upload": prepare_upload,
     "materialize": prepare_materialize, "backfill": prepare_backfill,
     "backfill_small": prepare_backfill_small,
+    # --lake s3: the same stages with the lake on the loopback S3 API
+    "ceiling_s3": lambda cfg: prepare_ceiling(cfg, s3=True),
+    "stage_s3": lambda cfg: prepare_stage(cfg, s3=True),
+    "materialize_s3": lambda cfg: prepare_materialize(cfg, s3=True),
 }
 
 

@@ -6,18 +6,18 @@ import sys
 
 import pytest
 
-from blade_pipeline.bench.run import STAGE_ORDER
+from blade_pipeline.bench.run import S3_STAGES, STAGE_ORDER
 
 
 @pytest.mark.slow
 def test_bench_runs_every_stage_and_reports_ratios(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "blade_pipeline.cli", "bench", "--rows", "20000",
+        [sys.executable, "-m", "blade_pipeline.cli", "bench", "--rows", "20000", "--lake", "s3",
          "--out", str(out)], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert list(result["stages"]) == list(STAGE_ORDER)
+    assert list(result["stages"]) == [*STAGE_ORDER, *S3_STAGES]
     for stage, entry in result["stages"].items():
         assert entry["rows_per_s"] > 0 and entry["peak_rss_mb"] > 0, stage
         assert entry["ratio_to_ceiling"] > 0 and entry["added_rss_mb"] >= 0
@@ -29,3 +29,9 @@ def test_bench_runs_every_stage_and_reports_ratios(tmp_path):
         assert stages[stage]["server_cpu_s"] > stages["ceiling"]["server_cpu_s"], stage
     assert result["stages"]["ceiling"]["ratio_to_ceiling"] == 1.0
     assert "vs ceiling" in proc.stdout and "server CPU s" in proc.stdout
+    # --lake s3: each S3 stage against its local-disk stage, the S3 API's CPU counted
+    for stage in S3_STAGES:
+        assert stages[stage]["ratio_to_local"] > 0 and stages[stage]["server_cpu_s"] > 0, stage
+    assert stages["stage_s3"]["ratio_to_s3_ceiling"] > 0
+    assert "stage_s3: " in proc.stdout and "on local disk (same run)" in proc.stdout
+

@@ -72,6 +72,8 @@ def test_11_no_token_in_logs_metadata_errors_or_lake(
             found.append(("exception text", text[:200], hit))
     files = 0
     for lake in recorded.lakes.values():
+        if lake.uri.startswith("s3://"):  # read from the S3 API itself (a case used a proxy)
+            lake = ParquetLake(uri=lake.uri, s3_endpoint=s3_server.base_url)
         for path, text in lake_texts(lake):
             files += 1
             if hit := leaks(text):

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from blade_pipeline.executors import executor_from_env
 from blade_pipeline.resources import resources_from_env
 from blade_pipeline.settings import (
     DEMO_CATALOG_URL,
@@ -17,7 +18,7 @@ from blade_pipeline.settings import (
 VARIABLES = ("BLADE_DEPLOYMENT", "BLADE_WAREHOUSE_URL", "DATABRICKS_SERVER_HOSTNAME",
              "DATABRICKS_HTTP_PATH", "DATABRICKS_TOKEN", "BLADE_CATALOG_URL",
              "BLADE_CATALOG_TOKEN", "BLADE_LAKE_URI", "BLADE_CATALOG_BATCH_SIZE",
-             "BLADE_CATALOG_PARALLEL_UPLOADS")
+             "BLADE_CATALOG_PARALLEL_UPLOADS", "BLADE_EXECUTOR", "BLADE_CELERY_BROKER_URL")
 PROD = {"BLADE_DEPLOYMENT": "prod", "BLADE_WAREHOUSE_URL": "https://wh.example/sql/1.0/x",
         "DATABRICKS_TOKEN": "dapi-secret-1234", "BLADE_CATALOG_URL": "https://catalog.example",
         "BLADE_CATALOG_TOKEN": "catalog-secret-5678", "BLADE_LAKE_URI": "s3://lake/blade"}
@@ -85,3 +86,31 @@ def test_the_code_location_fails_to_load_in_prod_naming_the_variables(tmp_path):
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode != 0
     assert "SettingsError" in proc.stderr and "BLADE_CATALOG_URL" in proc.stderr
+
+
+@pytest.mark.parametrize(("value", "name"), [
+    (None, "in_process"), ("in_process", "in_process"), ("multiprocess", "multiprocess"),
+    ("celery", "blade_celery_executor")])
+def test_blade_executor_picks_where_steps_run(env, value, name):
+    if value:
+        env(BLADE_EXECUTOR=value)
+    assert executor_from_env().name == name
+
+
+def test_the_celery_broker_is_read_from_the_environment_when_the_executor_starts(
+        env, monkeypatch):
+    env(BLADE_EXECUTOR="celery", BLADE_CELERY_BROKER_URL="pyamqp://blade:s3cret@mq:5672//")
+    executor = executor_from_env()  # configured now; the variable is read when a run starts
+    monkeypatch.setenv("BLADE_CELERY_BROKER_URL", "pyamqp://blade:rotated@mq:5672//")
+    config = executor.config_schema.resolve_config({}).value["config"]
+    assert config["broker"] == "pyamqp://blade:rotated@mq:5672//"
+    assert config["config_source"]["task_acks_late"] is True  # a dead worker's step is redone
+
+
+def test_a_bad_executor_or_a_prod_celery_without_broker_is_refused(env):
+    env(BLADE_EXECUTOR="threads")
+    with pytest.raises(SettingsError, match="BLADE_EXECUTOR: Input should be 'in_process'"):
+        BladeSettings.load()
+    env(**PROD, BLADE_EXECUTOR="celery")
+    with pytest.raises(SettingsError, match="BLADE_CELERY_BROKER_URL"):
+        BladeSettings.load()

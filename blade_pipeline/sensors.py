@@ -16,6 +16,11 @@ run carries the changed-row count of its days in ``blade/changed_rows``. The cur
 newest watermark seen. It lives in Dagster's storage, so restarts resume where they left off.
 A sensor's first tick only records the current watermark: history is a backfill, not a sensor's
 job.
+
+A warehouse that cannot be reached or refuses the token fails the tick (``SensorTickError``,
+shown as a failed tick in the UI, naming the data type and the warehouse; never the token): a
+quiet skip would hide an outage. The cursor stays where it was, so the next tick that reaches
+the warehouse picks up every change made meanwhile, and its success clears the failure.
 """
 
 import datetime as dt
@@ -39,6 +44,10 @@ if TYPE_CHECKING:
 
 #: Seconds between ticks; BLADE_SENSOR_INTERVAL_SECONDS overrides (tests, demos).
 MINIMUM_INTERVAL_SECONDS = BladeSettings().sensor_interval_seconds
+
+
+class SensorTickError(Exception):
+    """A change sensor's tick could not ask the warehouse; names the data type and why."""
 
 
 def _fmt(value: dt.datetime) -> str:
@@ -113,6 +122,9 @@ def build_change_sensor(source: BladeSource, job: "UnresolvedAssetJobDefinition"
         try:
             return evaluate_changes(source, warehouse, context.cursor, partitions)
         except WarehouseError as exc:
-            return dg.SkipReason(f"{source.data_type}: warehouse not reachable this tick: {exc}")
+            raise SensorTickError(
+                f"[{source.data_type}] change sensor: cannot ask the warehouse for changes "
+                f"(the cursor stays at {context.cursor or 'its first watermark'}; the next tick "
+                f"retries): {exc}") from None
 
     return change_sensor

@@ -4,10 +4,12 @@ import datetime as dt
 
 import dagster as dg
 import pyarrow as pa
+import pytest
 
 from blade_pipeline.definitions import defs
 from blade_pipeline.partitions import daily_partitions
-from blade_pipeline.sensors import build_change_sensor, evaluate_changes
+from blade_pipeline.resources.warehouse import WarehouseError
+from blade_pipeline.sensors import SensorTickError, build_change_sensor, evaluate_changes
 from blade_pipeline.sources import source_for
 
 
@@ -28,6 +30,14 @@ class FakeWarehouse(dg.ConfigurableResource):
         return pa.table({"day": pa.array(list(days), pa.date32()),
                          "newest": pa.array([max(v) for v in days.values()], pa.timestamp("us")),
                          "changed": pa.array([len(v) for v in days.values()], pa.int64())})
+
+
+class DownWarehouse(dg.ConfigurableResource):
+    """A warehouse that cannot be reached (what DatabricksWarehouse raises then)."""
+
+    def query_arrow(self, sql: str, params: dict | None = None) -> pa.Table:
+        raise WarehouseError("Databricks SQL warehouse http://127.0.0.1:9/sql/1.0/warehouses/x "
+                             "is not reachable: Connection refused")
 
 
 SENSOR = defs.get_sensor_def("blade_sortie_changes")
@@ -195,6 +205,20 @@ def test_the_range_request_executes_as_one_single_run_over_the_range():
 def test_days_outside_the_partitions_move_the_cursor_without_a_run():
     result, _ = tick(["2023-01-01T00:00:00"], "2022-12-31T00:00:00.000000")
     assert not result.run_requests and result.cursor == "2023-01-01T00:00:00.000000"
+
+
+def test_an_unreachable_warehouse_fails_the_tick_and_the_next_tick_catches_up():
+    cursor = "2026-05-01T00:00:00.000000"
+    context = dg.build_sensor_context(cursor=cursor, resources={"warehouse": DownWarehouse()},
+                                      definitions=defs)
+    with pytest.raises(SensorTickError) as caught:
+        SENSOR(context)
+    message = str(caught.value)
+    assert message.startswith("[sortie] change sensor: cannot ask the warehouse")
+    assert f"cursor stays at {cursor}" in message and "Connection refused" in message
+    result, _ = tick(["2026-05-02T10:00:00"], cursor)  # reachable again: the change is seen
+    [request] = result.run_requests
+    assert request.partition_key == "2026-05-02"
 
 
 def test_evaluate_changes_directly():

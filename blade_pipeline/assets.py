@@ -195,7 +195,8 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                                              on_file_done=day_done)
         except (CatalogError, LakeError) as exc:
             raise step_failure(source.data_type, exc) from None
-        report.finished(outcome.progress)
+        report.finished(outcome.progress, kept_in=lake.where(
+            lake.path(source.data_type, "rejected")))
         left_out = outcome.left_out
         if single and left_out:
             items_dir = lake.partition_dir(source.data_type, days[0])

@@ -62,7 +62,8 @@ def _cmd_mock_catalog(args: argparse.Namespace) -> int:
     try:
         faults = FaultSettings(fail_rate=args.fail_rate, fail_status=args.fail_status,
                                retry_after_s=args.retry_after, fail_first=args.fail_first,
-                               seed=args.fault_seed, latency_ms=args.latency_ms)
+                               seed=args.fault_seed, latency_ms=args.latency_ms,
+                               reject_ids=args.reject_ids)
     except ValueError as exc:
         print(f"blade mock-catalog: error: {exc}", file=sys.stderr)
         return 2
@@ -220,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--fault-seed", type=int, help="seed of the fault injector (reproducible)")
     faults.add_argument("--latency-ms", type=float, default=0.0, metavar="MS",
                         help="latency added to each of those requests")
+    faults.add_argument("--reject-ids", metavar="REGEX",
+                        help="refuse batch items whose item_id matches (a policy rejection "
+                             "per line, the rest stored)")
     cat.set_defaults(handler=_cmd_mock_catalog)
     return parser
 

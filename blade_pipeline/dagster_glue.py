@@ -177,8 +177,11 @@ class UploadReport:
                           "unchanged": progress.unchanged, "rejected": progress.rejected,
                           "eta_seconds": round(progress.eta_seconds or 0.0, 1)})
 
-    def finished(self, progress: uploading.UploadProgress) -> None:
+    def finished(self, progress: uploading.UploadProgress, kept_in: str = "") -> None:
         if progress.rejected:
             self.context.log.warning(
                 f"[{self.label}] the catalog rejected {progress.rejected} items, e.g. "
-                f"{progress.rejected_items[:3]}")
+                f"{progress.rejected_items[:3]}"
+                + (f"; they are kept with the catalog's reasons under {kept_in} (once the "
+                   "cause is fixed, re-run the day: the upload sends them again)"
+                   if kept_in else ""))

@@ -6,6 +6,12 @@ costs as many requests as one big day. After every acknowledged batch, each file
 records the rows acknowledged (``[start, stop)`` row intervals of that file) in its own
 checkpoint; a re-execution skips them and carries on with the rest. The catalog stays the source
 of truth: a lost or stale checkpoint costs a re-diff, never a loss or a duplicate.
+
+Items the catalog refuses are kept, before their batch is acknowledged, beside the file's
+quarantine: ``<type>/rejected/date=D/rows-<start>-<stop>.parquet`` (the items as sent, plus
+``_reason``: the catalog's reason), one file per batch piece that had any; an upload that
+starts a file afresh clears its old ones. A later upload of the day re-sends them (the catalog
+lacks them): that is the replay.
 """
 
 from __future__ import annotations
@@ -363,9 +369,10 @@ def rebatch(pieces: Iterator[tuple[pa.RecordBatch, Piece]], size: int
 
 
 def _diff_and_upload(batch: pa.Table, source: BladeSource,
-                     catalog: Catalog) -> tuple[BatchResult, Diff]:
+                     catalog: Catalog) -> tuple[BatchResult, Diff, pa.Table | None]:
     """Upload the items of ``batch`` the catalog lacks or holds with an older row (and, of
-    a key that comes twice, only its newest row)."""
+    a key that comes twice, only its newest row); the rows the catalog refused (with
+    ``_reason`` and ``_row``, their index in ``batch``), or None."""
     superseded = superseded_in_batch(batch)
     candidates = batch if superseded is None else batch.filter(pa.array(~superseded))
     diff = changed_items(candidates, catalog.lookup_known(candidates.column("item_id")))
@@ -382,7 +389,38 @@ def _diff_and_upload(batch: pa.Table, source: BladeSource,
         same[~superseded] = diff.same if diff.same is not None else False
         diff = Diff(diff.todo, diff.unchanged, batch.num_rows - diff.todo.num_rows
                     - diff.unchanged, send, same)
-    return result, diff
+    return result, diff, _refused(batch, superseded, todo, result)
+
+
+def _refused(batch: pa.Table, superseded: np.ndarray | None, sent: pa.Table,
+             result: BatchResult) -> pa.Table | None:
+    """The rows of ``batch`` the catalog refused (``result.rejected``: 1-based lines of the
+    request, which was ``sent``), with the catalog's ``_reason`` and their ``_row`` in
+    ``batch``; None when it refused nothing."""
+    if not result.rejected:
+        return None
+    lines = pa.array([r["line"] - 1 for r in result.rejected], pa.int64())
+    ids = sent.column("item_id").take(lines)
+    reasons = pa.array([r.get("reason") or "" for r in result.rejected], pa.string())
+    mask = pc.is_in(batch.column("item_id"), value_set=ids)
+    if superseded is not None:  # of a key sent once, the row that was sent
+        mask = pc.and_(mask, pa.array(~superseded))
+    rows = pa.array(np.flatnonzero(mask.to_numpy(zero_copy_only=False)), pa.int64())
+    refused = batch.take(rows)
+    at = pc.index_in(refused.column("item_id"), value_set=ids)
+    return refused.append_column("_reason", reasons.take(at)).append_column("_row", rows)
+
+
+def _keep_refused(lake: ParquetLake, pieces: list[Piece], refused: pa.Table) -> None:
+    """Write the refused rows of each piece to its file's rejected directory (one file per
+    piece, named after its rows, so a batch written again replaces its own file)."""
+    ends = np.cumsum([p.rows for p in pieces])
+    owner = np.searchsorted(ends, refused.column("_row").to_numpy(), side="right")
+    for index in np.unique(owner):
+        piece = pieces[int(index)]
+        rows = refused.filter(pa.array(owner == index)).drop_columns(["_row"])
+        lake.write_parquet(lake.rejected_dir(piece.file.items_dir), rows.schema, [rows],
+                           name=f"rows-{piece.start:09d}-{piece.stop:09d}.parquet")
 
 
 def _account(pieces: list[Piece], diff: Diff) -> None:
@@ -424,11 +462,15 @@ def upload(lake: ParquetLake, files: list[StagedFile], source: BladeSource,
     for staged in files:
         if staged.checkpoint.complete:
             file_done(staged)
+        elif not staged.checkpoint.done:  # afresh: what an earlier upload kept is stale
+            lake.delete_dir(lake.rejected_dir(staged.items_dir))
 
     def settle(done: set[Future]) -> None:
         for future in done:
             pieces = in_flight.pop(future)
-            result, diff = future.result()
+            result, diff, refused = future.result()
+            if refused is not None:  # kept before the batch counts as acknowledged
+                _keep_refused(lake, pieces, refused)
             progress.created += result.created
             progress.updated += result.updated
             progress.unchanged += result.unchanged + diff.unchanged

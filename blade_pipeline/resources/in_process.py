@@ -130,17 +130,22 @@ class InProcessCatalog(CatalogClient):
     db_path: str = Field(description="SQLite file of the catalog store (created if missing)")
     base_url: str = Field(default="http://catalog.in-process")
     token: str = Field(default=IN_PROCESS_TOKEN, repr=False)
+    reject_ids: str | None = Field(default=None, description="tests: the service refuses "
+                                   "items whose id matches (``blade mock-catalog --reject-ids``)")
 
     _app_client: Any = PrivateAttr(default=None)
 
     def _client(self) -> httpx.Client:
         from starlette.testclient import TestClient
 
+        from blade_pipeline.devservices.catalog.faults import FaultSettings
         from blade_pipeline.devservices.catalog.server import create_app
 
         with self._lock:
             if self._http is None:
-                client = TestClient(create_app(self.db_path, self.token),
+                app = create_app(self.db_path, self.token,
+                                 faults=FaultSettings(reject_ids=self.reject_ids))
+                client = TestClient(app,
                                     base_url=self.base_url, raise_server_exceptions=True,
                                     headers={"Authorization": f"Bearer {self.token}"})
                 client.__enter__()  # the app's lifespan: its store opens and, on close, closes

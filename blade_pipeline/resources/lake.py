@@ -5,6 +5,7 @@ Layout under the lake root (a local path by default, ``s3://bucket/prefix`` when
     <data_type>/date=YYYY-MM-DD/part-0.parquet             valid BLADE items of the day
     <data_type>/quarantine/date=YYYY-MM-DD/part-0.parquet  invalid rows, with a reason each
     <data_type>/checkpoints/date=YYYY-MM-DD.json           catalog upload progress
+    <data_type>/rejected/date=YYYY-MM-DD/rows-*.parquet    items the catalog refused, with why
     queries/<run_id>/...                                   ad-hoc query job output
 
 Writes are atomic: a reader sees the old partition or the new one, never a partial file.
@@ -196,16 +197,41 @@ class ParquetLake(dg.ConfigurableResource):
     def checkpoint_path(self, data_type: str, day: str) -> str:
         return self.path(data_type, "checkpoints", f"date={day}.json")
 
+    @staticmethod
+    def rejected_dir(items_dir: str) -> str:
+        """Where the items of ``items_dir`` that the catalog refused are kept:
+        ``<type>/date=D`` -> ``<type>/rejected/date=D`` (query runs alike)."""
+        parent, name = items_dir.rsplit("/", 1)
+        return f"{parent}/rejected/{name}"
+
+    def delete_dir(self, directory: str) -> None:
+        """Remove ``directory`` and everything under it (nothing if absent)."""
+        fs, _ = self._filesystem()
+        with self.errors("delete", directory):
+            if fs.get_file_info(directory).type != pafs.FileType.NotFound:
+                fs.delete_dir(directory)
+
+    def list_files(self, directory: str) -> list[str]:
+        """Paths of the files directly under ``directory`` (sorted; [] if absent)."""
+        fs, _ = self._filesystem()
+        with self.errors("read", directory):
+            found = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+        return sorted(i.path for i in found if i.type == pafs.FileType.File
+                      and not i.base_name.startswith("."))
+
     # ---- writes -----------------------------------------------------------------------------
-    def open_writer(self, directory: str, schema: pa.Schema) -> PartitionWriter:
-        """A writer of ``directory/part-0.parquet``: nothing is visible until ``commit``."""
-        return PartitionWriter(self, directory, schema)
+    def open_writer(self, directory: str, schema: pa.Schema,
+                    name: str = DATA_FILE) -> PartitionWriter:
+        """A writer of ``directory/<name>``: nothing is visible until ``commit``."""
+        return PartitionWriter(self, directory, schema, name)
 
     def write_parquet(self, directory: str, schema: pa.Schema,
                       batches: Iterable[pa.RecordBatch | pa.Table],
-                      metadata: Mapping[str, Any] | None = None) -> WriteResult:
-        """Stream ``batches`` into ``directory/part-0.parquet`` atomically (replacing it)."""
-        writer = self.open_writer(directory, schema)
+                      metadata: Mapping[str, Any] | None = None,
+                      name: str = DATA_FILE) -> WriteResult:
+        """Stream ``batches`` into ``directory/<name>`` (default ``part-0.parquet``)
+        atomically, replacing it."""
+        writer = self.open_writer(directory, schema, name)
         try:
             for batch in batches:
                 writer.write(batch)
@@ -306,9 +332,10 @@ class PartitionWriter:
     (``fdatasync``), so that the fsync of ``commit`` has little left to do.
     """
 
-    def __init__(self, lake: ParquetLake, directory: str, schema: pa.Schema):
+    def __init__(self, lake: ParquetLake, directory: str, schema: pa.Schema,
+                 name: str = DATA_FILE):
         self.lake, self.schema = lake, schema
-        self.target = f"{directory}/{DATA_FILE}"
+        self.target = f"{directory}/{name}"
         self.directory = directory
         self.rows = 0
         self._synced = 0  # bytes of the temp file handed to a background fdatasync

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from blade_pipeline.assets import build_blade_assets, catalog_key, staged_key
 from blade_pipeline.definitions import defs
+from blade_pipeline.resources.in_process import InProcessCatalog
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.sources import default_sources, source_for
 from blade_pipeline_tests.expectations import catalog_items, expected_ids, materialization
@@ -42,6 +45,31 @@ def test_a_day_of_every_data_type_reaches_the_catalog_exactly(source, resources,
     assert held == expected
     again = run(source, resources)  # idempotent: a re-run sends nothing
     assert materialization(again, catalog_key(source))["unchanged"] == len(expected)
+
+
+def test_refused_items_of_a_range_are_kept_per_day_with_the_reason(resources, tmp_path):
+    source = source_for("supply")
+    days = [(END_DATE.fromordinal(END_DATE.toordinal() - n)).isoformat() for n in (3, 2, 1)]
+    resources["catalog"] = InProcessCatalog(db_path=str(tmp_path / "refusing.sqlite3"),
+                                            reject_ids="[05]$", batch_size=40)
+    result = run(source, resources, tags=range_tags(days))
+    assert result.success
+    lake: ParquetLake = resources["lake"]
+    kept_ids: set[str] = set()
+    matching: set[str] = set()
+    for day in days:  # batches of 40 span days: each day's refused rows are under that day
+        files = lake.list_files(lake.rejected_dir(lake.partition_dir("supply", day)))
+        kept = pa.concat_tables(pq.read_table(f) for f in files)
+        ids = set(kept.column("item_id").to_pylist())
+        staged = pq.read_table(lake.partition_dir("supply", day) + "/part-0.parquet")
+        of_day = {i for i in staged.column("item_id").to_pylist() if i[-1] in "05"}
+        assert ids and ids <= of_day and not ids & kept_ids
+        assert set(kept.column("_reason").to_pylist()) == {
+            "item_id: refused by this catalog's policy (matches '[05]$')"}
+        kept_ids |= ids
+        matching |= of_day
+    assert kept_ids == matching  # every refused item kept once, under its newest day
+    resources["catalog"].close()
 
 
 def test_a_range_of_days_is_one_run_and_every_day_is_exact(resources, reference):

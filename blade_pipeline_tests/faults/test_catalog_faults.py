@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from blade_pipeline.assets import catalog_key
 from blade_pipeline.devservices.processes import ServerProcess
 from blade_pipeline.sources import source_for
 from blade_pipeline_tests.faults.conftest import (
+    DAY,
     assert_exact,
+    catalog_items,
     failure_messages,
     kill_mid_upload,
     make_resources,
@@ -92,3 +96,43 @@ def test_4c_a_dead_catalog_costs_one_retry_layer_of_requests_not_a_product_of_th
     assert "[supply]" in message and "after 3 attempts" in message and "HTTP 503" in message
     assert not [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
     assert catalog.log_text().count("injected fault #") == 3
+
+
+def test_4d_items_the_catalog_refuses_are_kept_with_its_reason_and_a_rerun_replays_them(
+        fault_warehouse, start_catalog, lake_dir, tmp_path, dagster_instance, reference_db,
+        recorded):
+    db = tmp_path / "refusing-catalog.sqlite3"
+    refusing = start_catalog("--reject-ids", r"[37]$", db=db)  # ~1 in 5 ids refused
+    res = make_resources(fault_warehouse, refusing, lake_dir)
+    source = source_for("maintenance")
+    result = run(source, res, dagster_instance, recorded)
+    assert result.success, failure_messages(result)
+    uploaded = materialization(result, catalog_key(source))
+    lake = res["lake"]
+    rejected_dir = lake.rejected_dir(lake.partition_dir("maintenance", DAY))
+    files = lake.list_files(rejected_dir)
+    assert files and all(f.rsplit("/", 1)[1].startswith("rows-") for f in files)
+    kept = pa.concat_tables(pq.read_table(f) for f in files)
+    ids = kept.column("item_id").to_pylist()
+    assert len(ids) == len(set(ids)) == uploaded["rejected"] > 0
+    assert all(i[-1] in "37" for i in ids)
+    assert set(kept.column("_reason").to_pylist()) == {
+        "item_id: refused by this catalog's policy (matches '[37]$')"}
+    staged = pq.read_table(lake.partition_dir("maintenance", DAY) + "/part-0.parquet")
+    assert set(staged.schema.names) <= set(kept.schema.names)  # the items as they were sent
+    in_catalog = {i["item_id"] for i in catalog_items(res["catalog"], source.catalog_data_source)}
+    assert not in_catalog & set(ids) and len(in_catalog) == uploaded["created"]
+    logged = [r.user_message for r in dagster_instance.all_logs(result.run_id)]
+    assert any("kept with the catalog's reasons under" in m and "maintenance/rejected" in m
+               for m in logged)
+
+    # the policy lifted (same store): re-running the day sends exactly the refused items
+    # (the day's checkpoint counts them as answered: the catalog asset alone would skip them)
+    refusing.stop()
+    res = make_resources(fault_warehouse, start_catalog(db=db), lake_dir)
+    again = run(source, res, dagster_instance, recorded)
+    assert again.success, failure_messages(again)
+    replayed = materialization(again, catalog_key(source))
+    assert (replayed["created"], replayed["rejected"]) == (len(ids), 0)
+    assert lake.list_files(rejected_dir) == []  # the day's upload started afresh: cleared
+    assert_exact(res, reference_db, "maintenance")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -31,6 +32,9 @@ class FaultSettings:
     fail_first: int = 0
     seed: int | None = None
     latency_ms: float = 0.0
+    #: items whose id matches this regular expression are refused (a batch line each, with a
+    #: reason), as a catalog's policy would refuse them; the rest of the batch is stored
+    reject_ids: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fail_rate <= 1.0:
@@ -41,6 +45,11 @@ class FaultSettings:
             raise ValueError(f"retry_after_s must be >= 0, got {self.retry_after_s}")
         if self.fail_first < 0 or self.latency_ms < 0:
             raise ValueError("fail_first and latency_ms must be >= 0")
+        if self.reject_ids is not None:
+            try:
+                re.compile(self.reject_ids)
+            except re.error as exc:
+                raise ValueError(f"reject_ids is no regular expression: {exc}") from None
 
     @property
     def active(self) -> bool:

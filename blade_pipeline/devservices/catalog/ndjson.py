@@ -9,6 +9,7 @@ keeping the good lines and giving each bad one its line number and reason.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -48,14 +49,16 @@ class Rejection:
     reason: str
 
 
-def parse_ndjson(body: bytes, data_source: str) -> tuple[list[RecordTuple], list[Rejection]]:
-    """Validate every non-blank line: good lines become records, bad ones rejections."""
+def parse_ndjson(body: bytes, data_source: str, refuse: re.Pattern[str] | None = None
+                 ) -> tuple[list[RecordTuple], list[Rejection]]:
+    """Validate every non-blank line: good lines become records, bad ones rejections (and
+    valid ones whose item_id ``refuse`` matches: the catalog's policy refuses them)."""
     lines = _lines(body)
     required_type = expected_data_type(data_source)
-    records = _fast(body, lines, required_type)
+    records = None if refuse is not None else _fast(body, lines, required_type)
     if records is not None:
         return records, []
-    return _exact(lines, required_type)
+    return _exact(lines, required_type, refuse)
 
 
 def _lines(body: bytes) -> list[str | None]:
@@ -72,8 +75,8 @@ def _lines(body: bytes) -> list[str | None]:
         return out
 
 
-def _exact(lines: list[str | None], required_type: str | None
-           ) -> tuple[list[RecordTuple], list[Rejection]]:
+def _exact(lines: list[str | None], required_type: str | None,
+           refuse: re.Pattern[str] | None = None) -> tuple[list[RecordTuple], list[Rejection]]:
     records: list[RecordTuple] = []
     rejected: list[Rejection] = []
     for number, line in enumerate(lines, 1):
@@ -89,7 +92,12 @@ def _exact(lines: list[str | None], required_type: str | None
             rejected.append(Rejection(number, None, f"invalid JSON: {exc}"))
             continue
         try:
-            records.append(validate_item(obj, doc, required_type))
+            record = validate_item(obj, doc, required_type)
+            if refuse is not None and refuse.search(record[0]):
+                rejected.append(Rejection(number, record[0], "item_id: refused by this "
+                                          f"catalog's policy (matches {refuse.pattern!r})"))
+                continue
+            records.append(record)
         except ItemError as exc:
             item_id = obj.get("item_id") if type(obj) is dict else None
             rejected.append(Rejection(number, item_id if type(item_id) is str else None, str(exc)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
@@ -99,7 +100,7 @@ def _single_item(raw: bytes, data_source: str, classification: str | None,
         raise ApiError(422, f"file.{exc.field}: {exc.reason}", f"file.{exc.field}") from None
 
 
-def build_router(store: CatalogStore) -> APIRouter:
+def build_router(store: CatalogStore, refuse: re.Pattern[str] | None = None) -> APIRouter:
     api = APIRouter(prefix="/api/v1", dependencies=[Security(_bearer)], responses=_AUTH)
 
     @api.post("/items", status_code=201, response_model=ItemUploadResult,
@@ -137,7 +138,8 @@ def build_router(store: CatalogStore) -> APIRouter:
                                            "than the upload's (counted as stale)")] = False,
     ) -> BatchUploadResult:
         raw = await file.read()
-        return await run_in_threadpool(_ingest_batch, store, data_source, raw, keep_newer)
+        return await run_in_threadpool(_ingest_batch, store, data_source, raw, keep_newer,
+                                       refuse)
 
     @api.post("/items/lookup", response_model=LookupResult,
               responses={**_AUTH, 400: {"model": ErrorBody, "description": "malformed JSON"},
@@ -194,8 +196,9 @@ def build_router(store: CatalogStore) -> APIRouter:
 
 
 def _ingest_batch(store: CatalogStore, data_source: str, raw: bytes,
-                  keep_newer: bool = False) -> BatchUploadResult:
-    records, rejected = parse_ndjson(raw, data_source)
+                  keep_newer: bool = False, refuse: re.Pattern[str] | None = None
+                  ) -> BatchUploadResult:
+    records, rejected = parse_ndjson(raw, data_source, refuse)
     if not records and not rejected:
         raise ApiError(422, "file: contains no items", "file")
     counts = Counter(status for status, _ in store.upsert(data_source, records, keep_newer))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -48,7 +49,8 @@ def create_app(db_path: str | Path, token: str,
         app.add_middleware(FaultInjectionMiddleware, settings=faults)
     install_error_handlers(app)
     app.include_router(build_health_router(store))
-    app.include_router(build_router(store))
+    refuse = re.compile(faults.reject_ids) if faults is not None and faults.reject_ids else None
+    app.include_router(build_router(store, refuse))
     app.state.store = store
     return app
 

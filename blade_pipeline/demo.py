@@ -46,6 +46,12 @@ run_coordinator:
     dequeue_interval_seconds: 2
 telemetry:
   enabled: false
+python_logs:  # BLADE_LOG_FORMAT=json: every run's log records also as JSON lines on stderr
+  dagster_handler_config:
+    handlers:
+      blade_json:
+        class: blade_pipeline.logs.JsonLinesHandler
+        level: INFO
 run_launcher:  # DefaultRunLauncher + run worker health checks (see blade_pipeline/run_launcher.py)
   module: blade_pipeline.run_launcher
   class: LocalProcessRunLauncher

@@ -70,6 +70,8 @@ class BladeSettings(BaseSettings):
         default="in_process", validation_alias=_env("BLADE_EXECUTOR"))
     celery_broker_url: SecretStr | None = Field(
         default=None, validation_alias=_env("BLADE_CELERY_BROKER_URL"))
+    log_format: Literal["text", "json"] = Field(
+        default="text", validation_alias=_env("BLADE_LOG_FORMAT"))
 
     @classmethod
     def load(cls) -> BladeSettings:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 
 import dagster as dg
 import pyarrow.parquet as pq
+import yaml
 
+from blade_pipeline.assets import build_blade_assets
 from blade_pipeline.definitions import defs
 from blade_pipeline.devservices.warehouse import generator
 from blade_pipeline.devservices.warehouse.server import MAIN_DATABASE
 from blade_pipeline.jobs import blade_item_job, blade_query_job
 from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline.sources import source_for
+from blade_pipeline_tests.conftest import REPO_ROOT
 from blade_pipeline_tests.expectations import readiness_ids_to_ask
-from blade_pipeline_tests.fast.conftest import SEED, warehouse_at
+from blade_pipeline_tests.fast.conftest import DAY, SEED, warehouse_at
 
 
 def test_the_query_job_stages_and_uploads_the_filtered_rows(resources):
@@ -70,3 +75,38 @@ def test_the_change_sensor_requests_the_changed_days_as_one_range(warehouse, tmp
     assert request.tags["blade/changed_rows"] == "12"
     assert isinstance(tick(second.cursor), dg.SkipReason)
     own.close()
+
+
+def test_json_logs_carry_run_id_data_type_day_and_step(resources, monkeypatch, capfd):
+    monkeypatch.setenv("BLADE_LOG_FORMAT", "json")
+    source = source_for("readiness")
+    python_logs = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["python_logs"]
+    with dg.instance_for_test(overrides={"python_logs": python_logs}) as instance:
+        result = dg.materialize(build_blade_assets(source), resources=resources,
+                                partition_key=DAY, instance=instance)
+    assert result.success
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()
+             if line.startswith("{")]
+    ours = [doc for doc in lines if doc["message"].startswith("[readiness")]
+    assert ours, "no pipeline log line came out as JSON"
+    for doc in ours:
+        assert doc["run_id"] == result.run_id and doc["data_type"] == "readiness"
+        assert doc["partition"] == DAY and doc["step"].startswith("blade__readiness__")
+        assert doc["level"] in {"INFO", "WARNING"} and doc["ts"].endswith("+00:00")
+    assert all(doc["run_id"] == result.run_id for doc in lines)  # INFO up: no DEBUG events
+
+
+def test_a_json_step_failure_line_carries_its_cause(monkeypatch, capfd):
+    monkeypatch.setenv("BLADE_LOG_FORMAT", "json")
+
+    @dg.asset(name="blade__supply__staged")
+    def failing() -> None:
+        raise dg.Failure(description="[supply] catalog http://catalog refused the token")
+
+    python_logs = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["python_logs"]
+    with dg.instance_for_test(overrides={"python_logs": python_logs}) as instance:
+        assert not dg.materialize([failing], instance=instance, raise_on_error=False).success
+    [line] = [json.loads(line) for line in capfd.readouterr().err.splitlines()
+              if line.startswith("{") and '"STEP_FAILURE"' in line]
+    assert line["data_type"] == "supply" and line["level"] == "ERROR"
+    assert line["error"].endswith("[supply] catalog http://catalog refused the token")

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import dagster as dg
 
-from blade_pipeline.assets import build_blade_assets
+from blade_pipeline.assets import build_blade_assets, build_reconciliation_check
 from blade_pipeline.executors import executor_from_env
-from blade_pipeline.jobs import blade_item_job, blade_query_job, build_partition_job
+from blade_pipeline.jobs import (
+    blade_item_job,
+    blade_query_job,
+    build_partition_job,
+    build_reconcile_job,
+)
 from blade_pipeline.partitions import daily_partitions
 from blade_pipeline.resources import resources_from_env
-from blade_pipeline.schedules import build_daily_schedule
+from blade_pipeline.schedules import build_daily_schedule, build_reconcile_schedule
 from blade_pipeline.sensors import build_change_sensor
 from blade_pipeline.sources import default_sources
 
@@ -23,9 +28,13 @@ def build_definitions() -> dg.Definitions:
             (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(
                 definition)
         job = build_partition_job(source)
-        jobs.append(job)
+        reconciled = build_reconciliation_check(source)  # also runs in `job`, after the upload
+        checks.append(reconciled)
+        reconcile_job = build_reconcile_job(source)
+        jobs += [job, reconcile_job]
         sensors.append(build_change_sensor(source, job, daily_partitions(source)))
-        schedules.append(build_daily_schedule(source, job))
+        schedules += [build_daily_schedule(source, job),
+                      build_reconcile_schedule(source, reconcile_job)]
     # BLADE_EXECUTOR: steps in the run's process (default), in child processes, or on Celery
     # workers (blade_pipeline/executors.py).
     return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, sensors=sensors,

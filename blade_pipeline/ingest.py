@@ -56,6 +56,7 @@ __all__ = [
     "day_range_bounds",
     "open_staged",
     "rebatch",
+    "rows_per_day",
     "stage",
     "stage_days",
     "upload",
@@ -91,6 +92,14 @@ def duplicate_keys(warehouse: Warehouse, source: BladeSource, sql: str,
 
     threading.Thread(target=ask, name="duplicate-keys", daemon=True).start()
     return future
+
+
+def rows_per_day(warehouse: Warehouse, source: BladeSource, days: list[str]) -> dict[str, int]:
+    """The warehouse's rows of each of ``days`` (consecutive, in order) now: day -> rows."""
+    table = warehouse.query_arrow(warehouse_sql.rows_per_day(source),
+                                  day_range_bounds(days[0], days[-1]))
+    return {day.isoformat(): int(rows) for day, rows in zip(
+        table.column("day").to_pylist(), table.column("rows").to_pylist(), strict=True)}
 
 
 def day_bounds(day: str) -> dict[str, dt.datetime]:

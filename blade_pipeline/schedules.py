@@ -8,6 +8,7 @@ import dagster as dg
 from blade_pipeline.sources import BladeSource
 
 CRON = "30 1 * * *"  # 01:30 UTC, after the day has closed
+RECONCILE_CRON = "0 4 * * *"  # 04:00 UTC, after the nightly run had time to finish
 
 if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -34,3 +35,25 @@ def build_daily_schedule(source: BladeSource,
                              tags={"blade/trigger": "daily-schedule"})
 
     return daily
+
+
+def build_reconcile_schedule(source: BladeSource, job: dg.JobDefinition
+                             ) -> dg.ScheduleDefinition:
+    """Yesterday's reconciliation every night (catches what changed behind the pipeline's
+    back after the upload: an item deleted from the catalog, rows moved in the warehouse)."""
+
+    @dg.schedule(
+        name=f"blade_{source.data_type}_reconcile", job=job, cron_schedule=RECONCILE_CRON,
+        execution_timezone="UTC",
+        default_status=(dg.DefaultScheduleStatus.RUNNING if source.enabled
+                        else dg.DefaultScheduleStatus.STOPPED),
+        description=f"Reconciles yesterday's {source.display_name} partition every night.",
+    )
+    def reconcile(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        day = (context.scheduled_execution_time.astimezone(dt.UTC).date()
+               - dt.timedelta(days=1)).isoformat()
+        return dg.RunRequest(run_key=f"reconcile:{day}", tags={
+            "blade/trigger": "reconcile-schedule"}, run_config={
+            "ops": {f"reconcile_{source.data_type}": {"config": {"first": day}}}})
+
+    return reconcile

@@ -73,6 +73,13 @@ def changed_days(source: BladeSource) -> str:
             f"FROM {table(source)} WHERE {wm} > :cursor GROUP BY 1 ORDER BY 1")
 
 
+def rows_per_day(source: BladeSource) -> str:
+    """Rows per UTC day of the watermark in [:start, :end) (columns ``day``, ``rows``)."""
+    wm = ident(source.watermark_column)
+    return (f"SELECT CAST({wm} AS DATE) AS day, count(*) AS rows FROM {table(source)} "
+            f"WHERE {wm} >= :start AND {wm} < :end GROUP BY 1")
+
+
 def newest_watermark(source: BladeSource) -> str:
     """The table's newest watermark (column ``newest``)."""
     return f"SELECT max({ident(source.watermark_column)}) AS newest FROM {table(source)}"

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from blade_pipeline.assets import build_blade_assets, catalog_key, staged_key
+from blade_pipeline.assets import (
+    build_blade_assets,
+    build_reconciliation_check,
+    catalog_key,
+    staged_key,
+)
 from blade_pipeline.definitions import defs
+from blade_pipeline.jobs import build_reconcile_job
+from blade_pipeline.reconciliation import digest
 from blade_pipeline.resources.in_process import InProcessCatalog
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.sources import default_sources, source_for
@@ -119,3 +129,72 @@ def test_the_catalog_step_opens_each_staged_file_once(resources, monkeypatch):
     assert result.success
     lake = resources["lake"]
     assert sorted(opened) == sorted(lake.partition_dir("supply", d) for d in days)
+
+
+def reconcile_alone(source, resources):
+    """The source's reconcile job (the check alone) for DAY, as the nightly schedule runs it."""
+    definitions = dg.Definitions(assets=build_blade_assets(source),
+                                 asset_checks=[build_reconciliation_check(source)],
+                                 jobs=[build_reconcile_job(source)], resources=resources)
+    job = definitions.get_job_def(f"blade_{source.data_type}_reconcile_job")
+    return job.execute_in_process(run_config={"ops": {
+        f"reconcile_{source.data_type}": {"config": {"first": DAY}}}})
+
+
+def reconciled_evaluations(result) -> list:
+    return [e.event_specific_data for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            and e.event_specific_data.check_name == "reconciled"]
+
+
+def test_reconciliation_finds_an_item_deleted_behind_the_pipelines_back_and_a_rerun_repairs(
+        resources, tmp_path):
+    source = source_for("maintenance")
+    definitions = [*build_blade_assets(source), build_reconciliation_check(source)]
+    first = dg.materialize(definitions, resources=resources, partition_key=DAY)
+    [good] = reconciled_evaluations(first)
+    assert good.passed, good.description
+    numbers = {k: v.value for k, v in good.metadata.items()}
+    assert numbers["warehouse_rows"] == numbers["staged_valid"] + numbers["quarantined"]
+    assert numbers["missing_or_different"] == 0
+    assert numbers["staged_digest"] == numbers["catalog_digest"]
+
+    lake: ParquetLake = resources["lake"]
+    staged = pq.read_table(lake.partition_dir("maintenance", DAY) + "/part-0.parquet")
+    victim = staged.column("item_id")[3].as_py()
+    with sqlite3.connect(resources["catalog"].db_path) as db:  # behind the pipeline's back
+        assert db.execute("DELETE FROM items WHERE item_id = ?", (victim,)).rowcount == 1
+    [bad] = reconciled_evaluations(reconcile_alone(source, resources))
+    assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR
+    assert f"1 of {numbers['staged_valid']} staged items are missing" in bad.description
+    assert victim in bad.description and "re-run the day" in bad.description
+    assert bad.metadata["staged_digest"].value != bad.metadata["catalog_digest"].value
+
+    repaired = dg.materialize(definitions, resources=resources, partition_key=DAY)
+    assert materialization(repaired, catalog_key(source))["created"] == 1
+    [fixed] = reconciled_evaluations(repaired)
+    assert fixed.passed, fixed.description
+
+
+def test_reconciliation_warns_when_the_warehouse_moved_rows_after_staging(resources):
+    source = source_for("readiness")
+    definitions = [*build_blade_assets(source), build_reconciliation_check(source)]
+    assert dg.materialize(definitions, resources=resources, partition_key=DAY).success
+
+    class Grown(type(resources["warehouse"])):  # the warehouse now holds 2 more rows that day
+        def query_arrow(self, sql, params=None):
+            table = super().query_arrow(sql, params)
+            if "count(*) AS rows" in sql:
+                table = table.set_column(1, "rows", pc.add(table.column("rows"), 2))
+            return table
+
+    grown = {**resources, "warehouse": Grown(**resources["warehouse"].model_dump())}
+    [warned] = reconciled_evaluations(reconcile_alone(source, grown))
+    assert not warned.passed and warned.severity == dg.AssetCheckSeverity.WARN
+    assert "the warehouse changed since, re-run the day" in warned.description
+
+
+def test_the_digest_does_not_depend_on_order():
+    hashes = pa.array(["0f" * 32, "a1" * 32, "ff" * 32])
+    assert digest(hashes) == digest(hashes.take([2, 0, 1])) != digest(hashes.slice(1))
+    assert digest(pa.array([], pa.string())) == "0" * 16

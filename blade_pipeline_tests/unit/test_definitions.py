@@ -13,15 +13,18 @@ def test_every_source_has_its_assets_checks_and_daily_partitions():
     for source in default_sources():
         staged, catalog = f"blade/{source.data_type}/staged", f"blade/{source.data_type}/catalog"
         assert {staged, catalog} <= keys
-        assert {(staged, "schema_conforms"), (staged, "invalid_fraction")} <= checks
+        assert {(staged, "schema_conforms"), (staged, "invalid_fraction"),
+                (catalog, "reconciled")} <= checks
+        assert defs.get_job_def(f"blade_{source.data_type}_reconcile_job")
+        assert defs.get_schedule_def(f"blade_{source.data_type}_reconcile")
         for key in (staged, catalog):
             partitions = graph.get(dg.AssetKey.from_user_string(key)).partitions_def
             assert isinstance(partitions, dg.DailyPartitionsDefinition)
             assert partitions.start.date() == source.partition_start
         assert graph.get(dg.AssetKey.from_user_string(catalog)).parent_keys == {
             dg.AssetKey.from_user_string(staged)}
-    for check_key in graph.asset_check_keys:
-        assert graph.get_check_spec(check_key).blocking
+    for check_key in graph.asset_check_keys:  # the staged asset's checks block its upload
+        assert graph.get_check_spec(check_key).blocking == (check_key.name != "reconciled")
 
 
 def test_resources_are_wired_for_every_asset():

@@ -247,3 +247,14 @@ def test_disabled_sources_start_with_sensor_and_schedule_off():
     assert build_change_sensor(off, job, daily_partitions(off)).default_status == \
         dg.DefaultSensorStatus.STOPPED
     assert build_daily_schedule(off, job).default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_the_reconcile_schedule_checks_yesterday_after_the_nightly_run():
+    schedule = defs.get_schedule_def("blade_supply_reconcile")
+    assert schedule.cron_schedule == "0 4 * * *"
+    context = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 7, 4, 4, 0, tzinfo=dt.UTC),
+        repository_def=defs.get_repository_def())
+    [request] = schedule.evaluate_tick(context).run_requests
+    assert request.run_config == {"ops": {"reconcile_supply": {"config": {"first": "2026-07-03"}}}}
+    assert request.run_key == "reconcile:2026-07-03"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from blade_pipeline.alerts import build_failure_alert_sensor
 from blade_pipeline.assets import build_blade_assets, build_reconciliation_check
 from blade_pipeline.executors import executor_from_env
 from blade_pipeline.jobs import (
@@ -37,6 +38,7 @@ def build_definitions() -> dg.Definitions:
                       build_reconcile_schedule(source, reconcile_job)]
     # BLADE_EXECUTOR: steps in the run's process (default), in child processes, or on Celery
     # workers (blade_pipeline/executors.py).
+    sensors.append(build_failure_alert_sensor())
     return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, sensors=sensors,
                           schedules=schedules, resources=resources_from_env(),
                           executor=executor_from_env())

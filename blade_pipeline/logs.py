@@ -29,7 +29,7 @@ from dagster._core.storage.tags import (
 from blade_pipeline.settings import BladeSettings
 
 
-def _data_type(step: str | None, job: str | None) -> str | None:
+def data_type_of(step: str | None, job: str | None) -> str | None:
     """``blade__<type>__...`` step keys and ``blade_<type>_job`` job names name the type."""
     if step and step.startswith("blade__"):
         return step.split("__")[1]
@@ -61,7 +61,7 @@ class JsonLineFormatter(logging.Formatter):
             "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
                 timespec="milliseconds"),
             "level": record.levelname, "run_id": meta.get("run_id"), "job": job,
-            "step": step, "data_type": _data_type(step, job), "partition": _partition(tags),
+            "step": step, "data_type": data_type_of(step, job), "partition": _partition(tags),
             "event": getattr(event, "event_type_value", None),
             "message": meta.get("orig_message", record.getMessage()),
         }

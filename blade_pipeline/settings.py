@@ -72,6 +72,25 @@ class BladeSettings(BaseSettings):
         default=None, validation_alias=_env("BLADE_CELERY_BROKER_URL"))
     log_format: Literal["text", "json"] = Field(
         default="text", validation_alias=_env("BLADE_LOG_FORMAT"))
+    dagster_url: str = Field(default="http://127.0.0.1:3000",
+                             validation_alias=_env("BLADE_DAGSTER_URL"))
+    alert_webhook_url: SecretStr | None = Field(
+        default=None, validation_alias=_env("BLADE_ALERT_WEBHOOK_URL"))
+    alert_webhook_format: Literal["json", "slack"] = Field(
+        default="json", validation_alias=_env("BLADE_ALERT_WEBHOOK_FORMAT"))
+    alert_smtp_host: str | None = Field(default=None,
+                                        validation_alias=_env("BLADE_ALERT_SMTP_HOST"))
+    alert_smtp_port: int = Field(default=25, ge=1, le=65535,
+                                 validation_alias=_env("BLADE_ALERT_SMTP_PORT"))
+    alert_smtp_from: str | None = Field(default=None,
+                                        validation_alias=_env("BLADE_ALERT_SMTP_FROM"))
+    alert_smtp_to: str = Field(default="", validation_alias=_env("BLADE_ALERT_SMTP_TO"))
+    alert_smtp_user: str | None = Field(default=None,
+                                        validation_alias=_env("BLADE_ALERT_SMTP_USER"))
+    alert_smtp_password: SecretStr | None = Field(
+        default=None, validation_alias=_env("BLADE_ALERT_SMTP_PASSWORD"))
+    alert_smtp_starttls: bool = Field(default=False,
+                                      validation_alias=_env("BLADE_ALERT_SMTP_STARTTLS"))
 
     @classmethod
     def load(cls) -> BladeSettings:

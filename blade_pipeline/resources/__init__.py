@@ -1,4 +1,4 @@
-"""Resources: the warehouse, the catalog and the lake, built for the deployment that
+"""Resources: the warehouse, the catalog, the lake and the alerts, built for the deployment that
 ``BLADE_DEPLOYMENT`` names (see :mod:`blade_pipeline.settings`)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from blade_pipeline.alerts import AlertSender
 from blade_pipeline.resources.catalog import CatalogClient
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.resources.warehouse import DatabricksWarehouse
@@ -38,4 +39,5 @@ def resources_from_env(settings: BladeSettings | None = None
         "warehouse": DatabricksWarehouse.from_env(settings),
         "catalog": catalog_from_env(settings),
         "lake": ParquetLake.from_env(settings),
+        "alerts": AlertSender.from_env(settings),
     }

@@ -28,5 +28,5 @@ def test_every_source_has_its_assets_checks_and_daily_partitions():
 
 
 def test_resources_are_wired_for_every_asset():
-    assert set(defs.resources) == {"warehouse", "catalog", "lake"}
+    assert set(defs.resources) == {"warehouse", "catalog", "lake", "alerts"}
     defs.resolve_all_job_defs()  # raises if any asset needs a missing resource

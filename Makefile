@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-fast test-scaleout lint check-defs docs-images clean lock
+.PHONY: setup demo test test-fast test-extended lint check-defs docs-images clean lock
 
 # constraints.txt pins every package to the versions the suite last passed with (pyproject.toml
 # keeps the ranges): a new release on PyPI cannot break a fresh setup or CI. `make lock` re-pins.
@@ -30,12 +30,13 @@ check-defs: setup
 	  DAGSTER_HOME=$(CURDIR)/.blade/validate_home $(BIN)/dg check defs
 
 test: lint check-defs
-	$(BIN)/pytest --ignore=blade_pipeline_tests/scaleout
+	$(BIN)/pytest -m "not extended"
 
-# Steps on two Celery workers (RabbitMQ on 127.0.0.1:5672), S3 lake, PostgreSQL instance,
-# a worker killed mid-upload (~3 min; CI runs it after `make test`).
-test-scaleout: setup
-	$(BIN)/pytest blade_pipeline_tests/scaleout -q
+# The tests marked `extended` (~12 min; CI runs them after `make test`): the fault cases that
+# kill -9 and restart processes (3, 3r, 3s, 6a-6c, 10), steps on two Celery workers (RabbitMQ
+# on 127.0.0.1:5672, S3 lake, PostgreSQL instance) and the bench smoke run.
+test-extended: setup
+	$(BIN)/pytest -m extended -q
 
 # The inner loop (~30 s): the unit tests and the in-process tier (every asset, check, job and
 # sensor on the in-process warehouse and catalog; no server, no PostgreSQL).

@@ -10,6 +10,7 @@ from blade_pipeline.bench.run import S3_STAGES, STAGE_ORDER
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_bench_runs_every_stage_and_reports_ratios(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

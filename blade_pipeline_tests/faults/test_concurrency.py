@@ -38,7 +38,7 @@ from blade_pipeline_tests.faults.conftest import (
     range_tags,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 SOURCE = source_for("maintenance")
 DAYS = [(dt.date.fromisoformat(DAY) - dt.timedelta(days=n)).isoformat() for n in range(3, -1, -1)]

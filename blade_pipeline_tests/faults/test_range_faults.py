@@ -63,6 +63,7 @@ def test_1r_transient_503s_in_a_range_run_are_retried_and_the_catalog_ends_exact
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_3r_warehouse_killed_mid_range_extract_leaves_only_whole_days(
         start_warehouse, start_catalog, lake_dir, dagster_instance, reference_db, recorded):
     server, res = slow_extract(start_warehouse, start_catalog(), lake_dir)

@@ -42,7 +42,7 @@ from blade_pipeline_tests.faults.conftest import catalog_items, make_resources, 
 from blade_pipeline_tests.postgres import fresh_pg_database, pg_answers
 from blade_pipeline_tests.servers import catalog_reader
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 DAY = (END_DATE - dt.timedelta(days=1)).isoformat()
 RANGE = [(END_DATE - dt.timedelta(days=n)).isoformat() for n in (3, 2, 1)]

@@ -82,6 +82,7 @@ def test_1s_slowdown_and_5xx_bursts_from_the_store_are_ridden_out(
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_3s_warehouse_killed_mid_extract_leaves_the_s3_partition_exactly_as_it_was(
         start_warehouse, start_catalog, tmp_path, s3_server, s3_lake_uri, dagster_instance,
         reference_db, recorded):

@@ -69,6 +69,7 @@ def test_2_wrong_warehouse_token_fails_fast_naming_the_warehouse_and_stages_noth
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_3_warehouse_killed_mid_extract_fails_clearly_then_reexecution_succeeds(
         start_warehouse, start_catalog, lake_dir, dagster_instance, reference_db, recorded):
     server, res = slow_extract(start_warehouse, start_catalog(), lake_dir)

@@ -10,7 +10,7 @@ would share.
 * the catalog dies mid-upload: the run fails naming it; re-executed from failure on the
   workers once the catalog is back, only the catalog step runs again and the catalog is exact.
 
-``make test-scaleout`` (CI runs it after ``make test``).
+``make test-extended`` (CI runs it after ``make test``).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from blade_pipeline_tests.faults.conftest import (
     stored_items,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 CELERY = [sys.executable, "-m", "celery", "-A", "blade_pipeline.celery_worker"]

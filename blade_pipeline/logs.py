@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -80,9 +81,11 @@ class JsonLinesHandler(logging.StreamHandler):
     def __init__(self) -> None:
         super().__init__(sys.stderr)
         self.setFormatter(JsonLineFormatter())
-        self.enabled = BladeSettings().log_format == "json"  # no deployment check here
+        BladeSettings()  # a malformed BLADE_LOG_FORMAT fails here, naming the variable
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.enabled:
-            self.stream = sys.stderr  # the current one (Dagster may reuse a handler)
+        # Read per record, not once: Dagster may build this handler before the variable is set
+        # and reuse it across instances of one process (seen in the test suite).
+        if os.environ.get("BLADE_LOG_FORMAT", "").strip().lower() == "json":
+            self.stream = sys.stderr  # the current one, for the same reason
             super().emit(record)

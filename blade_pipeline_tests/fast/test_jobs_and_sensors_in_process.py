@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import time
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -96,6 +97,19 @@ def test_json_logs_carry_run_id_data_type_day_and_step(resources, monkeypatch, c
     assert all(doc["run_id"] == result.run_id for doc in lines)  # INFO up: no DEBUG events
 
 
+def json_lines(capfd, wanted, timeout: float = 5.0) -> list[dict]:
+    """The JSON lines written to stderr that ``wanted`` accepts, waiting up to ``timeout`` for
+    the first (a handler may write after the run returns)."""
+    found: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        found += [json.loads(line) for line in capfd.readouterr().err.splitlines()
+                  if line.startswith("{") and wanted(line)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
 def test_a_json_step_failure_line_carries_its_cause(monkeypatch, capfd):
     monkeypatch.setenv("BLADE_LOG_FORMAT", "json")
 
@@ -106,7 +120,6 @@ def test_a_json_step_failure_line_carries_its_cause(monkeypatch, capfd):
     python_logs = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["python_logs"]
     with dg.instance_for_test(overrides={"python_logs": python_logs}) as instance:
         assert not dg.materialize([failing], instance=instance, raise_on_error=False).success
-    [line] = [json.loads(line) for line in capfd.readouterr().err.splitlines()
-              if line.startswith("{") and '"STEP_FAILURE"' in line]
+    [line] = json_lines(capfd, lambda text: '"STEP_FAILURE"' in text)
     assert line["data_type"] == "supply" and line["level"] == "ERROR"
     assert line["error"].endswith("[supply] catalog http://catalog refused the token")

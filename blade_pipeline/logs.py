@@ -74,18 +74,29 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps({k: v for k, v in doc.items() if v is not None}, default=str)
 
 
-class JsonLinesHandler(logging.StreamHandler):
+class JsonLinesHandler(logging.Handler):
     """The instance-wide handler of ``dagster.yaml``'s ``python_logs``: every run's log
-    records as JSON lines on stderr when ``BLADE_LOG_FORMAT=json``, nothing otherwise."""
+    records as JSON lines on stderr (or appended to ``path``, a file a shipper tails) when
+    ``BLADE_LOG_FORMAT=json``; nothing otherwise."""
 
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
+    def __init__(self, path: str | None = None, level: int | str = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.path = path
         self.setFormatter(JsonLineFormatter())
         BladeSettings()  # a malformed BLADE_LOG_FORMAT fails here, naming the variable
 
     def emit(self, record: logging.LogRecord) -> None:
         # Read per record, not once: Dagster may build this handler before the variable is set
-        # and reuse it across instances of one process (seen in the test suite).
-        if os.environ.get("BLADE_LOG_FORMAT", "").strip().lower() == "json":
-            self.stream = sys.stderr  # the current one, for the same reason
-            super().emit(record)
+        # and reuse it across instances of one process.
+        if os.environ.get("BLADE_LOG_FORMAT", "").strip().lower() != "json":
+            return
+        try:
+            line = self.format(record) + "\n"
+            if self.path:
+                with open(self.path, "a", encoding="utf-8") as out:
+                    out.write(line)
+            else:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+        except Exception:
+            self.handleError(record)

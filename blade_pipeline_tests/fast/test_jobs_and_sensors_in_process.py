@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import time
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -78,16 +77,27 @@ def test_the_change_sensor_requests_the_changed_days_as_one_range(warehouse, tmp
     own.close()
 
 
-def test_json_logs_carry_run_id_data_type_day_and_step(resources, monkeypatch, capfd):
+def json_logging(tmp_path):
+    """An instance with dagster.yaml's python_logs handler, writing to a file of tmp_path."""
+    python_logs = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["python_logs"]
+    path = tmp_path / "blade.jsonl"
+    python_logs["dagster_handler_config"]["handlers"]["blade_json"]["path"] = str(path)
+    return dg.instance_for_test(overrides={"python_logs": python_logs}), path
+
+
+def read_lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_json_logs_carry_run_id_data_type_day_and_step(resources, monkeypatch, tmp_path):
     monkeypatch.setenv("BLADE_LOG_FORMAT", "json")
     source = source_for("readiness")
-    python_logs = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["python_logs"]
-    with dg.instance_for_test(overrides={"python_logs": python_logs}) as instance:
+    instance_context, path = json_logging(tmp_path)
+    with instance_context as instance:
         result = dg.materialize(build_blade_assets(source), resources=resources,
                                 partition_key=DAY, instance=instance)
     assert result.success
-    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()
-             if line.startswith("{")]
+    lines = read_lines(path)
     ours = [doc for doc in lines if doc["message"].startswith("[readiness")]
     assert ours, "no pipeline log line came out as JSON"
     for doc in ours:
@@ -97,29 +107,29 @@ def test_json_logs_carry_run_id_data_type_day_and_step(resources, monkeypatch, c
     assert all(doc["run_id"] == result.run_id for doc in lines)  # INFO up: no DEBUG events
 
 
-def json_lines(capfd, wanted, timeout: float = 5.0) -> list[dict]:
-    """The JSON lines written to stderr that ``wanted`` accepts, waiting up to ``timeout`` for
-    the first (a handler may write after the run returns)."""
-    found: list[dict] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        found += [json.loads(line) for line in capfd.readouterr().err.splitlines()
-                  if line.startswith("{") and wanted(line)]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
-
-
-def test_a_json_step_failure_line_carries_its_cause(monkeypatch, capfd):
+def test_a_json_step_failure_line_carries_its_cause(monkeypatch, tmp_path):
     monkeypatch.setenv("BLADE_LOG_FORMAT", "json")
 
     @dg.asset(name="blade__supply__staged")
     def failing() -> None:
         raise dg.Failure(description="[supply] catalog http://catalog refused the token")
 
-    python_logs = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["python_logs"]
-    with dg.instance_for_test(overrides={"python_logs": python_logs}) as instance:
+    instance_context, path = json_logging(tmp_path)
+    with instance_context as instance:
         assert not dg.materialize([failing], instance=instance, raise_on_error=False).success
-    [line] = json_lines(capfd, lambda text: '"STEP_FAILURE"' in text)
+    [line] = [doc for doc in read_lines(path) if doc.get("event") == "STEP_FAILURE"]
     assert line["data_type"] == "supply" and line["level"] == "ERROR"
     assert line["error"].endswith("[supply] catalog http://catalog refused the token")
+
+
+def test_json_logs_are_off_unless_asked(monkeypatch, tmp_path):
+    monkeypatch.delenv("BLADE_LOG_FORMAT", raising=False)
+    instance_context, path = json_logging(tmp_path)
+    with instance_context as instance:
+        assert dg.materialize([_ok], instance=instance).success
+    assert read_lines(path) == []
+
+
+@dg.asset
+def _ok() -> None:
+    return None

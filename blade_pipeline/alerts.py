@@ -32,38 +32,47 @@ from blade_pipeline.logs import data_type_of
 from blade_pipeline.settings import BladeSettings
 
 BACKFILL_TAG = "dagster/backfill"
+WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run that run retries re-run
 
 
 @dataclass(frozen=True)
 class Alert:
-    """One failure, as a person reads it."""
+    """One failure (or its recovery, ``status="cleared"``), as a person reads it."""
 
     title: str
     data_type: str
     days: str
-    run_id: str
-    run_url: str
+    url: str  # the failed run, or the sensor / schedule / asset check that fails
     cause: str
     action: str
-    kind: str = "run_failure"  # or "check_failure"
+    kind: str = "run_failure"  # check_failure, tick_failure
+    status: str = "firing"  # or "cleared": the failure is over
+    run_id: str = ""  # a run's alert only
 
     def as_json(self) -> dict[str, Any]:
-        return {"source": "blade_pipeline", "kind": self.kind, "title": self.title,
-                "data_type": self.data_type, "days": self.days, "run_id": self.run_id,
-                "run_url": self.run_url, "cause": self.cause, "action": self.action}
+        return {"source": "blade_pipeline", "kind": self.kind, "status": self.status,
+                "title": self.title, "data_type": self.data_type, "days": self.days,
+                "run_id": self.run_id, "url": self.url, "cause": self.cause,
+                "action": self.action}
+
+    @property
+    def _link_label(self) -> str:
+        return f"Run {self.run_id[:8]}" if self.run_id else "Open in Dagster"
 
     def as_slack(self) -> dict[str, Any]:
-        text = (f":red_circle: *{self.title}*\n*Cause:* {self.cause}\n*What to do:* "
-                f"{self.action}\n<{self.run_url}|Run {self.run_id[:8]}>")
+        mark = ":large_green_circle:" if self.status == "cleared" else ":red_circle:"
+        text = (f"{mark} *{self.title}*\n*Cause:* {self.cause}\n*What to do:* "
+                f"{self.action}\n<{self.url}|{self._link_label}>")
         return {"text": f"{self.title}: {self.cause}",
                 "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
 
     def as_email(self, sender: str, recipients: list[str]) -> EmailMessage:
         message = EmailMessage()
-        message["Subject"], message["From"] = f"[blade] {self.title}", sender
+        prefix = "[blade] RESOLVED: " if self.status == "cleared" else "[blade] "
+        message["Subject"], message["From"] = f"{prefix}{self.title}", sender
         message["To"] = ", ".join(recipients)
         message.set_content(f"{self.title}\n\nCause: {self.cause}\nWhat to do: {self.action}\n"
-                            f"Run: {self.run_url}\nData type: {self.data_type}\n"
+                            f"Link: {self.url}\nData type: {self.data_type}\n"
                             f"Day(s): {self.days}\n")
         return message
 
@@ -204,7 +213,7 @@ def failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, fallback_cau
     if failed_checks:
         check = failed_checks[0]
         return Alert(
-            title=title, data_type=data_type, days=days, run_id=run.run_id, run_url=url,
+            title=title, data_type=data_type, days=days, run_id=run.run_id, url=url,
             kind="check_failure",
             cause=f"blocking check {check.check_name} failed"
                   + (f" for {check.partition}" if check.partition else "")
@@ -212,12 +221,38 @@ def failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, fallback_cau
             action=f"look at the day's quarantine (lake/{data_type}/quarantine/date=...) and the "
                    "check's metadata; fix the source (or the threshold in sources.yaml), then "
                    "re-run the day")
+    if run.tags.get(WILL_RETRY_TAG) == "true":  # instance run retries will re-execute it
+        title += " (retried automatically)"
+        action = ("nothing yet: run retries re-execute it from failure (the upload resumes from "
+                  "its checkpoints); the retry alerts too if it fails. If it keeps failing, fix "
+                  "the cause, then re-execute from failure")
+    else:
+        action = RERUN
     cause = next((_first_line(f.dagster_event.event_specific_data.error.message)
                   for f in failures if f.dagster_event and f.dagster_event.event_specific_data
                   and f.dagster_event.event_specific_data.error), "") or _first_line(
-        fallback_cause) or "the run failed (see its event log)"
-    return Alert(title=title, data_type=data_type, days=days, run_id=run.run_id, run_url=url,
-                 cause=cause, action=RERUN)
+        _outside_cause(instance, run) if fallback_cause.startswith(_FAILED_OUTSIDE)
+        else fallback_cause) or "the run failed (see its event log)"
+    return Alert(title=title, data_type=data_type, days=days, run_id=run.run_id, url=url,
+                 cause=cause, action=action)
+
+
+_FAILED_OUTSIDE = "This run has been marked as failed from outside"  # Dagster's generic text
+
+
+def _outside_cause(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
+    """A run failed from outside (its worker died): the newest engine event says why (e.g.
+    "Run execution process for … unexpectedly exited")."""
+    cause = _FAILED_OUTSIDE
+    for entry in instance.all_logs(run.run_id, of_type={dg.DagsterEventType.ENGINE_EVENT,
+                                                        dg.DagsterEventType.RUN_FAILURE}):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            break  # what follows (e.g. "Retrying the run") is not the cause
+        cause = event.message or cause
+    return cause
 
 
 def _earlier_failure_of(instance: dg.DagsterInstance, run: dg.DagsterRun, backfill: str) -> bool:
@@ -235,7 +270,7 @@ def build_failure_alert_sensor() -> dg.SensorDefinition:
 
     @dg.run_failure_sensor(
         name="blade_failure_alerts", default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=BladeSettings().sensor_interval_seconds,
+        minimum_interval_seconds=BladeSettings().alert_interval_seconds,
         description="Sends an alert (webhook and/or email, see BLADE_ALERT_*) for each failed "
                     "run: data type, days, run link, cause, what to do; one per backfill.")
     def failure_alerts(context: dg.RunFailureSensorContext, alerts: AlertSender) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dagster as dg
 
 from blade_pipeline.alerts import build_failure_alert_sensor
-from blade_pipeline.assets import build_blade_assets, build_reconciliation_check
+from blade_pipeline.assets import build_blade_assets
 from blade_pipeline.executors import executor_from_env
+from blade_pipeline.freshness import build_freshness_check, build_freshness_sensor
+from blade_pipeline.health_alerts import build_health_alert_sensor
 from blade_pipeline.jobs import (
     blade_item_job,
     blade_query_job,
@@ -14,6 +16,7 @@ from blade_pipeline.jobs import (
     build_reconcile_job,
 )
 from blade_pipeline.partitions import daily_partitions
+from blade_pipeline.reconciliation_check import build_reconciliation_check
 from blade_pipeline.resources import resources_from_env
 from blade_pipeline.schedules import build_daily_schedule, build_reconcile_schedule
 from blade_pipeline.sensors import build_change_sensor
@@ -24,6 +27,7 @@ def build_definitions() -> dg.Definitions:
     """Definitions for every source in sources.yaml (disabled ones start with their sensor
     and schedule off)."""
     assets, checks, jobs, sensors, schedules = [], [], [blade_query_job, blade_item_job], [], []
+    freshness = []
     for source in default_sources():
         for definition in build_blade_assets(source):
             (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(
@@ -31,6 +35,8 @@ def build_definitions() -> dg.Definitions:
         job = build_partition_job(source)
         reconciled = build_reconciliation_check(source)  # also runs in `job`, after the upload
         checks.append(reconciled)
+        if source.enabled:  # a disabled source is never due
+            freshness.append(build_freshness_check(source))
         reconcile_job = build_reconcile_job(source)
         jobs += [job, reconcile_job]
         sensors.append(build_change_sensor(source, job, daily_partitions(source)))
@@ -38,7 +44,10 @@ def build_definitions() -> dg.Definitions:
                       build_reconcile_schedule(source, reconcile_job)]
     # BLADE_EXECUTOR: steps in the run's process (default), in child processes, or on Celery
     # workers (blade_pipeline/executors.py).
-    sensors.append(build_failure_alert_sensor())
+    checks += freshness
+    sensors += [build_failure_alert_sensor(), build_health_alert_sensor()]
+    if freshness:
+        sensors.append(build_freshness_sensor(freshness))
     return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, sensors=sensors,
                           schedules=schedules, resources=resources_from_env(),
                           executor=executor_from_env())

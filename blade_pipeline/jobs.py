@@ -16,7 +16,6 @@ import dagster as dg
 from pydantic import Field
 
 from blade_pipeline import ingest, reconciliation, single_items
-from blade_pipeline.assets import reconcile_days
 from blade_pipeline.dagster_glue import (
     POOL,
     RETRY_POLICY,
@@ -32,6 +31,7 @@ from blade_pipeline.dagster_glue import (
 from blade_pipeline.items import IngestRun
 from blade_pipeline.partitions import daily_partitions
 from blade_pipeline.queries import UnsafeFilterError, select_sql
+from blade_pipeline.reconciliation_check import reconcile_days
 from blade_pipeline.resources.catalog import Catalog, CatalogError
 from blade_pipeline.resources.lake import LakeError, ParquetLake
 from blade_pipeline.resources.warehouse import Warehouse, WarehouseError

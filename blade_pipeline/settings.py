@@ -66,6 +66,8 @@ class BladeSettings(BaseSettings):
     s3_endpoint: str | None = Field(default=None, validation_alias=_env("BLADE_S3_ENDPOINT"))
     sensor_interval_seconds: int = Field(
         default=30, ge=1, validation_alias=_env("BLADE_SENSOR_INTERVAL_SECONDS"))
+    alert_interval_seconds: int = Field(
+        default=30, ge=1, validation_alias=_env("BLADE_ALERT_INTERVAL_SECONDS"))
     executor: Literal["in_process", "multiprocess", "celery"] = Field(
         default="in_process", validation_alias=_env("BLADE_EXECUTOR"))
     celery_broker_url: SecretStr | None = Field(

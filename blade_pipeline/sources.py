@@ -76,6 +76,16 @@ class BladeSource(_Strict):
     #: None: a backfill of any range is one run (BackfillPolicy.single_run); N: runs of at
     #: most N days each (BackfillPolicy.multi_run), for very large sources.
     max_partitions_per_run: int | None = Field(default=None, ge=1)
+    #: Day D is due (staged and in the catalog) by D+1 at this time, UTC: the ``freshness``
+    #: checks fail after it. Quote it in YAML ("03:00"): unquoted, YAML reads 13:30 as 810.
+    due_by: dt.time = dt.time(3, 0)
+
+    @field_validator("due_by", mode="before")
+    @classmethod
+    def _time_of_day(cls, value: object) -> object:
+        if isinstance(value, int):
+            raise ValueError(f"{value!r} is not a time of day: quote it, e.g. \"03:00\"")
+        return value
 
     @field_validator("primary_key", "watermark_column")
     @classmethod

@@ -43,6 +43,7 @@ class LiveStack:
     web: ServerProcess
     daemon: ServerProcess
     catalog_server: ServerProcess
+    warehouse_server: ServerProcess
 
     @property
     def base_url(self) -> str:
@@ -89,7 +90,8 @@ def live_dagster(warehouse: ServerProcess, catalog: ServerProcess, dagster_home:
                         catalog=CatalogClient(base_url=catalog.base_url, token=CATALOG_TOKEN),
                         warehouse=DatabricksWarehouse(url=warehouse_url(warehouse),
                                                       token=WAREHOUSE_TOKEN),
-                        web=web, daemon=daemon, catalog_server=catalog)
+                        web=web, daemon=daemon, catalog_server=catalog,
+                        warehouse_server=warehouse)
     finally:
         daemon.stop(timeout=30)
         web.stop(timeout=30)

@@ -10,15 +10,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from blade_pipeline.assets import (
-    build_blade_assets,
-    build_reconciliation_check,
-    catalog_key,
-    staged_key,
-)
+from blade_pipeline.assets import build_blade_assets, catalog_key, staged_key
 from blade_pipeline.definitions import defs
 from blade_pipeline.jobs import build_reconcile_job
 from blade_pipeline.reconciliation import digest
+from blade_pipeline.reconciliation_check import build_reconciliation_check
 from blade_pipeline.resources.in_process import InProcessCatalog
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.sources import default_sources, source_for

@@ -7,10 +7,7 @@ the cause and what to do, and never a secret; a backfill's second failure sends 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pytest
@@ -19,46 +16,12 @@ from aiosmtpd.controller import Controller
 from blade_pipeline.alerts import AlertSender, build_failure_alert_sensor
 from blade_pipeline.assets import build_blade_assets
 from blade_pipeline.sources import source_for
+from blade_pipeline_tests.alert_sinks import WEBHOOK_SECRET, Receiver, Sink
 from blade_pipeline_tests.conftest import CATALOG_TOKEN, WAREHOUSE_TOKEN
 from blade_pipeline_tests.faults.conftest import DAY, make_resources, run
 from blade_pipeline_tests.servers import free_port
 
-WEBHOOK_SECRET = "T000/B000/webhook-secret-8f2a"  # a Slack webhook's path is its credential
 SENSOR = build_failure_alert_sensor()
-
-
-class Receiver:
-    """A webhook endpoint on loopback keeping every JSON body posted to it."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        received = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-                self.send_response(200)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/{WEBHOOK_SECRET}"
-
-
-class Sink:
-    """aiosmtpd's handler protocol: keep every message."""
-
-    def __init__(self) -> None:
-        self.messages: list = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
 
 
 @pytest.fixture
@@ -70,7 +33,14 @@ def channels() -> Iterator[tuple[Receiver, Sink, int]]:
         yield receiver, sink, port
     finally:
         controller.stop()
-        receiver.server.shutdown()
+        receiver.close()
+
+
+@pytest.fixture
+def refused(fault_warehouse, start_catalog, lake_dir) -> dict:
+    """Resources whose warehouse token is refused: every run fails at its first query."""
+    return make_resources(fault_warehouse, start_catalog(), lake_dir,
+                          warehouse_token="wrong-warehouse-token-5e1f")
 
 
 def evaluate(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult,
@@ -90,17 +60,15 @@ def senders(receiver: Receiver, port: int, webhook_format: str = "json") -> Aler
 
 
 def test_13a_a_refused_token_reaches_the_webhook_and_the_mailbox(
-        fault_warehouse, start_catalog, lake_dir, dagster_instance, recorded, channels):
+        refused, dagster_instance, recorded, channels):
     receiver, sink, port = channels
-    res = make_resources(fault_warehouse, start_catalog(), lake_dir,
-                         warehouse_token="wrong-warehouse-token-5e1f")
-    result = run(source_for("sortie"), res, dagster_instance, recorded)
+    result = run(source_for("sortie"), refused, dagster_instance, recorded)
     assert not result.success
     evaluate(dagster_instance, result, senders(receiver, port))
     [body] = receiver.bodies
     assert body["kind"] == "run_failure" and body["data_type"] == "sortie"
     assert body["days"] == DAY and body["run_id"] == result.run_id
-    assert body["run_url"].endswith(f"/runs/{result.run_id}")
+    assert body["url"].endswith(f"/runs/{result.run_id}")
     assert body["cause"].startswith("[sortie] Databricks SQL warehouse")
     assert "refused the access token" in body["cause"]
     assert "re-execute the run from failure" in body["action"]
@@ -108,7 +76,7 @@ def test_13a_a_refused_token_reaches_the_webhook_and_the_mailbox(
     assert mail["Subject"] == f"[blade] {body['title']}"
     assert mail["To"] == "ops@example.org, oncall@example.org"
     text = mail.get_payload(decode=True).decode()
-    assert body["cause"] in text and body["run_url"] in text
+    assert body["cause"] in text and body["url"] in text
     everything = json.dumps(receiver.bodies) + text
     for secret in ("wrong-warehouse-token-5e1f", WAREHOUSE_TOKEN, CATALOG_TOKEN, WEBHOOK_SECRET):
         assert secret not in everything
@@ -133,13 +101,10 @@ def test_13b_a_failed_blocking_check_says_which_check_and_where_to_look(
     assert "blocking check invalid_fraction failed" in mail.get_payload(decode=True).decode()
 
 
-def test_13c_a_backfill_failing_twice_alerts_once(
-        fault_warehouse, start_catalog, lake_dir, dagster_instance, recorded, channels):
+def test_13c_a_backfill_failing_twice_alerts_once(refused, dagster_instance, channels):
     receiver, sink, port = channels
-    res = make_resources(fault_warehouse, start_catalog(), lake_dir,
-                         warehouse_token="wrong-warehouse-token-5e1f")
     backfill = {"dagster/backfill": f"bf{free_port()}"}
-    results = [dg.materialize(build_blade_assets(source_for("supply")), resources=res,
+    results = [dg.materialize(build_blade_assets(source_for("supply")), resources=refused,
                               partition_key=day, instance=dagster_instance, tags=backfill,
                               raise_on_error=False)
                for day in ("2026-06-27", "2026-06-28")]
@@ -154,11 +119,9 @@ def test_13c_a_backfill_failing_twice_alerts_once(
 
 
 def test_13d_no_channel_configured_sends_nothing_and_says_so(
-        fault_warehouse, start_catalog, lake_dir, dagster_instance, recorded, channels):
+        refused, dagster_instance, recorded, channels):
     receiver, sink, _ = channels
-    res = make_resources(fault_warehouse, start_catalog(), lake_dir,
-                         warehouse_token="wrong-warehouse-token-5e1f")
-    result = run(source_for("maintenance"), res, dagster_instance, recorded)
+    result = run(source_for("maintenance"), refused, dagster_instance, recorded)
     evaluate(dagster_instance, result, AlertSender())
     assert receiver.bodies == [] and sink.messages == []
 

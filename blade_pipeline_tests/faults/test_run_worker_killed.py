@@ -11,6 +11,7 @@ process of the daemon's code server (:class:`~blade_pipeline.run_launcher.LocalP
 
 Either way run retries re-execute the run from failure and the upload resumes after its last
 acknowledged batch. End state: the catalog holds exactly the staged items, each at version 1.
+The daemon's run failure sensor posts one alert for the killed run to a webhook receiver.
 The worker case also runs as a range run (three days in one run, checkpoints per day).
 """
 
@@ -31,6 +32,7 @@ import dagster as dg
 import pytest
 
 from blade_pipeline.run_launcher import run_worker_started
+from blade_pipeline_tests.alert_sinks import Receiver
 from blade_pipeline_tests.conftest import (
     CATALOG_TOKEN,
     END_DATE,
@@ -116,11 +118,13 @@ def test_6_run_worker_killed_mid_upload_is_failed_retried_and_ends_exact(
     warehouse = start_warehouse(ROWS, "--days", str(len(days)))
     catalog = start_catalog("--latency-ms", "200")
     res = make_resources(warehouse, catalog, tmp_path / "lake")
+    receiver = Receiver()
     env = {**os.environ, "DAGSTER_HOME": str(daemon_home), "DAGSTER_PG_URL": pg_url,
            "BLADE_WAREHOUSE_URL": warehouse_url(warehouse), "DATABRICKS_TOKEN": WAREHOUSE_TOKEN,
            "BLADE_CATALOG_URL": catalog.base_url, "BLADE_CATALOG_TOKEN": CATALOG_TOKEN,
            "BLADE_LAKE_URI": str(tmp_path / "lake"), "BLADE_CATALOG_BATCH_SIZE": "2000",
-           "BLADE_SENSOR_INTERVAL_SECONDS": "3600"}
+           "BLADE_SENSOR_INTERVAL_SECONDS": "3600", "BLADE_ALERT_INTERVAL_SECONDS": "2",
+           "BLADE_ALERT_WEBHOOK_URL": receiver.url}
     workspace = str(REPO_ROOT / "workspace.yaml")
 
     def start_daemon() -> subprocess.Popen:
@@ -173,8 +177,16 @@ def test_6_run_worker_killed_mid_upload_is_failed_retried_and_ends_exact(
         done = wait_for("the retry to finish", lambda: (
             r := dagster_instance.get_run_by_id(retry.run_id)).is_finished and r, 240)
         assert done.status == dg.DagsterRunStatus.SUCCESS, (tmp_path / "daemon.log").read_text()
+        [alert] = wait_for("the killed run's alert", lambda: [
+            b for b in receiver.bodies if b["run_id"] == run.run_id], 60)
     finally:
         stop(daemon)
+        receiver.close()
+    assert (alert["kind"], alert["data_type"]) == ("run_failure", "maintenance")
+    assert alert["days"] == (days[0] if len(days) == 1 else f"{days[0]}...{days[-1]}")
+    assert "process" in alert["cause"], alert  # the worker's death, as Dagster reported it
+    assert "retried automatically" in alert["title"] and "run retries" in alert["action"]
+    assert [b["run_id"] for b in receiver.bodies if b["run_id"]] == [run.run_id]  # retry: OK
 
     messages = [f"{e.user_message} {e.dagster_event.message if e.dagster_event else ''}"
                 for e in dagster_instance.all_logs(run.run_id)]

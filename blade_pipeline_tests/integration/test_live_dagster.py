@@ -4,7 +4,10 @@
   without anyone clicking;
 * a range run (three days in one run) is terminated mid-upload (pause) and re-executed from
   failure (resume): the catalog ends with exactly the staged items, each at version 1 (no loss,
-  no double upload).
+  no double upload);
+* the warehouse goes down: the change sensors' ticks fail and the daemon's health sensor posts
+  one alert per sensor at most (grouped per tick) to a webhook receiver; the warehouse comes
+  back and a "cleared" alert follows.
 
 The stack's lake is on the loopback S3 API (moto's server): the checkpoints that pause and
 resume rest on are S3 objects here (the browser tests' stack keeps a local lake).
@@ -18,7 +21,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from blade_pipeline_tests.conftest import END_DATE, make_bucket
+from blade_pipeline_tests.alert_sinks import WEBHOOK_SECRET, Receiver
+from blade_pipeline_tests.conftest import END_DATE, WAREHOUSE_TOKEN, make_bucket
 from blade_pipeline_tests.live_stack import (
     LiveStack,
     assert_catalog_holds_exactly_the_staged_items,
@@ -32,8 +36,15 @@ RANGE = [(END_DATE - dt.timedelta(days=n)).isoformat() for n in (3, 2, 1)]  # ~4
 
 
 @pytest.fixture(scope="module")
-def stack(start_warehouse, start_catalog, pg_dagster_home, pg_url, s3_server, tmp_path_factory
-          ) -> Iterator[LiveStack]:
+def receiver() -> Iterator[Receiver]:
+    webhook = Receiver()
+    yield webhook
+    webhook.close()
+
+
+@pytest.fixture(scope="module")
+def stack(start_warehouse, start_catalog, pg_dagster_home, pg_url, s3_server, tmp_path_factory,
+          receiver) -> Iterator[LiveStack]:
     """Warehouse (one big partition), slow catalog, S3 lake, webserver + daemon on
     PostgreSQL."""
     warehouse = start_warehouse(BIG_ROWS, "--days", "3")
@@ -41,7 +52,9 @@ def stack(start_warehouse, start_catalog, pg_dagster_home, pg_url, s3_server, tm
     lake_uri = make_bucket(s3_server, "blade-live") + "/lake"
     with live_dagster(warehouse, catalog, pg_dagster_home, pg_url,
                       tmp_path_factory.mktemp("live"), lake_uri=lake_uri,
-                      s3_endpoint=s3_server.base_url, BLADE_SENSOR_INTERVAL_SECONDS="3") as live:
+                      s3_endpoint=s3_server.base_url, BLADE_SENSOR_INTERVAL_SECONDS="3",
+                      BLADE_ALERT_INTERVAL_SECONDS="3", BLADE_ALERT_WEBHOOK_URL=receiver.url
+                      ) as live:
         yield live
 
 
@@ -98,3 +111,35 @@ def test_terminate_mid_upload_then_reexecute_from_failure_is_exact(stack):
     for final, rows in zip(saved(), staged, strict=True):
         assert final["processed"] == final["total"] == rows
     assert_catalog_holds_exactly_the_staged_items(stack, "maintenance", *RANGE)
+
+
+def _wait_for(receiver: Receiver, status: str, timeout: float) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [b for b in receiver.bodies if b["kind"] == "tick_failure"
+                 and b["status"] == status]
+        if found:
+            return found
+        time.sleep(1)
+    raise AssertionError(f"no {status} tick alert in {timeout}s: {receiver.bodies}")
+
+
+def test_a_warehouse_outage_alerts_then_clears(stack, receiver):
+    """Last in the module: it stops the warehouse."""
+    receiver.bodies.clear()
+    stack.warehouse_server.stop()
+    try:
+        firing = _wait_for(receiver, "firing", 120)
+    finally:
+        stack.warehouse_server.start("/healthz", timeout=300)
+    body = firing[0]
+    assert "_changes" in body["title"] and "failing" in body["title"], body
+    assert "change sensor: cannot ask the warehouse for changes" in body["cause"]
+    assert "/sensors/blade_" in body["url"] and "nothing to re-run" in body["action"]
+    cleared = _wait_for(receiver, "cleared", 120)
+    assert cleared[0]["cause"].startswith("was: ")
+    fired = [b["title"] for b in receiver.bodies if b["status"] == "firing"]
+    for sensor in ("maintenance", "sortie", "supply", "readiness"):  # no storm: once each
+        assert sum(f"blade_{sensor}_changes" in t for t in fired) <= 1, fired
+    everything = str(receiver.bodies)
+    assert WAREHOUSE_TOKEN not in everything and WEBHOOK_SECRET not in everything

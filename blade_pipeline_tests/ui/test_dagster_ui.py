@@ -131,17 +131,20 @@ def test_asset_graph_shows_every_data_type_with_its_assets_and_checks(page):
     for name in ("staged", "catalog"):
         expect(page.get_by_text(name, exact=True).filter(visible=True)) \
             .to_have_count(len(DATA_TYPES))
-    # Each staged asset shows its two checks' summary (e.g. "0 / 2 Passed").
-    expect(page.get_by_text(re.compile(r"^\d+ / 2 ")).filter(visible=True)) \
-        .to_have_count(len(DATA_TYPES))
+    # Each asset shows its checks' summary (e.g. "0 / 3 Passed"): staged has schema_conforms,
+    # invalid_fraction and freshness; catalog has reconciled and freshness.
+    for count in (3, 2):
+        expect(page.get_by_text(re.compile(rf"^\d+ / {count} ")).filter(visible=True)) \
+            .to_have_count(len(DATA_TYPES))
     screenshot(page, "asset-graph")
 
     for data_type in DATA_TYPES:  # the checks by name, on each staged asset's Checks tab
         nav(page, "Catalog")
         open_asset(page, data_type, "staged")
         page.get_by_role("tab", name="Checks").click()
-        for check in ("schema_conforms", "invalid_fraction"):
+        for check in ("schema_conforms", "invalid_fraction", "freshness"):
             expect(page.get_by_text(check, exact=True).first).to_be_visible()
+        page.get_by_text("schema_conforms", exact=True).first.click()  # its details
         expect(page.get_by_text("blocking", exact=True).first).to_be_visible()
 
 
@@ -181,6 +184,23 @@ def test_launch_a_partition_from_the_partitions_view_and_see_its_metadata(page, 
     screenshot(page, "asset-preview")
 
     assert stack.catalog.stats()["data_sources"]["BLADE:sortie"] == valid
+
+    # The day's run checked the catalog asset after its upload: `reconciled` passed for the day;
+    # `freshness` judges the day due by the real clock (yesterday), never ingested here: late.
+    nav(page, "Catalog")
+    open_asset(page, "sortie", "catalog")
+    page.get_by_role("tab", name="Checks").click()
+    for check in ("reconciled", "freshness"):
+        expect(page.get_by_text(check, exact=True).first).to_be_visible(timeout=UI_TIMEOUT)
+    page.get_by_text("freshness", exact=True).first.click()
+    expect(page.get_by_text(re.compile(r"\[sortie\] \d{4}-\d\d-\d\d is late: not uploaded"))
+           ).to_be_visible(timeout=UI_TIMEOUT)
+    screenshot(page, "asset-checks")
+    page.get_by_text("reconciled", exact=True).first.click()
+    expect(page.get_by_text(SMALL_DAY, exact=True).first).to_be_visible(timeout=UI_TIMEOUT)
+    expect(metadata_row(page, "staged_valid")).to_contain_text(str(valid))
+    expect(metadata_row(page, "missing_or_different")).to_contain_text("0")
+    screenshot(page, "asset-check-reconciled")
 
 
 def test_a_backfill_of_a_range_launched_by_clicks_is_one_run(page, ui_stack):

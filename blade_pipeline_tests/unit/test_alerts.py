@@ -5,7 +5,7 @@ import pytest
 from blade_pipeline.alerts import Alert, AlertError, AlertSender
 
 ALERT = Alert(title="[supply] blade_supply_job failed for 2026-06-29", data_type="supply",
-              days="2026-06-29", run_id="0123456789abcdef", run_url="http://ui/runs/0123",
+              days="2026-06-29", run_id="0123456789abcdef", url="http://ui/runs/0123",
               cause="[supply] catalog refused the token", action="re-run")
 
 
@@ -27,5 +27,26 @@ def test_unconfigured_means_off():
 
 def test_the_generic_body_holds_what_a_person_needs():
     body = ALERT.as_json()
-    assert {"data_type", "days", "run_url", "cause", "action", "title", "kind"} <= set(body)
+    assert {"data_type", "days", "url", "cause", "action", "title", "kind", "status"} <= set(body)
     assert ALERT.as_slack()["text"].startswith(ALERT.title)
+
+
+def test_problems_starting_in_one_tick_go_out_as_one_alert_and_clear_as_one():
+    from blade_pipeline.health_alerts import Problem, _grouped
+
+    problems = [Problem(kind="tick_failure", what=f"sensor blade_{t}_changes", data_type=t,
+                        day="-", cause=f"[{t}] change sensor: cannot ask the warehouse",
+                        url=f"http://ui/sensors/blade_{t}_changes", action="fix it")
+                for t in ("sortie", "supply")]
+    firing = _grouped(problems, "firing")
+    assert firing.title == ("2 failing: sensor blade_sortie_changes, "
+                            "sensor blade_supply_changes")
+    assert firing.cause == "[sortie] change sensor: cannot ask the warehouse (and 1 more)"
+    assert (firing.data_type, firing.status, firing.action) == ("sortie,supply", "firing",
+                                                                "fix it")
+    cleared = _grouped(problems[:1], "cleared")
+    assert cleared.title == "[sortie] sensor blade_sortie_changes recovered"
+    assert cleared.cause.startswith("was: ") and cleared.action == "nothing to do"
+    assert cleared.as_email("a@x", ["b@x"])["Subject"].startswith("[blade] RESOLVED: ")
+    assert ":large_green_circle:" in cleared.as_slack()["blocks"][0]["text"]["text"]
+    assert _grouped([], "firing") is None

@@ -14,7 +14,7 @@ def test_every_source_has_its_assets_checks_and_daily_partitions():
         staged, catalog = f"blade/{source.data_type}/staged", f"blade/{source.data_type}/catalog"
         assert {staged, catalog} <= keys
         assert {(staged, "schema_conforms"), (staged, "invalid_fraction"),
-                (catalog, "reconciled")} <= checks
+                (catalog, "reconciled"), (staged, "freshness"), (catalog, "freshness")} <= checks
         assert defs.get_job_def(f"blade_{source.data_type}_reconcile_job")
         assert defs.get_schedule_def(f"blade_{source.data_type}_reconcile")
         for key in (staged, catalog):
@@ -24,7 +24,10 @@ def test_every_source_has_its_assets_checks_and_daily_partitions():
         assert graph.get(dg.AssetKey.from_user_string(catalog)).parent_keys == {
             dg.AssetKey.from_user_string(staged)}
     for check_key in graph.asset_check_keys:  # the staged asset's checks block its upload
-        assert graph.get_check_spec(check_key).blocking == (check_key.name != "reconciled")
+        assert graph.get_check_spec(check_key).blocking == (
+            check_key.name not in {"reconciled", "freshness"})
+    assert {"blade_failure_alerts", "blade_health_alerts", "blade_freshness_checks"} <= {
+        s.name for s in defs.sensors}
 
 
 def test_resources_are_wired_for_every_asset():

@@ -1,68 +1,67 @@
 """The guard on user-supplied filters, and the filtered query built from one.
 
-User filters (``--where``, the query job's ``where``) are checked with DuckDB's own tokenizer
-and parser: one boolean expression, no statement separator, no comments, no DDL/DML keywords.
+User filters (``--where``, the query job's ``where``) must be what a Databricks SQL warehouse
+would run as a WHERE clause: **one Databricks boolean expression** (read with sqlglot's
+``databricks`` dialect and Databricks' built-in functions: ``blade_pipeline.databricks_sql``),
+no statement separator, no comments, nothing that writes. What passes here is what Databricks
+runs; a DuckDB-only function (``regexp_matches``) is refused here, not in production.
 Values of partition bounds always travel as native query parameters, never as text.
 """
 
 from __future__ import annotations
 
-import duckdb
+from sqlglot import exp
 
 from blade_pipeline import warehouse_sql
+from blade_pipeline.databricks_sql import DatabricksSqlError, parse_condition
 from blade_pipeline.sources import BladeSource
 
-_FORBIDDEN_KEYWORDS = frozenset({
-    "insert", "update", "delete", "merge", "drop", "create", "alter", "truncate", "grant",
-    "revoke", "copy", "attach", "detach", "call", "set", "reset", "use", "pragma", "install",
-    "load", "export", "import", "vacuum", "checkpoint", "describe", "show", "explain",
-    "replace", "optimize", "refresh", "msck", "into",
-})
+_WRITES = (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter,
+           exp.Command, exp.TruncateTable, exp.Use, exp.Set)
+_NOT_BOOLEAN = (exp.Literal, exp.Column, exp.Star, exp.Array, exp.Struct, exp.Tuple)
 
 
 class UnsafeFilterError(ValueError):
-    """A user filter that is not a single boolean expression."""
+    """A user filter that is not a single Databricks boolean expression."""
 
 
 def validate_filter(where: str) -> str:
-    """Return ``where`` stripped if it is one safe boolean expression; raise otherwise."""
+    """Return ``where`` stripped if it is one safe Databricks boolean expression; raise
+    UnsafeFilterError (saying why, with Databricks' error class) otherwise."""
     text = where.strip()
     if not text:
         raise UnsafeFilterError("the filter is empty")
-    duck_text = text.replace("`", '"')  # Databricks quotes identifiers with backticks
+    if _unbalanced(text):
+        raise UnsafeFilterError("unbalanced parentheses in the filter: a filter cannot open "
+                                "or close the WHERE clause")
     try:
-        tokens = duckdb.tokenize(duck_text)
-    except duckdb.Error as exc:
-        raise UnsafeFilterError(f"the filter does not parse: {exc}") from None
-    depth = 0
-    ends = [pos for pos, _ in tokens[1:]] + [len(duck_text)]
-    for (pos, kind), end in zip(tokens, ends, strict=True):
-        rest = duck_text[pos:]
-        if kind == duckdb.token_type.operator:
-            for char in duck_text[pos:end]:
-                depth += {"(": 1, ")": -1}.get(char, 0)
-                if depth < 0:
-                    raise UnsafeFilterError(f"unbalanced ')' in the filter (at {pos}): a "
-                                            "filter cannot close the WHERE clause")
-        if kind == duckdb.token_type.comment:
-            raise UnsafeFilterError(f"comments are not allowed in a filter (at {pos})")
-        if kind == duckdb.token_type.operator and rest.startswith(";"):
-            raise UnsafeFilterError(f"';' is not allowed in a filter (at {pos}): one "
-                                    "expression only, no second statement")
-        if kind == duckdb.token_type.keyword:
-            word = rest.split(None, 1)[0].strip("(),").lower()
-            if word in _FORBIDDEN_KEYWORDS:
-                raise UnsafeFilterError(f"keyword {word.upper()!r} is not allowed in a filter "
-                                        f"(at {pos}); a filter is a boolean expression")
-    if depth:
-        raise UnsafeFilterError("unbalanced '(' in the filter")
-    try:
-        statements = duckdb.extract_statements(f"SELECT 1 WHERE ({duck_text})")
-    except duckdb.Error as exc:
-        raise UnsafeFilterError(f"the filter does not parse as an expression: {exc}") from None
-    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-        raise UnsafeFilterError("the filter must be a single boolean expression")
+        tree = parse_condition(text)
+    except DatabricksSqlError as exc:
+        raise UnsafeFilterError(f"the filter is not a Databricks SQL expression: {exc}"
+                                ) from None
+    for node in tree.walk():
+        if isinstance(node, _WRITES):
+            raise UnsafeFilterError(f"{node.key.upper()} is not allowed in a filter: a filter "
+                                    "is a boolean expression")
+    if isinstance(tree, _NOT_BOOLEAN):
+        raise UnsafeFilterError(f"the filter {text!r} is a value, not a condition (e.g. "
+                                "`priority = 'HIGH'`)")
     return text
+
+
+def _unbalanced(text: str) -> bool:
+    """Whether parentheses outside string literals and quoted names do not balance."""
+    depth, quote = 0, ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"`":
+            quote = char
+        elif char in "()":
+            depth += 1 if char == "(" else -1
+            if depth < 0:
+                return True
+    return depth != 0
 
 
 def select_sql(source: BladeSource, where: str | None = None, limit: int | None = None,

@@ -1,4 +1,5 @@
-"""Every SQL text the pipeline sends to the warehouse, built in one place (Databricks SQL).
+"""Every SQL text the pipeline sends to the warehouse, built in one place (Databricks SQL: a
+unit test reads each with the Databricks dialect, so no DuckDB-ism reaches production).
 
 Identifiers are backtick-quoted by :func:`ident`; values always travel as named parameters
 (``:start``, ``:end``, ``:cursor``, ``:keys``), never as text. The one piece of user text, a
@@ -83,3 +84,8 @@ def rows_per_day(source: BladeSource) -> str:
 def newest_watermark(source: BladeSource) -> str:
     """The table's newest watermark (column ``newest``)."""
     return f"SELECT max({ident(source.watermark_column)}) AS newest FROM {table(source)}"
+
+
+def ping() -> str:
+    """The connection check's statement."""
+    return "SELECT 1 AS ok"

@@ -25,6 +25,7 @@ import httpx
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
+from blade_pipeline import warehouse_sql
 from blade_pipeline.resources.catalog import CatalogClient
 from blade_pipeline.resources.warehouse import (
     ConnectionCheck,
@@ -86,19 +87,24 @@ class InProcessWarehouse(Warehouse):
 
     def _reader(self, sql: str, params: Mapping[str, Any] | None, batch_rows: int
                 ) -> pa.RecordBatchReader | None:
+        from blade_pipeline.databricks_sql import DatabricksSqlError
         from blade_pipeline.devservices.warehouse.server import MAIN_DATABASE
-        from blade_pipeline.devservices.warehouse.sql_dialect import translate
+        from blade_pipeline.devservices.warehouse.sql_dialect import from_duckdb, translate
 
+        try:
+            duck_sql = translate(sql, {"main": MAIN_DATABASE})
+        except DatabricksSqlError as exc:
+            raise WarehouseQueryError(f"{self.endpoint} rejected the statement: {exc}"
+                                      ) from None
         cursor = self._connection().cursor()
         try:
             cursor.execute(f"USE {MAIN_DATABASE}").fetchall()
-            relation = cursor.sql(translate(cursor, sql, {"main": MAIN_DATABASE}),
-                                  params=_bind(params))
+            relation = cursor.sql(duck_sql, params=_bind(params))
             return None if relation is None else relation.to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
             cursor.close()
             raise WarehouseQueryError(f"{self.endpoint} rejected the statement while running "
-                                      f"a query: {exc}") from None
+                                      f"a query: {from_duckdb(exc, sql)}") from None
 
     def stream_arrow(self, sql: str, params: Mapping[str, Any] | None = None,
                      batch_rows: int = 250_000,
@@ -118,7 +124,7 @@ class InProcessWarehouse(Warehouse):
 
     def test_connection(self) -> ConnectionCheck:
         started = time.perf_counter()
-        self.query_arrow("SELECT 1 AS ok")
+        self.query_arrow(warehouse_sql.ping())
         return ConnectionCheck(self.endpoint, ["main"],
                                round((time.perf_counter() - started) * 1000, 1))
 

@@ -23,6 +23,7 @@ from databricks import sql as dbsql
 from databricks.sql import exc as dbexc
 from pydantic import Field
 
+from blade_pipeline import warehouse_sql
 from blade_pipeline.settings import DEMO_WAREHOUSE_TOKEN, DEMO_WAREHOUSE_URL, BladeSettings
 
 
@@ -280,7 +281,7 @@ class DatabricksWarehouse(Warehouse):
         started = time.perf_counter()
         with self.connect() as conn, conn.cursor() as cursor:
             try:
-                cursor.execute("SELECT 1 AS ok")
+                cursor.execute(warehouse_sql.ping())
                 cursor.fetchall()
                 elapsed = (time.perf_counter() - started) * 1000
                 cursor.catalogs()

@@ -21,7 +21,7 @@ def key_on_two_days(reference, day: str) -> tuple[str, str, dt.datetime]:
     """(record_id, the other day, newest last_modified) of a key stored on ``day`` and on an
     earlier day (the generator's ``duplicate_key`` rows whose neighbour is on another day)."""
     [(key, other, newest)] = reference.execute(
-        "SELECT record_id, min(CAST(last_modified AS DATE))::VARCHAR, max(last_modified) "
+        "SELECT record_id, min(CAST(last_modified AS DATE))::STRING, max(last_modified) "
         "FROM blade.blade_maintenance_data GROUP BY record_id "
         "HAVING count(DISTINCT CAST(last_modified AS DATE)) = 2 "
         "AND max(CAST(last_modified AS DATE)) = $day ORDER BY record_id LIMIT 1",

@@ -35,7 +35,7 @@ def ddl(res, statement: str) -> None:
 def test_8a_added_column_passes_and_is_recorded_as_drift(
         drift_warehouse, start_catalog, lake_dir, dagster_instance, reference_db, recorded):
     res = make_resources(drift_warehouse, start_catalog(), lake_dir)
-    ddl(res, "ALTER TABLE main.blade.blade_maintenance_data ADD COLUMN extra_note VARCHAR")
+    ddl(res, "ALTER TABLE main.blade.blade_maintenance_data ADD COLUMN extra_note STRING")
     source = source_for("maintenance")
     result = run(source, res, dagster_instance, recorded)
     assert result.success, failure_messages(result)
@@ -50,7 +50,7 @@ def test_8a_added_column_passes_and_is_recorded_as_drift(
     ("sortie", "ALTER TABLE main.blade.blade_sortie_data DROP COLUMN mission_type",
      "mission_type"),
     ("supply", "ALTER TABLE main.blade.blade_supply_data ALTER COLUMN quantity_on_hand "
-               "TYPE VARCHAR", "quantity_on_hand"),
+               "TYPE STRING", "quantity_on_hand"),
 ], ids=["dropped", "retyped"])
 def test_8b_dropped_or_retyped_required_column_blocks_the_upload(
         data_type, statement, column, drift_warehouse, start_catalog, lake_dir,

@@ -64,9 +64,10 @@ def test_change_sensor_brings_new_rows_to_the_catalog(stack):
     while time.monotonic() < deadline and not stack.gql.sensor_cursor("blade_sortie_changes"):
         time.sleep(1)
     inserted = warehouse.query_arrow(
-        "INSERT INTO main.blade.blade_sortie_data SELECT * REPLACE ("
-        "lpad(CAST(900000000 + row_number() OVER () AS VARCHAR), 9, '0') AS sortie_id, "
-        "now()::TIMESTAMP AS last_modified) FROM (SELECT * FROM main.blade.blade_sortie_data "
+        "INSERT INTO main.blade.blade_sortie_data BY NAME SELECT * EXCEPT (sortie_id, "
+        "last_modified), lpad(CAST(900000000 + row_number() OVER (ORDER BY sortie_id) AS "
+        "STRING), 9, '0') AS sortie_id, current_timestamp() AS last_modified "
+        "FROM (SELECT * FROM main.blade.blade_sortie_data "
         "WHERE status = 'COMPLETED' AND mission_type = 'TRAINING' AND flight_hours >= 0 "
         "AND sortie_id IS NOT NULL ORDER BY sortie_id LIMIT 5)")
     assert inserted.column(0)[0].as_py() == 5

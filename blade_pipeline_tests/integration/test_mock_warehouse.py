@@ -113,7 +113,7 @@ def test_cloud_fetch_of_a_million_rows_is_exact(big_warehouse, reference):
 
 def test_aggregates_group_by_and_casts(big_warehouse, reference):
     sql = ("SELECT priority, count(*) AS n, round(sum(labor_hours), 2) AS hours, "
-           "CAST(max(due_date) AS VARCHAR) AS last_due FROM {t} GROUP BY priority ORDER BY 1")
+           "CAST(max(due_date) AS STRING) AS last_due FROM {t} GROUP BY priority ORDER BY 1")
     with connect(big_warehouse) as conn, conn.cursor() as cur:
         cur.execute(sql.format(t=MAINT))
         got = [tuple(r) for r in cur.fetchall()]
@@ -138,18 +138,52 @@ def test_metadata_calls_describe_and_use(big_warehouse):
         cur.execute("USE main.blade")
         cur.execute("SELECT count(*) FROM blade_sortie_data")
         assert cur.fetchone()[0] == BIG_ROWS
+        cur.execute("SHOW CATALOGS")
+        assert [tuple(r) for r in cur.fetchall()] == [("main",)]
+        cur.execute("SHOW SCHEMAS IN main LIKE 'bla*'")
+        assert [r.databaseName for r in cur.fetchall()] == ["blade"]
+        cur.execute("SHOW TABLES IN main.blade LIKE '*sortie*|*supply*'")
+        assert [(r.database, r.tableName, r.isTemporary) for r in cur.fetchall()] == [
+            ("blade", "blade_sortie_data", False), ("blade", "blade_supply_data", False)]
+        cur.execute("SHOW TABLES")  # the session's schema, after USE
+        assert len(cur.fetchall()) == len(generator.TABLES)
 
 
-def test_bad_sql_is_a_server_operation_error_with_duckdbs_message(big_warehouse):
+@pytest.mark.parametrize(("sql", "error_class", "sql_state"), [
+    (f"SELECT nope FROM {MAINT}", "UNRESOLVED_COLUMN.WITH_SUGGESTION", "42703"),
+    ("SELECT * FROM main.blade.no_such_table", "TABLE_OR_VIEW_NOT_FOUND", "42P01"),
+    ("SELECT 1; SELECT 2", "PARSE_SYNTAX_ERROR", "42601"),
+    ("SELEC 1", "PARSE_SYNTAX_ERROR", "42601"),
+    (f"SELECT count(*) FROM {MAINT} WHERE regexp_matches(priority, '^H')",
+     "UNRESOLVED_ROUTINE", "42883"),  # DuckDB's function, not Databricks'
+])
+def test_bad_sql_is_a_server_operation_error_with_databricks_error_class(
+        big_warehouse, sql, error_class, sql_state):
     with connect(big_warehouse) as conn, conn.cursor() as cur:
-        with pytest.raises(ServerOperationError, match='column "nope" not found'):
-            cur.execute(f"SELECT nope FROM {MAINT}")
-        with pytest.raises(ServerOperationError, match="does not exist"):
-            cur.execute("SELECT * FROM main.blade.no_such_table")
-        with pytest.raises(ServerOperationError, match="one statement"):
-            cur.execute("SELECT 1; SELECT 2")
+        with pytest.raises(ServerOperationError) as caught:
+            cur.execute(sql)
+        message = str(caught.value)
+        assert message.startswith(f"[{error_class}] ") and f"SQLSTATE: {sql_state}" in message
         cur.execute("SELECT 1 AS still_works")  # the session survives errors
         assert cur.fetchone()[0] == 1
+
+
+@pytest.mark.parametrize(("where", "reference_where"), [
+    ("priority RLIKE '^H'", "regexp_matches(priority, '^H')"),
+    ("last_modified > date_sub(current_date(), 3650)",
+     "last_modified > current_date - INTERVAL 3650 DAY"),
+    ("array_contains(array('HIGH', 'LOW'), priority)", "priority IN ('HIGH', 'LOW')"),
+    ("named_struct('p', priority).p = 'LOW' AND due_date < DATE'2026-06-01' + INTERVAL 2 DAYS",
+     "priority = 'LOW' AND due_date < DATE '2026-06-03'"),
+])
+def test_databricks_filters_run_through_the_connector(big_warehouse, reference, where,
+                                                      reference_where):
+    with connect(big_warehouse) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {MAINT} WHERE {where}")
+        [(count,)] = cur.fetchall()
+    assert 0 < count == ref_rows(reference, "SELECT count(*) FROM "
+                                            f"blade.blade_maintenance_data WHERE "
+                                            f"{reference_where}")[0][0]
 
 
 def test_bad_token_is_refused_at_once(big_warehouse):
@@ -173,9 +207,16 @@ def test_dml_changes_are_seen_by_later_queries(start_warehouse):
         cur.execute("UPDATE main.blade.blade_supply_data SET quantity_on_hand = 4242 "
                     "WHERE part_number IN (SELECT part_number FROM main.blade.blade_supply_data "
                     "WHERE part_number IS NOT NULL ORDER BY 1 LIMIT 3)")
+        assert cur.rowcount == 3  # numModifiedRows, as a warehouse reports it
+        assert [tuple(r) for r in cur.fetchall()] == [(3,)]
+        assert [d[0] for d in cur.description] == ["num_affected_rows"]
         cur.execute("SELECT count(*) FROM main.blade.blade_supply_data "
                     "WHERE quantity_on_hand = 4242")
-        assert cur.fetchone()[0] == 3
+        assert cur.fetchone()[0] == 3 and cur.rowcount == -1  # a query: no count
+        cur.execute("INSERT INTO main.blade.blade_supply_data BY NAME SELECT * FROM "
+                    "main.blade.blade_supply_data WHERE quantity_on_hand = 4242")
+        assert cur.rowcount == 3 and [d[0] for d in cur.description] == [
+            "num_affected_rows", "num_inserted_rows"]
 
 
 def test_concurrent_connections(big_warehouse, reference):

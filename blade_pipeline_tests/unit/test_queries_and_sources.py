@@ -59,8 +59,11 @@ def test_not_yaml_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("where", [
     "priority = 'HIGH'", "labor_hours > 2.5 AND base LIKE 'Nellis%'",
     "description = 'a; b -- c'", "`priority` IN ('HIGH', 'LOW')",
+    "priority RLIKE '^H'", "last_modified > date_sub(current_date(), 30)",
+    "array_contains(array('HIGH', 'LOW'), priority)", "description = 'x (y'",
+    "labor_hours::INT > 2 AND due_date < DATE'2026-01-01' + INTERVAL 3 DAYS",
 ])
-def test_safe_filters_pass(where):
+def test_databricks_filters_pass(where):
     assert validate_filter(where) == where
 
 
@@ -70,11 +73,13 @@ def test_safe_filters_pass(where):
     ("1=1 /* c */", "comments are not allowed"),
     ("1=1) UNION SELECT * FROM secrets WHERE (1=1", "unbalanced"),
     ("(a = 1", "unbalanced"),
-    ("a = (DELETE FROM t)", "DELETE"),
+    ("a = (DELETE FROM t)", "PARSE_SYNTAX_ERROR"),
     ("", "empty"),
-    ("priority = 'unterminated", "does not parse"),
+    ("priority = 'unterminated", "PARSE_SYNTAX_ERROR"),
+    ("regexp_matches(priority, '^H')", r"UNRESOLVED_ROUTINE.*regexp_matches.*42883"),
+    ("priority", "a value, not a condition"),
 ])
-def test_unsafe_filters_are_rejected_with_a_reason(where, reason):
+def test_unsafe_or_non_databricks_filters_are_rejected_with_a_reason(where, reason):
     with pytest.raises(UnsafeFilterError, match=reason):
         validate_filter(where)
 

@@ -4,8 +4,9 @@ import re
 from pathlib import Path
 
 import pytest
+from sqlglot import exp
 
-from blade_pipeline import warehouse_sql
+from blade_pipeline import databricks_sql, warehouse_sql
 from blade_pipeline.sources import default_sources
 
 PACKAGE = Path(warehouse_sql.__file__).parent
@@ -34,3 +35,25 @@ def test_values_travel_as_parameters_never_as_text(source):
     for text in texts:
         assert "'" not in text and source.warehouse.qualified_name in text
     assert ":start" in texts[0] and ":keys" in texts[2] and ":cursor" in texts[3]
+
+
+@pytest.mark.parametrize("source", default_sources(), ids=lambda s: s.data_type)
+def test_every_text_is_databricks_sql(source):
+    """Each text, read as Databricks reads it (sqlglot's databricks dialect, Databricks'
+    built-in functions): a DuckDB-ism here would pass the mock and fail in production."""
+    rows = warehouse_sql.partition_rows(source, 3)
+    texts = [warehouse_sql.partition_rows(source), rows, warehouse_sql.rows_by_keys(source),
+             warehouse_sql.changed_days(source), warehouse_sql.rows_per_day(source),
+             warehouse_sql.newest_watermark(source), warehouse_sql.ping(),
+             warehouse_sql.duplicate_keys(source, rows), warehouse_sql.duplicate_keys(
+                 source, rows, by_day=True),
+             warehouse_sql.filtered_rows(source, "priority = 'HIGH'", 10, True),
+             warehouse_sql.filtered_rows(source, None, None, False)]
+    for text in texts:
+        tree = databricks_sql.parse(text)  # DatabricksSqlError if Databricks would refuse it
+        assert isinstance(tree, exp.Select), text
+
+
+def test_a_duckdb_ism_is_caught():
+    with pytest.raises(databricks_sql.DatabricksSqlError, match="UNRESOLVED_ROUTINE"):
+        databricks_sql.parse("SELECT list_value(1) FROM main.blade.t")

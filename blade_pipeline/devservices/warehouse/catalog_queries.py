@@ -6,13 +6,15 @@ data_type, comment for DESCRIBE), with Databricks catalog names in place of Duck
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
+from sqlglot import exp
 
-from blade_pipeline.devservices.warehouse.sql_dialect import tokenize
+from blade_pipeline.databricks_sql import DatabricksSqlError, parse
 
 _HIDDEN_SCHEMAS = ("main", "pg_catalog")
 
@@ -140,21 +142,90 @@ class DescribeTable:
 
 
 def describe_table(sql: str) -> DescribeTable | None:
-    """Parse DESCRIBE TABLE statements (Databricks output differs from DuckDB's)."""
-    toks = [t for t in tokenize(sql) if t.kind not in ("space", "comment") and t.text != ";"]
-    if not toks or toks[0].kind != "ident" or toks[0].name not in ("describe", "desc"):
+    """``DESCRIBE [TABLE] [EXTENDED|FORMATTED] name`` as Databricks reads it (its output differs
+    from DuckDB's); None for any other statement."""
+    try:
+        tree = parse(sql)
+    except DatabricksSqlError:
         return None
-    i, extended = 1, False
-    if i < len(toks) and toks[i].kind == "ident" and toks[i].name == "table":
-        i += 1
-    if i < len(toks) and toks[i].kind == "ident" and toks[i].name in ("extended", "formatted"):
-        extended, i = True, i + 1
-    parts = [t.name for t in toks[i::2]]
-    dots = toks[i + 1::2]
-    if not parts or len(parts) > 3 or any(d.text != "." for d in dots) or \
-            any(t.kind not in ("ident", "quoted") for t in toks[i::2]):
+    if not isinstance(tree, exp.Describe) or not isinstance(tree.this, exp.Table):
         return None
-    return DescribeTable(extended, tuple(parts))
+    style = (tree.args.get("style") or "").upper()
+    return DescribeTable(style in ("EXTENDED", "FORMATTED"),
+                         tuple(part.name for part in tree.this.parts))
+
+
+_SHOW = re.compile(
+    r"^\s*SHOW\s+(?P<what>CATALOGS|SCHEMAS|DATABASES|TABLES|VIEWS)"
+    r"(?:\s+(?:FROM|IN)\s+(?P<where>[`\w.]+))?(?:\s+(?:LIKE\s+)?'(?P<pattern>[^']*)')?"
+    r"\s*;?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Show:
+    """A parsed ``SHOW CATALOGS | SCHEMAS | TABLES | VIEWS [IN ...] [LIKE 'pattern']``."""
+
+    what: str  # catalogs, schemas, tables or views
+    where: tuple[str, ...]
+    pattern: str | None
+
+
+def show(sql: str) -> Show | None:
+    """``SHOW CATALOGS/SCHEMAS/TABLES/VIEWS`` as Databricks reads them; None otherwise."""
+    match = _SHOW.match(sql)
+    if not match:
+        return None
+    what = match["what"].lower().replace("databases", "schemas")
+    where = tuple(p.strip("`") for p in match["where"].split(".")) if match["where"] else ()
+    return Show(what, where, match["pattern"])
+
+
+def _matches(names: list[str], pattern: str | None) -> list[bool]:
+    """Databricks' SHOW patterns: ``*`` any characters, ``|`` alternatives, case-insensitive."""
+    if pattern is None:
+        return [True] * len(names)
+    regex = re.compile("|".join(".*".join(re.escape(part) for part in alt.strip().split("*"))
+                                for alt in pattern.split("|")), re.IGNORECASE)
+    return [regex.fullmatch(name) is not None for name in names]
+
+
+def answer_show(cur: duckdb.DuckDBPyConnection, catalog_map: Mapping[str, str],
+                catalog: str, schema: str, stmt: Show) -> pa.RecordBatchReader:
+    """What Databricks answers: ``catalog``; ``databaseName``; ``database, tableName,
+    isTemporary``; ``namespace, viewName, isTemporary, isMaterialized``."""
+    if stmt.what == "catalogs":
+        names = sorted(catalog_map)
+        return _reader(pa.table({"catalog": pa.array(
+            [n for n, ok in zip(names, _matches(names, stmt.pattern), strict=True) if ok],
+            pa.string())}))
+    if stmt.what == "schemas":
+        in_catalog = (stmt.where[0] if stmt.where else catalog).lower()
+        if in_catalog not in catalog_map:
+            raise DatabricksSqlError("NO_SUCH_CATALOG_EXCEPTION",
+                                     f"Catalog '{in_catalog}' was not found.", "42704")
+        found = schemas(cur, catalog_map, in_catalog, None).read_all()
+        names = found.column("TABLE_SCHEM").to_pylist()
+        return _reader(pa.table({"databaseName": pa.array(
+            [n for n, ok in zip(names, _matches(names, stmt.pattern), strict=True) if ok],
+            pa.string())}))
+    in_catalog, in_schema = ((catalog, *stmt.where) if len(stmt.where) == 1 else
+                             stmt.where if stmt.where else (catalog, schema))
+    views = stmt.what == "views"  # SHOW TABLES lists views too, as Databricks does
+    found = tables(cur, catalog_map, in_catalog.lower(), in_schema, None,
+                   ["VIEW"] if views else None).read_all()
+    names = found.column("TABLE_NAME").to_pylist()
+    keep = _matches(names, stmt.pattern)
+    if views:
+        return _reader(pa.table({
+            "namespace": pa.array([in_schema] * sum(keep), pa.string()),
+            "viewName": pa.array([n for n, ok in zip(names, keep, strict=True) if ok],
+                                 pa.string()),
+            "isTemporary": pa.array([False] * sum(keep), pa.bool_()),
+            "isMaterialized": pa.array([False] * sum(keep), pa.bool_())}))
+    return _reader(pa.table({
+        "database": pa.array([in_schema] * sum(keep), pa.string()),
+        "tableName": pa.array([n for n, ok in zip(names, keep, strict=True) if ok], pa.string()),
+        "isTemporary": pa.array([False] * sum(keep), pa.bool_())}))
 
 
 def describe(cur: duckdb.DuckDBPyConnection, catalog_map: Mapping[str, str],
@@ -165,9 +236,10 @@ def describe(cur: duckdb.DuckDBPyConnection, catalog_map: Mapping[str, str],
                               (catalog, *parts) if len(parts) == 2 else parts)
     rows = _column_rows(cur, catalog_map, catalog.lower(), schema, table, None)
     if not rows:
-        raise duckdb.CatalogException(
-            f"[TABLE_OR_VIEW_NOT_FOUND] The table or view `{catalog}`.`{schema}`.`{table}` "
-            "cannot be found.")
+        raise DatabricksSqlError(
+            "TABLE_OR_VIEW_NOT_FOUND", f"The table or view `{catalog}`.`{schema}`.`{table}` "
+            "cannot be found. Verify the spelling and correctness of the schema and catalog.",
+            "42P01")
     names = [r[3] for r in rows]
     types = [databricks_type(r[4])[0] for r in rows]
     comments = [r[10] for r in rows]

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 import duckdb
 import pyarrow as pa
 from databricks.sql.thrift_api.TCLIService import ttypes
+from sqlglot import exp as sqlglot_exp
 
+from blade_pipeline.databricks_sql import DatabricksSqlError, parse
 from blade_pipeline.devservices.warehouse import catalog_queries
 from blade_pipeline.devservices.warehouse.arrow_types import serialize_schema, thrift_schema
 from blade_pipeline.devservices.warehouse.parameters import ParameterError, bind_values
@@ -24,7 +26,7 @@ from blade_pipeline.devservices.warehouse.results import (
     ResultFile,
     ResultStream,
 )
-from blade_pipeline.devservices.warehouse.sql_dialect import is_single_statement, translate
+from blade_pipeline.devservices.warehouse.sql_dialect import from_duckdb, translate
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +50,6 @@ def _error_status(message: str, sql_state: str = "HY000",
                   code: int = ttypes.TStatusCode.ERROR_STATUS) -> ttypes.TStatus:
     return ttypes.TStatus(statusCode=code, errorMessage=message, displayMessage=message,
                           sqlState=sql_state)
-
-
-def _sql_state(exc: duckdb.Error) -> str:
-    if isinstance(exc, duckdb.ParserException):
-        return "42601"
-    if isinstance(exc, duckdb.CatalogException):
-        return "42P01"
-    if isinstance(exc, duckdb.BinderException):
-        return "42703"
-    if isinstance(exc, duckdb.ConversionException):
-        return "22018"
-    return "42000"
 
 
 def _new_id() -> ttypes.THandleIdentifier:
@@ -88,6 +78,24 @@ class Operation:
     @property
     def key(self) -> bytes:
         return self.handle.operationId.guid
+
+
+_DML = (sqlglot_exp.Insert, sqlglot_exp.Update, sqlglot_exp.Delete, sqlglot_exp.Merge)
+
+
+@dataclass(frozen=True)
+class DmlResult:
+    """What a DML statement answers: rows affected (and inserted, for INSERT)."""
+
+    count: int
+    insert: bool
+
+    def reader(self) -> pa.RecordBatchReader:
+        columns = {"num_affected_rows": pa.array([self.count], pa.int64())}
+        if self.insert:
+            columns["num_inserted_rows"] = pa.array([self.count], pa.int64())
+        table = pa.table(columns)
+        return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
 
 
 class WarehouseService:
@@ -206,25 +214,39 @@ class WarehouseService:
         session.schema = parts[-1]
         return True
 
-    def _run(self, session: Session, sql: str, params: object) -> pa.RecordBatchReader | None:
-        if not is_single_statement(sql):
-            raise WarehouseError("[PARSE_SYNTAX_ERROR] only one statement per call is "
-                                 "supported; remove the extra ';'", "42601")
+    def _run(self, session: Session, sql: str, params: object
+             ) -> pa.RecordBatchReader | DmlResult | None:
         if self._use(session, sql):
             return None
-        described = catalog_queries.describe_table(sql)
+        try:
+            described = catalog_queries.describe_table(sql)
+            shown = None if described else catalog_queries.show(sql)
+            duck_sql = None if described or shown else translate(sql, self.catalogs)
+            dml = duck_sql is not None and isinstance(parse(sql), _DML)
+        except DatabricksSqlError as exc:
+            raise WarehouseError(str(exc), exc.sql_state) from None
         cur = self._cursor(session)
         try:
             if described is not None:
                 return catalog_queries.describe(cur, self.catalogs, session.catalog,
                                                 session.schema, described)
-            rel = cur.sql(translate(cur, sql, self.catalogs), params=params)
+            if shown is not None:
+                return catalog_queries.answer_show(cur, self.catalogs, session.catalog,
+                                                   session.schema, shown)
+            rel = cur.sql(duck_sql, params=params)
+            if dml:  # DuckDB answers a count; Databricks num_affected_rows (+ numModifiedRows)
+                count = int(rel.fetchall()[0][0]) if rel is not None else 0
+                return DmlResult(count, isinstance(parse(sql), sqlglot_exp.Insert))
             if rel is None:
                 return None
             return rel.to_arrow_reader(READER_BATCH_ROWS)
+        except DatabricksSqlError as exc:
+            cur.close()
+            raise WarehouseError(str(exc), exc.sql_state) from None
         except duckdb.Error as exc:
             cur.close()
-            raise WarehouseError(str(exc), _sql_state(exc)) from exc
+            error = from_duckdb(exc, sql)
+            raise WarehouseError(str(error), error.sql_state) from exc
 
     def _start(self, session: Session, op_type: int,
                run: Callable[[], pa.RecordBatchReader | None], can_download: bool,
@@ -235,6 +257,8 @@ class WarehouseService:
         op = Operation(handle, session)
         try:
             reader = run()
+            if isinstance(reader, DmlResult):
+                op.modified_rows, reader = reader.count, reader.reader()
             if reader is None:
                 reader = pa.RecordBatchReader.from_batches(pa.schema([]), [])
             op.stream = ResultStream(reader)
@@ -300,7 +324,8 @@ class WarehouseService:
             try:
                 return query(cur)
             except duckdb.Error as exc:
-                raise WarehouseError(str(exc), _sql_state(exc)) from exc
+                error = from_duckdb(exc, "")
+                raise WarehouseError(str(error), error.sql_state) from exc
 
         handle, direct = self._start(session, op_type, run, False, req.getDirectResults)
         return resp_cls(status=OK, operationHandle=handle, directResults=direct)

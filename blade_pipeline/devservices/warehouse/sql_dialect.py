@@ -1,194 +1,114 @@
-"""Translate Databricks SQL text into SQL DuckDB runs.
+"""Databricks SQL in, DuckDB SQL out: how the mock warehouse runs what the connector sends.
 
-Two passes:
-
-1. A lexer pass (it knows string literals, quoted identifiers and comments, so markers inside
-   them are left alone): Databricks named markers ``:name`` and ``:`name``` become DuckDB's
-   ``$name``; backtick-quoted identifiers become double-quoted ones.
-2. A parser pass for queries: DuckDB's own parser (``json_serialize_sql``) finds every table
-   reference and column reference with its byte position; references whose first part names a
-   Databricks catalog are re-pointed at the attached DuckDB database that stands for it
-   (DuckDB reserves the name ``main``). Statements the serializer does not cover (DML, DDL)
-   fall back to re-pointing dotted identifier chains of three or more parts found by the lexer.
+The text is read as Databricks SQL (``blade_pipeline.databricks_sql``: sqlglot's ``databricks``
+dialect, Databricks' built-in functions; what Databricks would reject is rejected with its error
+class and SQLSTATE) and written as DuckDB SQL by sqlglot. On the way, table and column
+references whose first part names a Databricks catalog are re-pointed at the DuckDB database
+standing for it (DuckDB reserves the name ``main``), and named markers ``:name`` become DuckDB's
+``$name``. Translations are cached per statement text. DuckDB's errors while running the result
+are answered as the Databricks error classes they correspond to (``from_duckdb``).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import functools
+import re
+from collections.abc import Mapping
 
 import duckdb
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel
 
-_IDENT_START = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
-_IDENT_CHARS = _IDENT_START | set("0123456789")
+from blade_pipeline.databricks_sql import DatabricksSqlError, parse
 
-
-@dataclass(frozen=True)
-class Token:
-    """A lexical token: kind is one of ident, quoted, string, comment, param, space, other."""
-
-    kind: str
-    text: str
-    start: int  # character offset in the source
-
-    @property
-    def name(self) -> str:
-        """Identifier value, unquoted (quoted/backticked identifiers keep their case)."""
-        if self.kind == "quoted":
-            quote = self.text[0]
-            return self.text[1:-1].replace(quote * 2, quote)
-        return self.text.lower()
+#: The statements the mock runs on DuckDB (SHOW, DESCRIBE and USE are answered before this).
+RUNS = (exp.Query, exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop,
+        exp.Alter, exp.TruncateTable)
+_MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist", re.I)
+_MISSING_SCHEMA = re.compile(r"Schema with name (\S+) does not exist", re.I)
+_MISSING_FUNCTION = re.compile(r"(?:Scalar|Table|Aggregate) Function with name (\S+) "
+                               r"does not exist", re.I)
+_MISSING_COLUMN = re.compile(r'Referenced column "?([^"\s]+)"? not found', re.I)
+_CANDIDATES = re.compile(r"Candidate bindings: (.*)", re.I)
 
 
-def tokenize(sql: str) -> Iterator[Token]:
-    """Split SQL text into tokens; never fails (unterminated quotes run to the end)."""
-    i, n = 0, len(sql)
-    while i < n:
-        c = sql[i]
-        start = i
-        if c in "'\"`":
-            i += 1
-            while i < n:
-                if sql[i] == "\\" and c == "'":
-                    i += 2
-                    continue
-                if sql[i] == c:
-                    if i + 1 < n and sql[i + 1] == c:
-                        i += 2
-                        continue
-                    i += 1
-                    break
-                i += 1
-            yield Token("string" if c == "'" else "quoted", sql[start:i], start)
-        elif c == "-" and sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end
-            yield Token("comment", sql[start:i], start)
-        elif c == "/" and sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-            yield Token("comment", sql[start:i], start)
-        elif c.isspace():
-            while i < n and sql[i].isspace():
-                i += 1
-            yield Token("space", sql[start:i], start)
-        elif c in _IDENT_START:
-            while i < n and sql[i] in _IDENT_CHARS:
-                i += 1
-            yield Token("ident", sql[start:i], start)
-        elif c == ":" and i + 1 < n and sql[i + 1] == ":":
-            i += 2
-            yield Token("other", "::", start)
-        elif c == ":" and i + 1 < n and (sql[i + 1] in _IDENT_START or sql[i + 1] == "`"):
-            i += 1
-            if sql[i] == "`":
-                end = sql.find("`", i + 1)
-                i = n if end < 0 else end + 1
-            else:
-                while i < n and sql[i] in _IDENT_CHARS:
-                    i += 1
-            yield Token("param", sql[start:i], start)
-        else:
-            i += 1
-            yield Token("other", c, start)
+def _repoint(tree: exp.Expression, catalogs: Mapping[str, str]) -> exp.Expression:
+    def visit(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Table | exp.Column):
+            catalog = node.args.get("catalog")
+            if isinstance(catalog, exp.Identifier) and catalog.name.lower() in catalogs:
+                node.set("catalog", exp.to_identifier(catalogs[catalog.name.lower()],
+                                                      quoted=True))
+        return node
+
+    return tree.transform(visit, copy=True)
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+@functools.lru_cache(maxsize=4096)
+def _translate(sql: str, catalogs: tuple[tuple[str, str], ...]) -> str:
+    tree = parse(sql)
+    if not isinstance(tree, RUNS):  # SET, GRANT, OPTIMIZE, VACUUM, ... (and DuckDB's PRAGMA)
+        kind = tree.this if isinstance(tree, exp.Command) else tree.key.upper()
+        raise DatabricksSqlError(
+            "UNSUPPORTED_FEATURE", f"the mock warehouse does not run `{kind}` statements "
+            "(it runs queries, INSERT/UPDATE/DELETE/MERGE, CREATE/ALTER/DROP TABLE and answers "
+            "SHOW CATALOGS/SCHEMAS/TABLES, DESCRIBE TABLE and USE; try the rest on a real "
+            "warehouse).", "0A000")
+    return _repoint(tree, dict(catalogs)).sql("duckdb", unsupported_level=ErrorLevel.IGNORE)
 
 
-def lex_translate(sql: str) -> str:
-    """Pass 1: Databricks markers and backtick identifiers -> DuckDB spelling."""
-    out: list[str] = []
-    for tok in tokenize(sql):
-        if tok.kind == "param":
-            out.append("$" + tok.text[1:].strip("`"))
-        elif tok.kind == "quoted" and tok.text[0] == "`":
-            out.append(_quote(tok.name))
-        else:
-            out.append(tok.text)
-    return "".join(out)
+def translate(sql: str, catalogs: Mapping[str, str]) -> str:
+    """DuckDB SQL for Databricks SQL ``sql`` (catalog names as keys, lower case, mapped to
+    DuckDB database names); DatabricksSqlError for what Databricks would reject."""
+    return _translate(sql, tuple(sorted(catalogs.items())))
 
 
-def is_single_statement(sql: str) -> bool:
-    """True when the text holds one statement (a trailing ';' is allowed)."""
-    seen_end = False
-    for tok in tokenize(sql):
-        if tok.kind in ("space", "comment"):
-            continue
-        if seen_end:
-            return False
-        if tok.kind == "other" and tok.text == ";":
-            seen_end = True
-    return True
-
-
-def _walk(node: object) -> Iterator[dict]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
-
-
-def _reference_offsets(con: duckdb.DuckDBPyConnection, sql: str,
-                       catalogs: Mapping[str, str]) -> list[int] | None:
-    """Byte offsets of references whose first part is a Databricks catalog; None if unparsed."""
-    cur = con.cursor()
+def _table_named(sql: str, name: str) -> str:
+    """The reference to table ``name`` as the statement wrote it, backtick-quoted parts."""
     try:
-        tree = json.loads(cur.execute("SELECT json_serialize_sql($1)", [sql]).fetchone()[0])
-    finally:
-        cur.close()
-    if tree.get("error"):
-        return None
-    offsets = []
-    for node in _walk(tree["statements"]):
-        if node.get("type") == "BASE_TABLE":
-            first = node.get("catalog_name", "")
-        elif node.get("class") == "COLUMN_REF" and len(node.get("column_names", [])) >= 4:
-            first = node["column_names"][0]
-        else:
-            continue
-        if first.lower() in catalogs and node.get("query_location", -1) < 2**63:
-            offsets.append(node["query_location"])
-    return offsets
+        tree = parse(sql)
+    except DatabricksSqlError:
+        return f"`{name}`"
+    name = name.strip('"').split(".")[-1].strip('"')  # DuckDB names it "db.schema.table"
+    for table in tree.find_all(exp.Table):
+        if table.name.lower() == name.lower():
+            return ".".join(f"`{part.name}`" for part in table.parts)
+    return f"`{name}`"
 
 
-def _repoint_chains(tokens: list[Token], catalogs: Mapping[str, str]) -> set[int]:
-    """Token indexes that start a dotted chain of >= 3 identifiers led by a known catalog."""
-    heads = set()
-    for i, tok in enumerate(tokens):
-        if tok.kind not in ("ident", "quoted") or tok.name.lower() not in catalogs:
-            continue
-        if i > 0 and tokens[i - 1].text == ".":
-            continue
-        parts, j = 1, i + 1
-        while j + 1 < len(tokens) and tokens[j].text == "." and \
-                tokens[j + 1].kind in ("ident", "quoted"):
-            parts, j = parts + 1, j + 2
-        if parts >= 3:
-            heads.add(i)
-    return heads
-
-
-def translate(con: duckdb.DuckDBPyConnection, sql: str, catalogs: Mapping[str, str]) -> str:
-    """Databricks SQL -> DuckDB SQL, with catalog names mapped (keys lower-case)."""
-    sql = lex_translate(sql)
-    tokens = list(tokenize(sql))
-    offsets = _reference_offsets(con, sql, catalogs)
-    if offsets is None:
-        heads = _repoint_chains(tokens, catalogs)
-    else:
-        raw = sql.encode()
-        chars = {len(raw[:off].decode(errors="ignore")) for off in offsets}
-        heads = {i for i, tok in enumerate(tokens) if tok.start in chars}
-    out = []
-    for i, tok in enumerate(tokens):
-        if i in heads and tok.kind in ("ident", "quoted") and tok.name.lower() in catalogs:
-            out.append(_quote(catalogs[tok.name.lower()]))
-        else:
-            out.append(tok.text)
-    return "".join(out)
+def from_duckdb(exc: duckdb.Error, sql: str) -> DatabricksSqlError:
+    """The Databricks error for DuckDB's ``exc`` while running (the translation of) ``sql``."""
+    text = str(exc).split("\n\nLINE")[0].strip()
+    if isinstance(exc, duckdb.CatalogException):
+        if match := _MISSING_TABLE.search(text):
+            return DatabricksSqlError(
+                "TABLE_OR_VIEW_NOT_FOUND", f"The table or view {_table_named(sql, match[1])} "
+                "cannot be found. Verify the spelling and correctness of the schema and "
+                "catalog.", "42P01")
+        if match := _MISSING_SCHEMA.search(text):
+            return DatabricksSqlError("SCHEMA_NOT_FOUND", f"The schema `{match[1]}` cannot be "
+                                      "found.", "42704")
+        if match := _MISSING_FUNCTION.search(text):
+            return DatabricksSqlError(
+                "UNRESOLVED_ROUTINE", f"Cannot resolve routine `{match[1].lower()}` (the mock "
+                "warehouse cannot run this Databricks function on DuckDB: try it on a real "
+                "warehouse).", "42883")
+        return DatabricksSqlError("TABLE_OR_VIEW_NOT_FOUND", text, "42P01")
+    if isinstance(exc, duckdb.BinderException) and (match := _MISSING_COLUMN.search(text)):
+        candidates = _CANDIDATES.search(text)
+        hint = (f" Did you mean one of the following? [{candidates[1].strip()}]."
+                if candidates else "")
+        return DatabricksSqlError(
+            "UNRESOLVED_COLUMN.WITH_SUGGESTION", f"A column, variable, or function parameter "
+            f"with name `{match[1]}` cannot be resolved.{hint}", "42703")
+    if isinstance(exc, duckdb.BinderException):
+        return DatabricksSqlError("DATATYPE_MISMATCH", text, "42K09")
+    if isinstance(exc, duckdb.ConversionException):
+        return DatabricksSqlError("CAST_INVALID_INPUT", text, "22018")
+    if isinstance(exc, duckdb.ParserException):
+        return DatabricksSqlError("PARSE_SYNTAX_ERROR", f"{text} (the mock warehouse could not "
+                                  "run its DuckDB translation of this statement)", "42601")
+    if isinstance(exc, duckdb.ConstraintException):
+        return DatabricksSqlError("DELTA_CONSTRAINT_VIOLATION", text, "23000")
+    return DatabricksSqlError("INTERNAL_ERROR", f"the mock warehouse (DuckDB) failed: {text}",
+                              "XX000")

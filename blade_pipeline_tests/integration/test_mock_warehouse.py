@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -270,3 +271,38 @@ def test_change_feed_inserts_and_modifies_rows(start_warehouse):
         assert row.changed >= 16
         cur.execute("SELECT count(*) FROM main.blade.blade_sortie_data")
         assert cur.fetchone()[0] > 1_000  # inserts, not only updates
+
+
+TYPED = ("SELECT CAST(1.5 AS DECIMAL(10, 2)) AS d, TIMESTAMP'2025-01-02 03:04:05' AS ts, "
+         "CAST('2025-01-02 03:04:05' AS TIMESTAMP_NTZ) AS ntz, DATE'2025-01-02' AS dt, "
+         "array(1, 2) AS a, map('k', 1) AS m, named_struct('x', 1, 'y', 'z') AS s, "
+         "CAST(7 AS BIGINT) AS b, true AS bo, X'AB' AS bin")
+
+
+@pytest.mark.parametrize("rows", [1, 300_000], ids=["inline", "cloud-fetch"])
+def test_result_types_as_databricks_returns_them(big_warehouse, rows):
+    """Decimal, TIMESTAMP (UTC) and TIMESTAMP_NTZ, DATE, ARRAY, MAP, STRUCT, BIGINT, BOOLEAN,
+    BINARY: the Arrow types and Python values the connector gives for a warehouse's answer, in
+    an inline result and in cloud-fetch files (``range(n)``'s column is ``id``, as in
+    Databricks)."""
+    sql = TYPED + ("" if rows == 1 else f", id FROM range({rows})")
+    with connect(big_warehouse) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        table = cur.fetchall_arrow()
+        cur.execute(sql)
+        first = cur.fetchone()
+        described = [(d[0], d[1]) for d in cur.description]
+    assert table.num_rows == rows
+    types = {f.name: f.type for f in table.schema}
+    assert types["d"] == pa.decimal128(10, 2) and types["dt"] == pa.date32()
+    assert types["ts"] == pa.timestamp("us", tz="Etc/UTC") and types["ntz"] == pa.timestamp("us")
+    assert types["a"] == pa.list_(pa.int32()) and pa.types.is_map(types["m"])
+    assert types["s"] == pa.struct([("x", pa.int32()), ("y", pa.string())])
+    assert (types["b"], types["bo"], types["bin"]) == (pa.int64(), pa.bool_(), pa.binary())
+    assert first.d == decimal.Decimal("1.50") and first.dt == dt.date(2025, 1, 2)
+    assert first.ts == dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    assert first.ntz == dt.datetime(2025, 1, 2, 3, 4, 5) and first.ntz.tzinfo is None
+    assert list(first.a) == [1, 2] and list(first.m) == [("k", 1)]
+    assert first.s == {"x": 1, "y": "z"} and first.bin == b"\xab"
+    assert described[:7] == [("d", "decimal"), ("ts", "timestamp"), ("ntz", "timestamp"),
+                             ("dt", "date"), ("a", "array"), ("m", "map"), ("s", "struct")]

@@ -134,3 +134,8 @@ def test_statements_the_mock_does_not_run_say_so():
 def test_other_statements_are_unsupported_not_run(sql):
     with pytest.raises(DatabricksSqlError, match="UNSUPPORTED_FEATURE"):
         translate(sql, CATALOGS)
+
+
+def test_the_range_table_names_its_column_id_as_databricks_does(con):
+    assert rows(con, "SELECT sum(id) FROM range(4)") == [(6,)]
+    assert rows(con, "SELECT max(r.id) FROM range(1, 4) AS r") == [(3,)]

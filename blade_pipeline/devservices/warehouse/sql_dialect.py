@@ -4,9 +4,10 @@ The text is read as Databricks SQL (``blade_pipeline.databricks_sql``: sqlglot's
 dialect, Databricks' built-in functions; what Databricks would reject is rejected with its error
 class and SQLSTATE) and written as DuckDB SQL by sqlglot. On the way, table and column
 references whose first part names a Databricks catalog are re-pointed at the DuckDB database
-standing for it (DuckDB reserves the name ``main``), and named markers ``:name`` become DuckDB's
-``$name``. Translations are cached per statement text. DuckDB's errors while running the result
-are answered as the Databricks error classes they correspond to (``from_duckdb``).
+standing for it (DuckDB reserves the name ``main``), named markers ``:name`` become DuckDB's
+``$name``, and the ``range(...)`` table's column is ``id``, as in Databricks. Translations are
+cached per statement text. DuckDB's errors while running the result are answered as the
+Databricks error classes they correspond to (``from_duckdb``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,19 @@ _MISSING_COLUMN = re.compile(r'Referenced column "?([^"\s]+)"? not found', re.I)
 _CANDIDATES = re.compile(r"Candidate bindings: (.*)", re.I)
 
 
+def _range_table(node: exp.Table) -> None:
+    """Databricks' ``range(...)`` table names its column ``id`` (DuckDB's: ``range``)."""
+    alias = node.args.get("alias")
+    if alias is None or not alias.columns:
+        name = alias.this if alias is not None else exp.to_identifier("range")
+        node.set("alias", exp.TableAlias(this=name, columns=[exp.to_identifier("id")]))
+
+
 def _repoint(tree: exp.Expression, catalogs: Mapping[str, str]) -> exp.Expression:
     def visit(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Table) and isinstance(node.this, exp.Anonymous) and \
+                node.this.name.lower() == "range":
+            _range_table(node)
         if isinstance(node, exp.Table | exp.Column):
             catalog = node.args.get("catalog")
             if isinstance(catalog, exp.Identifier) and catalog.name.lower() in catalogs:

@@ -19,7 +19,7 @@ from blade_pipeline.resources.in_process import InProcessCatalog
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.sources import default_sources, source_for
 from blade_pipeline_tests.expectations import catalog_items, expected_ids, materialization
-from blade_pipeline_tests.fast.conftest import DAY, END_DATE
+from blade_pipeline_tests.fast.conftest import DAY, END_DATE, warehouse_at
 from blade_pipeline_tests.faults.conftest import range_tags
 
 SOURCES = [s for s in default_sources()]
@@ -194,3 +194,28 @@ def test_the_digest_does_not_depend_on_order():
     hashes = pa.array(["0f" * 32, "a1" * 32, "ff" * 32])
     assert digest(hashes) == digest(hashes.take([2, 0, 1])) != digest(hashes.slice(1))
     assert digest(pa.array([], pa.string())) == "0" * 16
+
+
+def test_a_databricks_timestamp_watermark_gives_the_same_items_as_timestamp_ntz(
+        resources, warehouse, tmp_path):
+    """Databricks' default ``TIMESTAMP`` arrives time-zoned (UTC), ``TIMESTAMP_NTZ`` naive: a
+    source's items, checks and content hashes must not depend on which its table uses."""
+    source = source_for("maintenance")
+    zoned = warehouse_at(tmp_path / "zoned.duckdb")
+    zoned.query_arrow(f"ALTER TABLE {source.warehouse.qualified_name} ALTER COLUMN "
+                      "last_modified TYPE TIMESTAMP")  # Databricks SQL: time-zoned
+    [field] = [f for f in zoned.query_arrow(
+        f"SELECT last_modified FROM {source.warehouse.qualified_name} LIMIT 1").schema]
+    assert field.type.tz is not None
+    staged = {}
+    for name, res in (("ntz", resources), ("zoned", {**resources, "warehouse": zoned,
+                                                     "lake": ParquetLake(uri=str(tmp_path))})):
+        result = run(source, res)
+        assert result.success, name
+        lake = res["lake"]
+        table = lake.parquet_file(lake.partition_dir(source.data_type, DAY)).read(
+            columns=["item_id", "content_hash"])
+        staged[name] = dict(zip(table.column("item_id").to_pylist(),
+                                table.column("content_hash").to_pylist(), strict=True))
+    assert staged["zoned"] == staged["ntz"] and len(staged["ntz"]) > 20
+    zoned.close()

@@ -139,3 +139,15 @@ def test_other_statements_are_unsupported_not_run(sql):
 def test_the_range_table_names_its_column_id_as_databricks_does(con):
     assert rows(con, "SELECT sum(id) FROM range(4)") == [(6,)]
     assert rows(con, "SELECT max(r.id) FROM range(1, 4) AS r") == [(3,)]
+
+
+def test_staging_statements_are_recognised():
+    from blade_pipeline.devservices.warehouse.volumes import StagingOp, parse_staging
+
+    assert parse_staging("PUT '/tmp/a b.csv' INTO '/Volumes/main/s/v/a.csv' OVERWRITE") == \
+        StagingOp("PUT", "/Volumes/main/s/v/a.csv", "/tmp/a b.csv", True)
+    assert parse_staging("get '/Volumes/main/s/v/a.csv' to '/tmp/x'") == StagingOp(
+        "GET", "/Volumes/main/s/v/a.csv", "/tmp/x")
+    assert parse_staging("REMOVE '/Volumes/main/s/v/a.csv';") == StagingOp(
+        "REMOVE", "/Volumes/main/s/v/a.csv")
+    assert parse_staging("SELECT 'PUT'") is None

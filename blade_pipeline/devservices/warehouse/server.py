@@ -25,6 +25,7 @@ from thrift.transport import TTransport
 
 from blade_pipeline.devservices.warehouse import generator
 from blade_pipeline.devservices.warehouse.service import WarehouseService
+from blade_pipeline.devservices.warehouse.volumes import Volumes
 
 log = logging.getLogger("blade.mock_warehouse")
 
@@ -103,8 +104,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _volume(self, method: str) -> bool:
+        """A presigned volume URL (``/volumes/<token>``): answer it; False if not one."""
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if len(parts) != 2 or parts[0] != "volumes":
+            return False
+        body = b""
+        if method == "PUT":
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, answer = self.server.service.volumes.serve(method, parts[1], body)
+        self._reply(status, answer, "application/octet-stream")
+        return True
+
+    def do_PUT(self) -> None:
+        if not self._volume("PUT"):
+            self._reply(404, b"not found")
+
+    def do_DELETE(self) -> None:
+        if not self._volume("DELETE"):
+            self._reply(404, b"not found")
+
     def do_GET(self) -> None:
         parts = self.path.split("?")[0].strip("/").split("/")
+        if self._volume("GET"):
+            return
         if parts == ["healthz"]:
             self._reply(200, b"ok")
         elif len(parts) == 3 and parts[0] == "cloudfetch":
@@ -156,7 +179,9 @@ class WarehouseHTTPServer(ThreadingHTTPServer):
         self.config = config
         self.con = open_database(config)
         self.request_host = threading.local()
-        self.service = WarehouseService(self.con, {"main": MAIN_DATABASE}, self._base_url)
+        catalogs = {"main": MAIN_DATABASE}
+        self.service = WarehouseService(self.con, catalogs, self._base_url, volumes=Volumes(
+            Path(f"{config.db_path}.volumes"), catalogs))
         self.processor = TCLIService.Processor(self.service)
         self.faults = random.Random(config.fault_seed)
         self._stop = threading.Event()

@@ -27,6 +27,7 @@ from blade_pipeline.devservices.warehouse.results import (
     ResultStream,
 )
 from blade_pipeline.devservices.warehouse.sql_dialect import from_duckdb, translate
+from blade_pipeline.devservices.warehouse.volumes import Volumes, parse_staging
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Operation:
     url_based: bool = False
     error: WarehouseError | None = None
     modified_rows: int | None = None
+    staging: bool = False  # a volume PUT/GET/REMOVE: the client moves the bytes itself
     created: float = field(default_factory=time.time)
     touched: float = field(default_factory=time.time)
 
@@ -98,6 +100,13 @@ class DmlResult:
         return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
 
 
+@dataclass(frozen=True)
+class StagingResult:
+    """A volume operation's answer: where the client moves the bytes (``volumes.py``)."""
+
+    table: pa.Table
+
+
 class WarehouseService:
     """Implements ``TCLIService.Iface`` over one DuckDB database instance.
 
@@ -108,8 +117,9 @@ class WarehouseService:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, catalogs: dict[str, str],
                  base_url: Callable[[], str], default_catalog: str = "main",
-                 default_schema: str = "default"):
+                 default_schema: str = "default", volumes: Volumes | None = None):
         self.con = con
+        self.volumes = volumes
         self.catalogs = catalogs
         self.base_url = base_url
         self.default_catalog = default_catalog
@@ -215,9 +225,18 @@ class WarehouseService:
         return True
 
     def _run(self, session: Session, sql: str, params: object
-             ) -> pa.RecordBatchReader | DmlResult | None:
+             ) -> pa.RecordBatchReader | DmlResult | StagingResult | None:
         if self._use(session, sql):
             return None
+        staged = parse_staging(sql)
+        if staged is not None:
+            if self.volumes is None:
+                raise WarehouseError("[UNSUPPORTED_FEATURE] this warehouse has no volumes. "
+                                     "SQLSTATE: 0A000", "0A000")
+            try:
+                return StagingResult(self.volumes.plan(staged, self.base_url()))
+            except DatabricksSqlError as exc:
+                raise WarehouseError(str(exc), exc.sql_state) from None
         try:
             described = catalog_queries.describe_table(sql)
             shown = None if described else catalog_queries.show(sql)
@@ -259,6 +278,9 @@ class WarehouseService:
             reader = run()
             if isinstance(reader, DmlResult):
                 op.modified_rows, reader = reader.count, reader.reader()
+            elif isinstance(reader, StagingResult):
+                op.staging, reader = True, pa.RecordBatchReader.from_batches(
+                    reader.table.schema, reader.table.to_batches())
             if reader is None:
                 reader = pa.RecordBatchReader.from_batches(pa.schema([]), [])
             op.stream = ResultStream(reader)
@@ -404,7 +426,7 @@ class WarehouseService:
             status=OK, schema=thrift_schema(schema), arrowSchema=serialize_schema(schema),
             resultFormat=(ttypes.TSparkRowSetType.URL_BASED_SET if op.url_based
                           else ttypes.TSparkRowSetType.ARROW_BASED_SET),
-            lz4Compressed=False, isStagingOperation=False)
+            lz4Compressed=False, isStagingOperation=op.staging)
 
     def _fetch(self, op: Operation, max_rows: int, max_bytes: int,
                max_files: int = MAX_FILES_PER_PAGE) -> ttypes.TFetchResultsResp:

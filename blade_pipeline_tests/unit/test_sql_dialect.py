@@ -151,3 +151,21 @@ def test_staging_statements_are_recognised():
     assert parse_staging("REMOVE '/Volumes/main/s/v/a.csv';") == StagingOp(
         "REMOVE", "/Volumes/main/s/v/a.csv")
     assert parse_staging("SELECT 'PUT'") is None
+
+
+@pytest.mark.parametrize(("sql", "expected"), [
+    ("SELECT array(10, 20)[0]", 10),  # Databricks arrays are 0-based, DuckDB lists 1-based
+    ("SELECT element_at(array(10, 20), 1)", 10),
+    ("SELECT split('a,b,c', ',')[1]", "b"),
+    ("SELECT x FROM (VALUES (1), (NULL), (2)) AS v(x) ORDER BY x LIMIT 1",
+     None),  # ascending puts NULLs first in Databricks, last in DuckDB
+    ("SELECT 5 / 2", 2.5),
+    ("SELECT 5 div 2", 2),
+    ("SELECT concat('a', NULL)", None),
+    ("SELECT substring('hello', 2, 3)", "ell"),
+    ("SELECT date_format(TIMESTAMP'2025-01-02 03:04:05', 'yyyy-MM-dd HH:mm')",
+     "2025-01-02 03:04"),
+    ("SELECT to_date('02/01/2025', 'dd/MM/yyyy')", dt.date(2025, 1, 2)),
+])
+def test_databricks_semantics_survive_the_translation(con, sql, expected):
+    assert rows(con, sql) == [(expected,)]

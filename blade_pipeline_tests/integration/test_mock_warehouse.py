@@ -218,6 +218,19 @@ def test_dml_changes_are_seen_by_later_queries(start_warehouse):
                     "main.blade.blade_supply_data WHERE quantity_on_hand = 4242")
         assert cur.rowcount == 3 and [d[0] for d in cur.description] == [
             "num_affected_rows", "num_inserted_rows"]
+        for ddl in ("CREATE TABLE main.blade.notes (part_number STRING, note STRING) "
+                    "USING DELTA", "ALTER TABLE main.blade.notes ADD COLUMN seen DATE",
+                    "USE CATALOG main", "USE SCHEMA blade"):
+            cur.execute(ddl)
+        cur.execute("MERGE INTO notes AS t USING (SELECT DISTINCT part_number FROM "
+                    "blade_supply_data WHERE quantity_on_hand = 4242) AS s "
+                    "ON t.part_number = s.part_number WHEN MATCHED THEN UPDATE SET note = 'x' "
+                    "WHEN NOT MATCHED THEN INSERT (part_number, note, seen) "
+                    "VALUES (s.part_number, 'new', current_date())")
+        assert cur.rowcount == 3
+        cur.execute("ALTER TABLE notes DROP COLUMN seen")
+        cur.execute("SELECT note, count(*) FROM main.blade.notes GROUP BY note")
+        assert [tuple(r) for r in cur.fetchall()] == [("new", 3)]
 
 
 def test_concurrent_connections(big_warehouse, reference):

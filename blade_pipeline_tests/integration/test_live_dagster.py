@@ -5,6 +5,8 @@
 * a range run (three days in one run) is terminated mid-upload (pause) and re-executed from
   failure (resume): the catalog ends with exactly the staged items, each at version 1 (no loss,
   no double upload);
+* yesterday is late (the stack's data ends in June): the freshness checks fail and their alert
+  reaches a webhook receiver;
 * the warehouse goes down: the change sensors' ticks fail and the daemon's health sensor posts
   one alert per sensor at most (grouped per tick) to a webhook receiver; the warehouse comes
   back and a "cleared" alert follows.
@@ -123,6 +125,24 @@ def _wait_for(receiver: Receiver, status: str, timeout: float) -> list[dict]:
             return found
         time.sleep(1)
     raise AssertionError(f"no {status} tick alert in {timeout}s: {receiver.bodies}")
+
+
+def test_a_late_day_reaches_the_webhook(stack, receiver):
+    """The stack's data ends in June: by the real clock yesterday is late for every type, so
+    the daemon's freshness sensor fails the checks and the health sensor posts them."""
+    deadline = time.monotonic() + 120
+    while True:
+        late = [b for b in receiver.bodies if b["kind"] == "check_failure"
+                and "check freshness of blade/" in b["title"]]
+        if late:
+            break
+        assert time.monotonic() < deadline, f"no freshness alert: {receiver.bodies}"
+        time.sleep(1)
+    body = late[0]
+    assert body["status"] == "firing" and "is late: not " in body["cause"]
+    assert body["url"].endswith("?view=checks") and "run the day" in body["action"]
+    assert body["days"] == (dt.datetime.now(dt.UTC) - dt.timedelta(
+        hours=27)).date().isoformat()  # due by 03:00 UTC: the day before
 
 
 def test_a_warehouse_outage_alerts_then_clears(stack, receiver):

@@ -232,6 +232,6 @@ def test_a_run_failed_on_the_workers_is_reexecuted_from_failure_and_ends_exact(
                             "reexecute")
     assert again["success"], (cluster.logs / "reexecute.log").read_text()[-3000:]
     assert set(step_workers(dagster_instance, again["run_id"])) == {  # the failed step and
-        f"blade__{source.data_type}__catalog",  # the check after it; staging is not redone
-        f"blade__{source.data_type}__catalog_reconciled"}
+        f"blade__{source.data_type}__catalog",  # the checks after it; staging is not redone
+        f"blade__{source.data_type}__catalog_reconciled", f"{source.data_type}_freshness"}
     assert_exact(cluster.res, reference_db, source.data_type, days=[day, DAY])

@@ -132,6 +132,7 @@ def test_metadata_calls_describe_and_use(big_warehouse):
         cur.columns(catalog_name="main", schema_name="blade", table_name="blade_supply_data")
         cols = {r.COLUMN_NAME: r.TYPE_NAME for r in cur.fetchall()}
         assert cols["unit_cost"] == "DECIMAL(12,2)" and cols["quantity_on_hand"] == "INT"
+        assert cols["last_modified"] == "TIMESTAMP_NTZ"  # naive, as Databricks names it
         cur.execute("DESCRIBE TABLE EXTENDED main.blade.blade_readiness_data")
         rows = cur.fetchall()
         assert (rows[0].col_name, rows[0].data_type) == ("report_id", "string")

@@ -12,7 +12,6 @@ from blade_pipeline_tests.conftest import WAREHOUSE_TOKEN, warehouse_url
 sa = pytest.importorskip("sqlalchemy")
 dialect = pytest.importorskip("databricks.sqlalchemy",
                               reason="databricks-sqlalchemy is part of .[dev]")
-TIMESTAMP = dialect.TIMESTAMP
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,12 @@ def test_inspect_lists_schemas_tables_and_typed_columns(engine):
     assert isinstance(columns["part_number"], sa.String)
     assert isinstance(columns["quantity_on_hand"], sa.Integer)
     assert (columns["unit_cost"].precision, columns["unit_cost"].scale) == (12, 2)
-    assert isinstance(columns["last_modified"], TIMESTAMP)  # Databricks' TIMESTAMP type
+    assert isinstance(columns["last_modified"], dialect.TIMESTAMP_NTZ)  # a naive timestamp
+    inspector.clear_cache()
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE main.blade.zoned (at TIMESTAMP, d DATE)"))
+    zoned = {c["name"]: c["type"] for c in inspector.get_columns("zoned", schema="blade")}
+    assert isinstance(zoned["at"], dialect.TIMESTAMP) and isinstance(zoned["d"], sa.Date)
 
 
 def test_the_sql_the_dialect_compiles_runs(engine):

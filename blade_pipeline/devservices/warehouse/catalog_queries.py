@@ -23,7 +23,8 @@ _TYPES: dict[str, tuple[str, int]] = {
     "VARCHAR": ("string", 12), "BIGINT": ("bigint", -5), "INTEGER": ("int", 4),
     "SMALLINT": ("smallint", 5), "TINYINT": ("tinyint", -6), "DOUBLE": ("double", 8),
     "FLOAT": ("float", 6), "BOOLEAN": ("boolean", 16), "DATE": ("date", 91),
-    "TIMESTAMP": ("timestamp", 93), "TIMESTAMP WITH TIME ZONE": ("timestamp", 93),
+    # DuckDB's naive TIMESTAMP is Databricks' TIMESTAMP_NTZ; its TIMESTAMPTZ is TIMESTAMP
+    "TIMESTAMP": ("timestamp_ntz", 93), "TIMESTAMP WITH TIME ZONE": ("timestamp", 93),
     "BLOB": ("binary", -2), "HUGEINT": ("decimal(38,0)", 3), "UBIGINT": ("decimal(20,0)", 3),
     "UINTEGER": ("bigint", -5), "USMALLINT": ("int", 4), "UTINYINT": ("smallint", 5),
 }

@@ -29,6 +29,7 @@ from blade_pipeline.dagster_glue import (
     paused_on_terminate,
     range_stage_metadata,
     run_label,
+    schema_version_metadata,
     stage_metadata,
     staged_key,
     step_failure,
@@ -39,6 +40,7 @@ from blade_pipeline.partitions import daily_partitions
 from blade_pipeline.resources.catalog import Catalog, CatalogError
 from blade_pipeline.resources.lake import LakeError, ParquetLake
 from blade_pipeline.resources.warehouse import Warehouse, WarehouseError
+from blade_pipeline.schema_versions import SchemaHistory, SchemaVersion, observe
 from blade_pipeline.sources import BladeSource
 
 __all__ = ["POOL", "build_blade_assets", "catalog_key", "staged_key"]
@@ -81,10 +83,14 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
             days[0], days[-1])
         reported = [0.0]
 
+        seen: list[tuple[SchemaVersion, bool]] = []  # the schema version of this run's rows
+
         def batches():
             for batch in ingest.extract(warehouse, sql, bounds, batch_rows):
                 if not raw_schema:
                     raw_schema.append(batch.schema)
+                    seen.append(SchemaHistory(lake, source.data_type).record(
+                        observe(batch.schema), context.run.run_id))
                 yield batch
 
         def on_batch(progress: ingest.RangeProgress) -> None:
@@ -116,12 +122,18 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
         if drift:
             context.log.warning(f"[{label}] schema drift: " + "; ".join(drift))
         schema = raw_schema[0] if raw_schema else None
+        versioned = schema_version_metadata(*seen[0]) if seen else {}
+        if seen and seen[0][1] and seen[0][0].changes:
+            context.log.warning(f"[{label}] the source's schema changed: version "
+                                f"{seen[0][0].version}: " + "; ".join(
+                                    c.describe() for c in seen[0][0].changes))
         if single:
-            return dg.MaterializeResult(metadata=stage_metadata(results[days[0]], schema))
+            return dg.MaterializeResult(metadata={
+                **stage_metadata(results[days[0]], schema), **versioned})
         context.log.info(f"[{label}] {len(days)} days staged in "
                          f"{time.perf_counter() - started:.1f}s")
-        return dg.MaterializeResult(metadata=range_stage_metadata(
-            results, time.perf_counter() - started, schema))
+        return dg.MaterializeResult(metadata={**range_stage_metadata(
+            results, time.perf_counter() - started, schema), **versioned})
 
     def day_check(check: Callable[[BladeSource, dict[str, Any] | None],
                                   day_checks.CheckOutcome], description: str

@@ -140,6 +140,44 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schema_history(data_type: str):  # -> SchemaHistory of the configured lake
+    from blade_pipeline.resources.lake import ParquetLake
+    from blade_pipeline.schema_versions import SchemaHistory
+    from blade_pipeline.sources import source_for
+
+    source = source_for(data_type)
+    return SchemaHistory(ParquetLake.from_env().process_config_and_initialize(),
+                         source.data_type)
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from blade_pipeline.resources.lake import LakeError
+    from blade_pipeline.schema_versions import diff
+    from blade_pipeline.sources import SourcesFileError
+
+    try:
+        history = _schema_history(args.data_type)
+        if args.schema_command == "history":
+            versions = history.versions()
+            if not versions:
+                print(f"{args.data_type}: no schema version yet (none staged)")
+            for version in versions:
+                what = "; ".join(c.describe() for c in version.changes) or (
+                    "first version" if version.version == 1 else "no change")
+                print(f"v{version.version}  {version.observed_at}  run {version.run_id[:8]}  "
+                      f"{len(version.columns)} columns  {what}")
+            return 0
+        before, after = history.version(args.v1), history.version(args.v2)
+    except (SourcesFileError, LakeError, KeyError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 1
+    changes = diff(before.columns, after.columns)
+    for change in changes:
+        print(change.describe())
+    print(f"{len(changes)} change(s) from v{before.version} to v{after.version}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blade", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -202,6 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--limit", type=int, default=10)
     q.add_argument("--order-by-key", action="store_true", help="sort by the primary key")
     q.set_defaults(handler=_cmd_query)
+
+    schema = sub.add_parser("schema", help="a source's schema versions (in the lake)")
+    schema_sub = schema.add_subparsers(dest="schema_command", required=True,
+                                       metavar="SUBCOMMAND")
+    history = schema_sub.add_parser("history", help="every version and what changed")
+    history.add_argument("data_type")
+    versions = schema_sub.add_parser("diff", help="the changes between two versions")
+    versions.add_argument("data_type")
+    versions.add_argument("v1", type=lambda v: int(v.lstrip("v")), help="e.g. 1 or v1")
+    versions.add_argument("v2", type=lambda v: int(v.lstrip("v")), help="e.g. 2 or v2")
+    schema.set_defaults(handler=_cmd_schema)
 
     cat = sub.add_parser("mock-catalog", help="run the catalog service (dev stand-in)")
     cat.add_argument("--host", default="127.0.0.1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -87,6 +88,11 @@ def test_9b_disk_full_fails_at_once_and_leaves_no_partial_file(
     for kind in ("", "quarantine"):
         directory = Path(lake.partition_dir("maintenance", DAY, kind))
         assert not (directory / "part-0.parquet").exists()
-    leftovers = [p for p in lake_root.rglob("*") if p.is_file()]
+    # The schema version the run observed is kept, whole (issue 20: a version is never lost
+    # when a run fails, nor half written); nothing else is.
+    versions = sorted((lake_root / "maintenance" / "_schema").glob("*"))
+    assert [p.name for p in versions] == ["v0001.json"]
+    assert json.loads(versions[0].read_text())["version"] == 1
+    leftovers = [p for p in lake_root.rglob("*") if p.is_file() and p not in versions]
     assert not leftovers, f"partial files left behind: {leftovers}"
     assert catalog_items(res["catalog"], source.catalog_data_source) == []

@@ -18,6 +18,7 @@ run of the same backfill failed already (no state of its own to lose).
 
 from __future__ import annotations
 
+import re
 import smtplib
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -175,7 +176,8 @@ class AlertSender(dg.ConfigurableResource):
 
 
 # ---- what a failed run says ---------------------------------------------------------------
-_FAILURE_PREFIX = "dagster._core.definitions.events.Failure: "
+#: "package.module.ClassName: " before an error's message (Failure, SensorTickError, ...)
+_QUALIFIED_CLASS = re.compile(r"^(?:\w+\.)+\w+: ")
 RERUN = ("fix the cause, then re-execute the run from failure (Runs -> the run -> Re-execute "
          "-> From failure): an upload resumes from its checkpoints, nothing is sent twice")
 
@@ -187,9 +189,10 @@ def _days(tags: dict[str, str]) -> str:
     return f"{first}...{tags.get('dagster/asset_partition_range_end')}" if first else "-"
 
 
-def _first_line(text: str) -> str:
-    line = text.strip().removeprefix(_FAILURE_PREFIX).splitlines()[0] if text.strip() else ""
-    return line[:500]
+def first_line(text: str) -> str:
+    """An error's cause in one line, without its qualified class name (at most 500 chars)."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return _QUALIFIED_CLASS.sub("", line)[:500]
 
 
 def failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, fallback_cause: str,
@@ -228,9 +231,9 @@ def failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, fallback_cau
                   "the cause, then re-execute from failure")
     else:
         action = RERUN
-    cause = next((_first_line(f.dagster_event.event_specific_data.error.message)
+    cause = next((first_line(f.dagster_event.event_specific_data.error.message)
                   for f in failures if f.dagster_event and f.dagster_event.event_specific_data
-                  and f.dagster_event.event_specific_data.error), "") or _first_line(
+                  and f.dagster_event.event_specific_data.error), "") or first_line(
         _outside_cause(instance, run) if fallback_cause.startswith(_FAILED_OUTSIDE)
         else fallback_cause) or "the run failed (see its event log)"
     return Alert(title=title, data_type=data_type, days=days, run_id=run.run_id, url=url,

@@ -123,10 +123,10 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
             context.log.warning(f"[{label}] schema drift: " + "; ".join(drift))
         schema = raw_schema[0] if raw_schema else None
         versioned = schema_version_metadata(*seen[0]) if seen else {}
-        if seen and seen[0][1] and seen[0][0].changes:
+        if seen and seen[0][1] and (version := seen[0][0]).changes:  # this run made it
             context.log.warning(f"[{label}] the source's schema changed: version "
-                                f"{seen[0][0].version}: " + "; ".join(
-                                    c.describe() for c in seen[0][0].changes))
+                                f"{version.version}: " + "; ".join(
+                                    c.describe() for c in version.changes))
         if single:
             return dg.MaterializeResult(metadata={
                 **stage_metadata(results[days[0]], schema), **versioned})

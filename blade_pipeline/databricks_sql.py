@@ -109,6 +109,14 @@ def parse_condition(text: str) -> exp.Expression:
         raise syntax_error("comments are not allowed in a filter")
     if any(t.token_type == TokenType.SEMICOLON for t in tokens):
         raise syntax_error("';' is not allowed in a filter: one expression only")
+    depth = 0
+    for token in tokens:
+        depth += {TokenType.L_PAREN: 1, TokenType.R_PAREN: -1}.get(token.token_type, 0)
+        if depth < 0:
+            break
+    if depth:
+        raise syntax_error("unbalanced parentheses in the filter: a filter cannot open or "
+                           "close the WHERE clause")
     try:
         tree = sqlglot.parse_one(text, read=DIALECT, into=exp.Condition)
     except ParseError as exc:

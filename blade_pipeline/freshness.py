@@ -20,6 +20,11 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_factories.utils import (
+    FRESH_UNTIL_METADATA_KEY,
+    LAST_UPDATED_TIMESTAMP_METADATA_KEY,
+    LATEST_CRON_TICK_METADATA_KEY,
+)
 from dagster._time import get_current_datetime
 
 from blade_pipeline.dagster_glue import catalog_key, staged_key
@@ -28,11 +33,7 @@ from blade_pipeline.sources import BladeSource
 
 CHECK_NAME = "freshness"
 SENSOR_NAME = "blade_freshness_checks"
-# the metadata keys of Dagster's freshness checks (the freshness sensor reads fresh_until)
-FRESH_UNTIL = "dagster/fresh_until_timestamp"
-DEADLINE = "dagster/latest_cron_tick_timestamp"
-OVERDUE_SECONDS = "dagster/overdue_seconds"
-LAST_UPDATED = "dagster/last_updated_timestamp"
+OVERDUE_SECONDS = "dagster/overdue_seconds"  # what Dagster's own freshness checks wrote
 
 
 def deadline_cron(source: BladeSource) -> str:
@@ -58,26 +59,27 @@ def _evaluate(instance: dg.DagsterInstance, source: BladeSource, key: dg.AssetKe
     metadata: dict[str, dg.MetadataValue] = {
         "day": dg.MetadataValue.text(day), "due_by": dg.MetadataValue.text(
             f"{deadline.isoformat(timespec='minutes')}"),
-        DEADLINE: dg.MetadataValue.timestamp(deadline.timestamp())}
+        LATEST_CRON_TICK_METADATA_KEY: dg.MetadataValue.timestamp(deadline.timestamp())}
+    fresh_until = {FRESH_UNTIL_METADATA_KEY: dg.MetadataValue.timestamp(
+        (deadline + dt.timedelta(days=1)).timestamp())}  # passing, it holds until the next one
     if day < source.partition_start.isoformat():
         return dg.AssetCheckResult(
-            asset_key=key, check_name=CHECK_NAME, passed=True, metadata={
-                **metadata, FRESH_UNTIL: dg.MetadataValue.timestamp(
-                    (deadline + dt.timedelta(days=1)).timestamp())},
+            asset_key=key, check_name=CHECK_NAME, passed=True,
+            metadata={**metadata, **fresh_until},
             description=f"nothing due yet: {day} is before partition_start")
     done = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1).records
     severity = (dg.AssetCheckSeverity.ERROR if key == catalog_key(source)
                 else dg.AssetCheckSeverity.WARN)
     if done:
-        metadata[FRESH_UNTIL] = dg.MetadataValue.timestamp(
-            (deadline + dt.timedelta(days=1)).timestamp())
         return dg.AssetCheckResult(
             asset_key=key, check_name=CHECK_NAME, passed=True, severity=severity,
-            metadata=metadata, description=f"{day} arrived before its deadline passed or since")
+            metadata={**metadata, **fresh_until},
+            description=f"{day} arrived before its deadline passed or since")
     newest = instance.get_latest_materialization_event(key)
     if newest is not None:
-        metadata[LAST_UPDATED] = dg.MetadataValue.timestamp(newest.timestamp)
+        metadata[LAST_UPDATED_TIMESTAMP_METADATA_KEY] = dg.MetadataValue.timestamp(
+            newest.timestamp)
     overdue = float(round((now - deadline).total_seconds()))
     metadata[OVERDUE_SECONDS] = dg.MetadataValue.float(overdue)
     where = "staged in the lake" if key == staged_key(source) else "uploaded to the catalog"

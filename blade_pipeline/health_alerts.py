@@ -30,12 +30,11 @@ from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.scheduler.instigation import InstigatorStatus, TickStatus
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from blade_pipeline.alerts import Alert, AlertSender
+from blade_pipeline.alerts import Alert, AlertSender, first_line
 from blade_pipeline.settings import BladeSettings
 
 SENSOR_NAME = "blade_health_alerts"
 _COMPLETED = [TickStatus.SUCCESS, TickStatus.SKIPPED, TickStatus.FAILURE]
-_CLASS_PREFIX = re.compile(r"^[\w.]+(?:Error|Exception): ")
 _TYPE_IN_NAME = re.compile(r"^blade_([a-z][a-z0-9_]*?)_(?:changes|daily|reconcile)$")
 _ACTIONS = {
     "tick_failure": "fix the cause (see the tick's error in the UI); nothing to re-run: a change "
@@ -61,15 +60,10 @@ class Problem:
     action: str
 
 
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return _CLASS_PREFIX.sub("", line)[:500]
-
-
 def _innermost(error) -> str:  # SerializableErrorInfo
     while error.cause is not None:
         error = error.cause
-    return _first_line(error.message)
+    return first_line(error.message)
 
 
 # ---- what is failing now ------------------------------------------------------------------

@@ -31,9 +31,6 @@ def validate_filter(where: str) -> str:
     text = where.strip()
     if not text:
         raise UnsafeFilterError("the filter is empty")
-    if _unbalanced(text):
-        raise UnsafeFilterError("unbalanced parentheses in the filter: a filter cannot open "
-                                "or close the WHERE clause")
     try:
         tree = parse_condition(text)
     except DatabricksSqlError as exc:
@@ -47,21 +44,6 @@ def validate_filter(where: str) -> str:
         raise UnsafeFilterError(f"the filter {text!r} is a value, not a condition (e.g. "
                                 "`priority = 'HIGH'`)")
     return text
-
-
-def _unbalanced(text: str) -> bool:
-    """Whether parentheses outside string literals and quoted names do not balance."""
-    depth, quote = 0, ""
-    for char in text:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"`":
-            quote = char
-        elif char in "()":
-            depth += 1 if char == "(" else -1
-            if depth < 0:
-                return True
-    return depth != 0
 
 
 def select_sql(source: BladeSource, where: str | None = None, limit: int | None = None,

@@ -86,25 +86,21 @@ _DML = (sqlglot_exp.Insert, sqlglot_exp.Update, sqlglot_exp.Delete, sqlglot_exp.
 
 
 @dataclass(frozen=True)
-class DmlResult:
-    """What a DML statement answers: rows affected (and inserted, for INSERT)."""
-
-    count: int
-    insert: bool
-
-    def reader(self) -> pa.RecordBatchReader:
-        columns = {"num_affected_rows": pa.array([self.count], pa.int64())}
-        if self.insert:
-            columns["num_inserted_rows"] = pa.array([self.count], pa.int64())
-        table = pa.table(columns)
-        return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
-
-
-@dataclass(frozen=True)
-class StagingResult:
-    """A volume operation's answer: where the client moves the bytes (``volumes.py``)."""
+class Answer:
+    """A small answer with what the operation status must say besides: a DML statement's row
+    count (``numModifiedRows``), or that it is a volume operation (``isStagingOperation``)."""
 
     table: pa.Table
+    modified_rows: int | None = None
+    staging: bool = False
+
+    @classmethod
+    def dml(cls, count: int, insert: bool) -> Answer:
+        """Databricks' answer to DML: rows affected (and inserted, for INSERT)."""
+        columns = {"num_affected_rows": pa.array([count], pa.int64())}
+        if insert:
+            columns["num_inserted_rows"] = pa.array([count], pa.int64())
+        return cls(pa.table(columns), modified_rows=count)
 
 
 class WarehouseService:
@@ -225,7 +221,7 @@ class WarehouseService:
         return True
 
     def _run(self, session: Session, sql: str, params: object
-             ) -> pa.RecordBatchReader | DmlResult | StagingResult | None:
+             ) -> pa.RecordBatchReader | Answer | None:
         if self._use(session, sql):
             return None
         staged = parse_staging(sql)
@@ -234,14 +230,14 @@ class WarehouseService:
                 raise WarehouseError("[UNSUPPORTED_FEATURE] this warehouse has no volumes. "
                                      "SQLSTATE: 0A000", "0A000")
             try:
-                return StagingResult(self.volumes.plan(staged, self.base_url()))
+                return Answer(self.volumes.plan(staged, self.base_url()), staging=True)
             except DatabricksSqlError as exc:
                 raise WarehouseError(str(exc), exc.sql_state) from None
         try:
             described = catalog_queries.describe_table(sql)
             shown = None if described else catalog_queries.show(sql)
-            duck_sql = None if described or shown else translate(sql, self.catalogs)
-            dml = duck_sql is not None and isinstance(parse(sql), _DML)
+            tree = None if described or shown else parse(sql)  # cached: translate reuses it
+            duck_sql = None if tree is None else translate(sql, self.catalogs)
         except DatabricksSqlError as exc:
             raise WarehouseError(str(exc), exc.sql_state) from None
         cur = self._cursor(session)
@@ -253,9 +249,9 @@ class WarehouseService:
                 return catalog_queries.answer_show(cur, self.catalogs, session.catalog,
                                                    session.schema, shown)
             rel = cur.sql(duck_sql, params=params)
-            if dml:  # DuckDB answers a count; Databricks num_affected_rows (+ numModifiedRows)
+            if isinstance(tree, _DML):  # DuckDB answers a count; Databricks num_affected_rows
                 count = int(rel.fetchall()[0][0]) if rel is not None else 0
-                return DmlResult(count, isinstance(parse(sql), sqlglot_exp.Insert))
+                return Answer.dml(count, isinstance(tree, sqlglot_exp.Insert))
             if rel is None:
                 return None
             return rel.to_arrow_reader(READER_BATCH_ROWS)
@@ -276,11 +272,10 @@ class WarehouseService:
         op = Operation(handle, session)
         try:
             reader = run()
-            if isinstance(reader, DmlResult):
-                op.modified_rows, reader = reader.count, reader.reader()
-            elif isinstance(reader, StagingResult):
-                op.staging, reader = True, pa.RecordBatchReader.from_batches(
-                    reader.table.schema, reader.table.to_batches())
+            if isinstance(reader, Answer):
+                op.modified_rows, op.staging = reader.modified_rows, reader.staging
+                reader = pa.RecordBatchReader.from_batches(reader.table.schema,
+                                                           reader.table.to_batches())
             if reader is None:
                 reader = pa.RecordBatchReader.from_batches(pa.schema([]), [])
             op.stream = ResultStream(reader)

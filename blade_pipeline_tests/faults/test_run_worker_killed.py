@@ -186,7 +186,10 @@ def test_6_run_worker_killed_mid_upload_is_failed_retried_and_ends_exact(
     assert alert["days"] == (days[0] if len(days) == 1 else f"{days[0]}...{days[-1]}")
     assert "process" in alert["cause"], alert  # the worker's death, as Dagster reported it
     assert "retried automatically" in alert["title"] and "run retries" in alert["action"]
-    assert [b["run_id"] for b in receiver.bodies if b["run_id"]] == [run.run_id]  # retry: OK
+    # one alert for the killed run, none for its retry (it succeeded); other runs of the
+    # daemon (e.g. a freshness check's run cut off by the kill) may alert on their own
+    alerted = [b["run_id"] for b in receiver.bodies]
+    assert alerted.count(run.run_id) == 1 and retry.run_id not in alerted
 
     messages = [f"{e.user_message} {e.dagster_event.message if e.dagster_event else ''}"
                 for e in dagster_instance.all_logs(run.run_id)]

@@ -19,7 +19,7 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
-from blade_pipeline import day_checks, ingest
+from blade_pipeline import day_checks, ingest, schema_policy
 from blade_pipeline.dagster_glue import (
     POOL,
     RETRY_POLICY,
@@ -40,7 +40,8 @@ from blade_pipeline.partitions import daily_partitions
 from blade_pipeline.resources.catalog import Catalog, CatalogError
 from blade_pipeline.resources.lake import LakeError, ParquetLake
 from blade_pipeline.resources.warehouse import Warehouse, WarehouseError
-from blade_pipeline.schema_versions import SchemaHistory, SchemaVersion, observe
+from blade_pipeline.schema_policy import SchemaPlan
+from blade_pipeline.schema_versions import SchemaHistory
 from blade_pipeline.sources import BladeSource
 
 __all__ = ["POOL", "build_blade_assets", "catalog_key", "staged_key"]
@@ -82,16 +83,12 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
         sql, bounds = ingest.partition_sql(source, len(days)), ingest.day_range_bounds(
             days[0], days[-1])
         reported = [0.0]
+        plans: list[SchemaPlan] = []  # the schema plan of this run's rows
 
-        seen: list[tuple[SchemaVersion, bool]] = []  # the schema version of this run's rows
-
-        def batches():
-            for batch in ingest.extract(warehouse, sql, bounds, batch_rows):
-                if not raw_schema:
-                    raw_schema.append(batch.schema)
-                    seen.append(SchemaHistory(lake, source.data_type).record(
-                        observe(batch.schema), context.run.run_id))
-                yield batch
+        def planner(schema: pa.Schema) -> SchemaPlan:
+            raw_schema.append(schema)
+            plans.append(schema_policy.plan_run(source, history, schema))
+            return plans[0]
 
         def on_batch(progress: ingest.RangeProgress) -> None:
             if single:
@@ -109,24 +106,31 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
         started = time.perf_counter()
         try:
             with paused_on_terminate(label):
+                history = SchemaHistory(lake, source.data_type)  # (the lake's first use)
                 # keys repeated within a day (one day: within the run, the cheaper query)
                 duplicates = ingest.duplicate_keys(warehouse, source,
                                                    ingest.partition_sql(source), bounds,
                                                    by_day=len(days) > 1)
-                results = ingest.stage_days(source, batches(), lake, days,
-                                            IngestRun.now(context.run.run_id),
-                                            on_batch=on_batch, duplicates=duplicates)
+                results = ingest.stage_days(
+                    source, ingest.extract(warehouse, sql, bounds, batch_rows), lake, days,
+                    IngestRun.now(context.run.run_id), on_batch=on_batch,
+                    duplicates=duplicates, planner=planner)
+                run_schema = (schema_policy.finish_run(plans[0], history, context.run.run_id)
+                              if plans else None)
         except (WarehouseError, LakeError) as exc:
             raise step_failure(source.data_type, exc) from None
         drift = sorted({e for r in results.values() for e in r.schema_errors})
         if drift:
             context.log.warning(f"[{label}] schema drift: " + "; ".join(drift))
         schema = raw_schema[0] if raw_schema else None
-        versioned = schema_version_metadata(*seen[0]) if seen else {}
-        if seen and seen[0][1] and (version := seen[0][0]).changes:  # this run made it
-            context.log.warning(f"[{label}] the source's schema changed: version "
-                                f"{version.version}: " + "; ".join(
-                                    c.describe() for c in version.changes))
+        versioned = schema_version_metadata(plans[0], run_schema) if run_schema else {}
+        if run_schema and plans[0].decisions:
+            plan = plans[0]
+            context.log.warning(
+                f"[{label}] schema v{plan.observed} differs from the expected v{plan.expected}: "
+                + "; ".join(d.describe() for d in plan.decisions)
+                + (f" -- v{plan.observed} is now the expected version" if run_schema.adopted
+                   else ""))
         if single:
             return dg.MaterializeResult(metadata={
                 **stage_metadata(results[days[0]], schema), **versioned})
@@ -135,7 +139,7 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
         return dg.MaterializeResult(metadata={**range_stage_metadata(
             results, time.perf_counter() - started, schema), **versioned})
 
-    def day_check(check: Callable[[BladeSource, dict[str, Any] | None],
+    def day_check(check: Callable[[BladeSource, dict[str, Any] | None, int | None],
                                   day_checks.CheckOutcome], description: str
                   ) -> dg.AssetChecksDefinition:
         """A blocking check of each staged day. One day: Dagster blocks the catalog step when
@@ -146,17 +150,20 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                         partitions_def=partitions, description=description)
         def _check(context: dg.AssetCheckExecutionContext, lake: ParquetLake):
             op_context = context.op_execution_context
+            expected = SchemaHistory(lake, source.data_type).expected_number()
             if op_context.has_partition_key:
-                outcome = check(source, _footer(lake, op_context.partition_key))
+                outcome = check(source, _footer(lake, op_context.partition_key), expected)
                 yield dg.AssetCheckResult(passed=outcome.passed,
                                           description=outcome.description,
+                                          severity=dg.AssetCheckSeverity(outcome.severity),
                                           metadata=check_metadata(outcome))
                 return
             for day in op_context.partition_keys:
-                outcome = check(source, _footer(lake, day))
+                outcome = check(source, _footer(lake, day), expected)
                 yield dg.AssetCheckEvaluation(
                     asset_key=staged_asset_key, check_name=check.__name__,
                     passed=outcome.passed, partition=day, blocking=False,
+                    severity=dg.AssetCheckSeverity(outcome.severity),
                     description=f"{day}: {outcome.description}",
                     metadata=check_metadata(outcome))
             yield dg.Output(None)
@@ -174,6 +181,14 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
         day_checks.invalid_fraction,
         f"Quarantined rows are at most max({source.invalid_rows_allowed} rows, "
         f"{source.max_invalid_fraction:.1%} of the extracted rows) per day.")
+
+    policy_text = ", ".join(f"{k}: {v}" for k, v in source.schema_policy.model_dump().items())
+    schema_changed = day_check(
+        day_checks.schema_changed,
+        "The schema the day was read in against the expected version, under the source's "
+        f"schema_policy ({policy_text}): ERROR (blocks the upload) when the policy blocks a "
+        "change, WARN when it lets one through; `blade schema accept` / `pin` choose the "
+        "expected version.")
 
     @dg.asset(
         key=catalog_asset_key, deps=[staged_asset_key], partitions_def=partitions,
@@ -232,4 +247,4 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                           **upload_metadata(outcome.progress)},
                 allow_retries=False)
 
-    return [staged, schema_conforms, invalid_fraction, catalog]
+    return [staged, schema_conforms, invalid_fraction, schema_changed, catalog]

@@ -140,6 +140,22 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sql(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from blade_pipeline.resources.warehouse import WarehouseError
+
+    try:
+        table = _warehouse().query_arrow(args.statement)
+    except WarehouseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    with pl.Config(tbl_rows=50, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=240,
+                   tbl_hide_dataframe_shape=True):
+        print(pl.from_arrow(table))
+    return 0
+
+
 def _schema_history(data_type: str):  # -> SchemaHistory of the configured lake
     from blade_pipeline.resources.lake import ParquetLake
     from blade_pipeline.schema_versions import SchemaHistory
@@ -150,22 +166,92 @@ def _schema_history(data_type: str):  # -> SchemaHistory of the configured lake
                          source.data_type)
 
 
+def _record_act(data_type: str, metadata: dict) -> str:
+    """Report an accept/pin on the staged asset's timeline in the Dagster instance (when
+    DAGSTER_HOME names one): where the team looks."""
+    import os
+
+    if not os.environ.get("DAGSTER_HOME"):
+        return "DAGSTER_HOME is not set: the act is logged in the lake only"
+    import dagster as dg
+
+    from blade_pipeline.dagster_glue import staged_key
+    from blade_pipeline.sources import source_for
+
+    with dg.DagsterInstance.get() as instance:
+        instance.report_runless_asset_event(dg.AssetObservation(
+            asset_key=staged_key(source_for(data_type)), metadata=metadata))
+    return "recorded on the staged asset's timeline in Dagster"
+
+
+def _schema_act(args: argparse.Namespace, history) -> int:  # accept / pin
+    import getpass
+
+    newest = history.newest()
+    if newest is None:
+        print(f"error: {args.data_type}: no schema version yet (none staged)", file=sys.stderr)
+        return 1
+    before = history.expected_number()
+    pinned = args.schema_command == "pin"
+    target = history.version(args.version) if pinned else newest
+    by = getpass.getuser()
+    chosen = history.set_expected(target.version, args.schema_command, by, args.reason or "",
+                                  pinned=pinned)
+    log = logging.getLogger("blade.schema")
+    changes = "; ".join(c.describe() for c in _diff_of(history, before, target.version))
+    what = (f"{args.data_type}: schema v{chosen.version} is now the expected version "
+            f"(was v{before}); {args.schema_command} by {by}"
+            + (f": {args.reason}" if args.reason else "")
+            + (f"; changes from v{before}: {changes}" if changes else ""))
+    log.warning(what)
+    where = _record_act(args.data_type, {
+        "schema_act": args.schema_command, "schema_expected_version": chosen.version,
+        "schema_previous_version": before, "by": by, "reason": args.reason or "",
+        "pinned": pinned})
+    print(what)
+    print("later runs check against it" + (
+        " and adopt no newer version until `blade schema accept`" if pinned else "")
+        + f"; {where}. Days staged under a blocked change: re-run them (the catalog step is "
+          "enough when the staged rows fit).")
+    return 0
+
+
+def _diff_of(history, before: int | None, after: int) -> list:
+    from blade_pipeline.schema_versions import diff
+
+    if before is None or before == after:
+        return []
+    return diff(history.version(before).columns, history.version(after).columns)
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from blade_pipeline.resources.lake import LakeError
     from blade_pipeline.schema_versions import diff
     from blade_pipeline.sources import SourcesFileError
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         history = _schema_history(args.data_type)
+        if args.schema_command in ("accept", "pin"):
+            return _schema_act(args, history)
         if args.schema_command == "history":
             versions = history.versions()
             if not versions:
                 print(f"{args.data_type}: no schema version yet (none staged)")
+            expected, chosen = history.expected_number(), history.expected()
             for version in versions:
                 what = "; ".join(c.describe() for c in version.changes) or (
                     "first version" if version.version == 1 else "no change")
-                print(f"v{version.version}  {version.observed_at}  run {version.run_id[:8]}  "
-                      f"{len(version.columns)} columns  {what}")
+                mark = ("*" if version.version == expected else " ")
+                print(f"{mark}v{version.version}  {version.observed_at}  run "
+                      f"{version.run_id[:8]}  {len(version.columns)} columns  {what}")
+            if expected is not None:
+                print(f"* expected: v{expected}" + (" (pinned)" if chosen and chosen.pinned
+                                                   else ""))
+            for act in chosen.acts if chosen else ():
+                print(f"  {act['at']}  {act['act']} v{act['version']} (was "
+                      f"v{act['previous']}) by {act['by']}"
+                      + (f": {act['reason']}" if act.get("reason") else ""))
             return 0
         before, after = history.version(args.v1), history.version(args.v2)
     except (SourcesFileError, LakeError, KeyError) as exc:
@@ -241,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--order-by-key", action="store_true", help="sort by the primary key")
     q.set_defaults(handler=_cmd_query)
 
+    statement = sub.add_parser(
+        "sql", help="run one Databricks SQL statement on the configured warehouse, e.g. "
+                    "ALTER TABLE … ADD COLUMN on the demo's mock to watch a schema change")
+    statement.add_argument("statement")
+    statement.set_defaults(handler=_cmd_sql)
+
     schema = sub.add_parser("schema", help="a source's schema versions (in the lake)")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True,
                                        metavar="SUBCOMMAND")
@@ -250,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     versions.add_argument("data_type")
     versions.add_argument("v1", type=lambda v: int(v.lstrip("v")), help="e.g. 1 or v1")
     versions.add_argument("v2", type=lambda v: int(v.lstrip("v")), help="e.g. 2 or v2")
+    accept = schema_sub.add_parser(
+        "accept", help="make the newest observed version the expected one (after review)")
+    accept.add_argument("data_type")
+    accept.add_argument("--reason", help="why (kept with the act)")
+    pin = schema_sub.add_parser(
+        "pin", help="check later runs against an earlier version (roll back), adopting none")
+    pin.add_argument("data_type")
+    pin.add_argument("version", type=lambda v: int(v.lstrip("v")), help="e.g. 1 or v1")
+    pin.add_argument("--reason", help="why (kept with the act)")
     schema.set_defaults(handler=_cmd_schema)
 
     cat = sub.add_parser("mock-catalog", help="run the catalog service (dev stand-in)")

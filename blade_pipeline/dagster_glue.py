@@ -23,7 +23,7 @@ from blade_pipeline import day_checks, uploading
 from blade_pipeline.resources.catalog import CatalogError
 from blade_pipeline.resources.lake import LakeError
 from blade_pipeline.resources.warehouse import WarehouseError, WarehouseResultLostError
-from blade_pipeline.schema_versions import SchemaVersion
+from blade_pipeline.schema_policy import RunSchema, SchemaPlan
 from blade_pipeline.sources import BladeSource
 from blade_pipeline.staging import StageResult
 
@@ -136,11 +136,13 @@ def stage_metadata(result: StageResult, raw_schema: pa.Schema | None) -> dict[st
     return meta
 
 
-def schema_version_metadata(version: SchemaVersion, new: bool) -> dict[str, Any]:
-    """The staged asset's schema version and, when this run made it, its changes."""
-    return {"schema_version": version.version, "schema_version_new": new,
-            "schema_changes": dg.MetadataValue.json(
-                [c.describe() for c in version.changes] if new else [])}
+def schema_version_metadata(plan: SchemaPlan, run: RunSchema) -> dict[str, Any]:
+    """The staged asset's schema version, the expected one, and the changes between them
+    with the policy's decision on each."""
+    return {"schema_version": run.version.version, "schema_version_new": run.new,
+            "schema_expected_version": (run.version.version if run.adopted or plan.expected is None
+                                        else plan.expected),
+            "schema_changes": dg.MetadataValue.json([d.describe() for d in plan.decisions])}
 
 
 def check_metadata(outcome: day_checks.CheckOutcome) -> dict[str, Any]:

@@ -23,9 +23,15 @@ class CheckOutcome:
     passed: bool
     description: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    severity: str = "ERROR"  # WARN: reported, never blocks the upload
+
+    @property
+    def blocks(self) -> bool:
+        return not self.passed and self.severity == "ERROR"
 
 
-def schema_conforms(source: BladeSource, footer: dict[str, Any] | None) -> CheckOutcome:
+def schema_conforms(source: BladeSource, footer: dict[str, Any] | None,
+                    expected_version: int | None = None) -> CheckOutcome:
     """Every column the Pandera model requires is there with its type (added ones allowed)."""
     if footer is None:
         return CheckOutcome("schema_conforms", False, NOT_STAGED)
@@ -43,7 +49,8 @@ def allowed_invalid_rows(source: BladeSource, extracted: int) -> int:
     return max(source.invalid_rows_allowed, int(source.max_invalid_fraction * extracted))
 
 
-def invalid_fraction(source: BladeSource, footer: dict[str, Any] | None) -> CheckOutcome:
+def invalid_fraction(source: BladeSource, footer: dict[str, Any] | None,
+                     expected_version: int | None = None) -> CheckOutcome:
     """Quarantined rows within the source's allowance (see :func:`allowed_invalid_rows`)."""
     if footer is None:
         return CheckOutcome("invalid_fraction", False, NOT_STAGED)
@@ -61,9 +68,49 @@ def invalid_fraction(source: BladeSource, footer: dict[str, Any] | None) -> Chec
          "invalid_rows_allowed": source.invalid_rows_allowed})
 
 
-CHECKS = (schema_conforms, invalid_fraction)
+def schema_changed(source: BladeSource, footer: dict[str, Any] | None,
+                   expected_version: int | None = None) -> CheckOutcome:
+    """The schema the day was read in, against the expected version under the source's
+    ``schema_policy``: ERROR when the policy blocks a change (unless that version has been
+    accepted since: ``expected_version`` is the expected one now), WARN when it lets one
+    through, passed otherwise (ignored columns listed)."""
+    if footer is None:
+        return CheckOutcome("schema_changed", False, NOT_STAGED)
+    schema = footer.get("schema") or {}
+    version, expected = schema.get("version"), schema.get("expected")
+    blocked, warned = schema.get("blocked", []), schema.get("warned", [])
+    ignored = schema.get("ignored", [])
+    meta = {"schema_version": version, "expected_version": expected,
+            "pinned": schema.get("pinned", False), "blocked_changes": blocked,
+            "allowed_changes": warned, "ignored_changes": ignored,
+            "policy": source.schema_policy.model_dump()}
+    name = "schema_changed"
+    if version is None:
+        return CheckOutcome(name, True, "no rows read: no schema to compare", meta)
+    if expected is None or version == expected:
+        return CheckOutcome(name, True, f"schema v{version} is the expected one"
+                            + (f"; ignored: {'; '.join(ignored)}" if ignored else ""), meta)
+    since = f"schema v{version} against the expected v{expected}"
+    if blocked and version == expected_version:
+        return CheckOutcome(name, True, f"{since}: v{version} was accepted since this day "
+                            f"was staged ({'; '.join(blocked)})", meta)
+    if blocked:
+        return CheckOutcome(
+            name, False, f"{since}: {'; '.join(blocked + warned)}. After review, "
+            f"`blade schema accept {source.data_type}` makes v{version} the expected "
+            "version; then re-run the day", meta)
+    if warned:
+        return CheckOutcome(name, False, f"{since} (allowed by the policy): "
+                            f"{'; '.join(warned + ignored)}", meta, severity="WARN")
+    return CheckOutcome(name, True, f"{since}: ignored: {'; '.join(ignored)}", meta)
 
 
-def failed_checks(source: BladeSource, footer: dict[str, Any] | None) -> list[CheckOutcome]:
-    """The blocking checks a staged day fails (empty: the day may be uploaded)."""
-    return [outcome for check in CHECKS if not (outcome := check(source, footer)).passed]
+CHECKS = (schema_conforms, invalid_fraction, schema_changed)
+
+
+def failed_checks(source: BladeSource, footer: dict[str, Any] | None,
+                  expected_version: int | None = None) -> list[CheckOutcome]:
+    """The blocking checks a staged day fails with ERROR (empty: the day may be uploaded);
+    ``expected_version``: the source's expected schema version now."""
+    return [outcome for check in CHECKS
+            if (outcome := check(source, footer, expected_version)).blocks]

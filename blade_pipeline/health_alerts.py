@@ -7,8 +7,9 @@ Each tick looks at
   ``FAILURE`` starts a problem (e.g. the warehouse is down or refuses the token), a later
   ``SUCCESS`` or ``SKIPPED`` clears it;
 * the newest evaluation of every non-blocking asset check (``freshness``, ``reconciled``), per
-  partition: a failed one starts a problem, a passing one clears it. (Blocking checks fail their
-  run: ``blade_failure_alerts`` reports those.)
+  partition, and the WARN failures of ``schema_changed`` (a schema change the source's policy
+  let through): a failed one starts a problem, a passing one clears it. (Blocking checks that
+  fail with ERROR fail their run: ``blade_failure_alerts`` reports those.)
 
 A problem alerts once when it starts (``status: firing``) and once when it clears
 (``status: cleared``); what starts or clears in the same tick goes out as one alert (a warehouse
@@ -44,7 +45,12 @@ _ACTIONS = {
                  "and look at why its nightly run did not succeed",
     "reconciled": "look at the check's metadata (rows and items that do not match), then re-run "
                   "the day: the upload repairs the catalog",
+    "schema_changed": "review the change (`blade schema history <type>`): the source's "
+                      "schema_policy let it through and the runs go on; `blade schema pin` "
+                      "rolls back",
 }
+#: blocking checks whose WARN failures are alerted here (their ERROR ones fail the run)
+_WARN_WATCHED = {"schema_changed"}
 
 
 @dataclass(frozen=True)
@@ -107,12 +113,14 @@ def failing_ticks(context: dg.SensorEvaluationContext, dagster_url: str
 
 def check_events(context: dg.SensorEvaluationContext, after: int | None, dagster_url: str
                  ) -> tuple[dict[str, Problem], set[str], int | None]:
-    """Non-blocking check evaluations since storage id ``after``: problems of the failed ones,
-    keys of the passing ones, and the newest storage id seen."""
+    """Evaluations of non-blocking checks (and of ``_WARN_WATCHED``) since storage id
+    ``after``: problems of the failed ones, keys of the passing ones, and the newest storage
+    id seen."""
     repo = context.repository_def
     assert repo is not None
     graph = repo.asset_graph
-    keys = [k for k in graph.asset_check_keys if not graph.get_check_spec(k).blocking]
+    keys = [k for k in graph.asset_check_keys
+            if not graph.get_check_spec(k).blocking or k.name in _WARN_WATCHED]
     storage = context.instance.event_log_storage
     failing, passing, newest = {}, set(), after
     for info in storage.get_asset_check_partition_info(keys, after_storage_id=after):
@@ -127,6 +135,9 @@ def check_events(context: dg.SensorEvaluationContext, after: int | None, dagster
             check_key, limit=1, partition_filter=PartitionKeyFilter(key=partition)
         ) or [None]
         evaluation = record.event.asset_check_evaluation if record and record.event else None
+        if graph.get_check_spec(check_key).blocking and (
+                evaluation is None or evaluation.severity != dg.AssetCheckSeverity.WARN):
+            continue  # failed its run: blade_failure_alerts said so
         day = partition or (str(evaluation.metadata["day"].value)
                             if evaluation and "day" in evaluation.metadata else "-")
         path = check_key.asset_key.path

@@ -56,15 +56,20 @@ class IngestRun:
 HASH_VERSION = 1
 
 
-def item_metadata(source: BladeSource, run: IngestRun) -> str:
-    """The metadata object shared by all items of a run, as JSON text."""
+def item_metadata(source: BladeSource, run: IngestRun, schema_version: int | None = None
+                  ) -> str:
+    """The metadata object shared by all items of a run, as JSON text (``schema_version``:
+    the source's schema version the rows were read in, when versioned)."""
     wh = source.warehouse
-    return json.dumps({
+    meta = {
         "source": "databricks", "warehouse_id": wh.warehouse_id, "catalog": wh.catalog,
         "schema": wh.schema_, "table": wh.table,
         "ingested_at": run.ingested_at.isoformat(), "run_id": run.run_id,
         "hash_version": HASH_VERSION,
-    }, separators=(",", ":"))
+    }
+    if schema_version is not None:
+        meta["schema_version"] = schema_version
+    return json.dumps(meta, separators=(",", ":"))
 
 
 def _ident(name: str) -> str:
@@ -118,11 +123,11 @@ def _chunked(raw: pa.RecordBatch | pa.Table, rows: int) -> pa.Table:
 class ItemBuilder:
     """Builds item batches for one source and run; one DuckDB connection per thread."""
 
-    def __init__(self, source: BladeSource, run: IngestRun):
+    def __init__(self, source: BladeSource, run: IngestRun, schema_version: int | None = None):
         self.source = source
         self.params = {"prefix": source.item_id_prefix, "data_type": source.data_type,
                        "default_class": source.classification.default,
-                       "metadata": item_metadata(source, run)}
+                       "metadata": item_metadata(source, run, schema_version)}
         self._local = threading.local()
 
     def _con(self) -> duckdb.DuckDBPyConnection:

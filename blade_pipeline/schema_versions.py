@@ -10,17 +10,21 @@ its changes classified against the previous one:
   integer digits and scale, date → timestamp_ntz), narrowing otherwise;
 * ``NULLABILITY``: ``widening`` when a column starts admitting NULLs.
 
+What a change *does* is ``schema_policy.py``'s business; here are the versions and which one
+is expected.
+
 Where they live: the lake, ``<lake>/<type>/_schema/v0001.json`` … — next to the data they
-describe, shared by every machine that runs steps (local disk or S3), written atomically like
-the checkpoints (a version file is whole or absent: a run that fails mid-way leaves either no
-new version or a complete one, never half of one), and readable without Dagster (``blade
-schema history``). Not in the Dagster instance's PostgreSQL: that database is Dagster's (its
-tables, its migrations), and a second store would have to be kept consistent with the lake.
+describe, shared by every machine that runs steps (local disk or S3), each written once
+(create-only) and atomically, only after the run's days are staged (a run that fails mid-way
+records nothing, never half of a version), and readable without Dagster (``blade schema
+history``). Not in the Dagster instance's PostgreSQL: that database is Dagster's (its tables,
+its migrations), and a second store would have to be kept consistent with the lake.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -148,8 +152,26 @@ class SchemaVersion:
                    changes=tuple(Change(**c) for c in doc.get("changes", ())))
 
 
+@dataclass(frozen=True)
+class Expected:
+    """Which version runs check against, and the acts that chose it (newest last)."""
+
+    version: int
+    pinned: bool = False  # set by ``blade schema pin``: runs do not adopt newer versions
+    acts: tuple[dict[str, Any], ...] = ()
+
+
+_VERSION_FILE = re.compile(r"/v(\d{4,})\.json$")
+MAX_ACTS = 200
+
+
 class SchemaHistory:
-    """The versions of one data type, in the lake."""
+    """The versions of one data type in the lake, and which one is expected.
+
+    ``_schema/vNNNN.json`` per version (written once, never changed), ``_schema/expected.json``
+    the expected one: the first version until a run adopts a newer one (every change allowed
+    by the policy), ``blade schema accept`` makes the newest one expected, ``blade schema pin``
+    an older one (and stops adoption until the next accept)."""
 
     def __init__(self, lake: ParquetLake, data_type: str):
         self.lake, self.data_type = lake, data_type
@@ -158,10 +180,13 @@ class SchemaHistory:
     def _file(self, version: int) -> str:
         return f"{self.directory}/v{version:04d}.json"
 
+    def _files(self) -> list[str]:
+        return sorted((p for p in self.lake.list_files(self.directory) if _VERSION_FILE.search(p)),
+                      key=lambda p: int(_VERSION_FILE.search(p).group(1)))
+
     def versions(self) -> list[SchemaVersion]:
         """Every version, oldest first."""
-        return [SchemaVersion.from_json(self.lake.read_json(path))
-                for path in self.lake.list_files(self.directory) if path.endswith(".json")]
+        return [SchemaVersion.from_json(self.lake.read_json(path)) for path in self._files()]
 
     def version(self, number: int) -> SchemaVersion:
         doc = self.lake.read_json(self._file(number))
@@ -172,19 +197,73 @@ class SchemaHistory:
 
     def newest(self) -> SchemaVersion | None:
         """The newest version (one file read, whatever the history's length)."""
-        found = [p for p in self.lake.list_files(self.directory) if p.endswith(".json")]
+        found = self._files()
         return SchemaVersion.from_json(self.lake.read_json(found[-1])) if found else None
 
     def record(self, columns: tuple[Column, ...], run_id: str
                ) -> tuple[SchemaVersion, bool]:
         """The version matching ``columns``: the newest one if unchanged, else a new one
-        written now. Returns (version, whether it is new)."""
-        newest = self.newest()
-        if newest is not None and newest.columns == columns:
-            return newest, False
-        version = SchemaVersion(
-            version=(newest.version + 1) if newest else 1, columns=columns, run_id=run_id,
-            observed_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            changes=tuple(diff(newest.columns, columns)) if newest else ())
-        self.lake.write_json(self._file(version.version), version.as_json())
-        return version, True
+        written now (create-only: a number taken meanwhile by another run is re-read).
+        Returns (version, whether this call wrote it)."""
+        while True:
+            newest = self.newest()
+            if newest is not None and newest.columns == columns:
+                return newest, False
+            version = SchemaVersion(
+                version=(newest.version + 1) if newest else 1, columns=columns, run_id=run_id,
+                observed_at=_now(), changes=tuple(diff(newest.columns, columns)) if newest
+                else ())
+            try:
+                self.lake.write_json(self._file(version.version), version.as_json(),
+                                     create_only=True)
+            except FileExistsError:
+                continue
+            return version, True
+
+    # ---- the expected version -------------------------------------------------------------
+    @property
+    def _expected_file(self) -> str:
+        return f"{self.directory}/expected.json"
+
+    def expected(self) -> Expected | None:
+        """The expected version as chosen (None: no choice yet, the first version is)."""
+        doc = self.lake.read_json(self._expected_file)
+        if doc is None:
+            return None
+        return Expected(doc["version"], doc.get("pinned", False), tuple(doc.get("acts", ())))
+
+    def expected_number(self) -> int | None:
+        """The number of the version runs check against (None: no version yet)."""
+        chosen = self.expected()
+        if chosen is not None:
+            return chosen.version
+        found = self._files()
+        return int(_VERSION_FILE.search(found[0]).group(1)) if found else None
+
+    def expected_version(self) -> tuple[SchemaVersion | None, bool]:
+        """The version runs check against (the first one until one is chosen; None before any
+        run) and whether it is pinned."""
+        chosen = self.expected()
+        if chosen is not None:
+            return self.version(chosen.version), chosen.pinned
+        found = self._files()
+        return (SchemaVersion.from_json(self.lake.read_json(found[0])) if found else None,
+                False)
+
+    def set_expected(self, version: int, act: str, by: str, reason: str = "",
+                     pinned: bool = False) -> Expected:
+        """Make ``version`` the expected one and log the act (accept, pin, adopt) in the same
+        document (written atomically)."""
+        self.version(version)  # it must exist
+        before, previous = self.expected(), self.expected_number()
+        entry = {"act": act, "version": version, "previous": previous, "at": _now(),
+                 "by": by, "reason": reason}
+        chosen = Expected(version, pinned, ((before.acts if before else ()) + (entry,))[
+            -MAX_ACTS:])
+        self.lake.write_json(self._expected_file, {
+            "version": chosen.version, "pinned": chosen.pinned, "acts": list(chosen.acts)})
+        return chosen
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

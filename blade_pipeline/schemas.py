@@ -8,9 +8,12 @@ Adding a data type = one model here (registered in ``SCHEMAS``) + one entry in s
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from typing import NamedTuple
 
 import pandera.polars as pa
 import polars as pl
+import pyarrow
 from pandera.engines.polars_engine import Decimal
 
 TAIL_NUMBER = r"^\d{2}-\d{4}$"
@@ -132,3 +135,17 @@ def required_columns(data_type: str) -> dict[str, str]:
     """Column name -> polars dtype name that the model requires (for drift checks)."""
     schema = row_model(data_type).to_schema()
     return {name: str(col.dtype) for name, col in schema.columns.items()}
+
+
+class ModelColumn(NamedTuple):
+    arrow_type: pyarrow.DataType
+    nullable: bool
+
+
+@functools.cache
+def model_columns(data_type: str) -> dict[str, ModelColumn]:
+    """Column name -> the Arrow type the model requires and whether it admits NULL."""
+    schema = row_model(data_type).to_schema()
+    return {name: ModelColumn(pl.Series(name, [], dtype=col.dtype.type).to_arrow().type,
+                              bool(col.nullable))
+            for name, col in schema.columns.items()}

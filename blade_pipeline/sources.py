@@ -9,6 +9,7 @@ import datetime as dt
 import functools
 import re
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -55,6 +56,21 @@ class Classification(_Strict):
     default: str = "UNCLASS"
 
 
+class SchemaPolicy(_Strict):
+    """What a change of the source's schema does (against the expected version; see
+    ``schema_policy.py``). The defaults keep a new column (carried into the items) and block
+    the upload on any retyped or dropped column until it is accepted."""
+
+    #: evolve: carried into every item's ``data`` (so into its content hash); ignore: left out
+    #: of the items (they do not churn); fail: the upload is blocked until accepted.
+    on_new_column: Literal["evolve", "ignore", "fail"] = "evolve"
+    #: widen: a widening change goes on (values cast back to the model's type where it has
+    #: one; a value that does not fit quarantines its row); narrowing always blocks.
+    on_type_change: Literal["widen", "fail"] = "fail"
+    #: allow: a column the model does not require may go (its values read as NULL).
+    on_dropped_column: Literal["fail", "allow"] = "fail"
+
+
 class BladeSource(_Strict):
     """One BLADE data type: its table, keys and ingestion settings."""
 
@@ -79,6 +95,7 @@ class BladeSource(_Strict):
     #: Day D is due (staged and in the catalog) by D+1 at this time, UTC: the ``freshness``
     #: checks fail after it. Quote it in YAML ("03:00"): unquoted, YAML reads 13:30 as 810.
     due_by: dt.time = dt.time(3, 0)
+    schema_policy: SchemaPolicy = SchemaPolicy()
 
     @field_validator("due_by", mode="before")
     @classmethod

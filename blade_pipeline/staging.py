@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from blade_pipeline.items import ITEM_SCHEMA, IngestRun, ItemBuilder
 from blade_pipeline.pipelining import WriteBehind, prefetch
 from blade_pipeline.resources.lake import ParquetLake, PartitionWriter
+from blade_pipeline.schema_policy import SchemaPlan
 from blade_pipeline.schemas import required_columns
 from blade_pipeline.sources import BladeSource
 from blade_pipeline.validation import REASON_COLUMN, ROW_COLUMN, BatchOutcome, PartitionValidator
@@ -51,6 +52,8 @@ class StageResult:
     reasons: dict[str, int] = field(default_factory=dict)
     schema_errors: list[str] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
+    #: the run's schema: observed and expected versions, the policy's decisions
+    schema: dict[str, Any] = field(default_factory=dict)
     preview: list[dict[str, Any]] = field(default_factory=list)
     path: str = ""
     quarantine_path: str = ""
@@ -164,12 +167,14 @@ class _Stager:
 
     def __init__(self, source: BladeSource, lake: ParquetLake,
                  dirs: Callable[[str], tuple[str, str]], run: IngestRun,
-                 duplicates: pa.Table | Future[pa.Table] | None):
-        self.source, self.lake, self.dirs = source, lake, dirs
-        self.validator = PartitionValidator(source, duplicates)
+                 duplicates: pa.Table | Future[pa.Table] | None,
+                 planner: Callable[[pa.Schema], SchemaPlan] | None = None):
+        self.source, self.lake, self.dirs, self.run = source, lake, dirs, run
+        self.validator = PartitionValidator(source, duplicates, planner)
         self.builder = ItemBuilder(source, run)
         self.quarantine_schema: pa.Schema | None = None
         self.extra_columns: list[str] = []
+        self.schema: dict[str, Any] = {}
         self.results: dict[str, StageResult] = {}
         self.unpublished: dict[str, _Output] = {}
         self.published: queue.SimpleQueue[_Output] = queue.SimpleQueue()
@@ -190,7 +195,8 @@ class _Stager:
             raise RuntimeError(f"rows of {key} arrived after those of later days: a range "
                                "query must be ordered by its watermark")
         items_dir, quarantine_dir = self.dirs(key)
-        result = StageResult(staged_id=uuid.uuid4().hex, extra_columns=list(self.extra_columns))
+        result = StageResult(staged_id=uuid.uuid4().hex, extra_columns=list(self.extra_columns),
+                             schema=self.schema)
         items_out = self.lake.open_writer(items_dir, ITEM_SCHEMA)
         try:
             quarantine_out = self.lake.open_writer(
@@ -215,10 +221,17 @@ class _Stager:
             self.current = self._open(key)
         return self.current
 
-    def first_batch(self, batch: pa.RecordBatch) -> None:
-        self.quarantine_schema = _quarantine_schema(batch.schema)
+    def first_batch(self, outcome: BatchOutcome) -> None:
+        """The run's schema is known: the quarantine keeps the rows as they came, the items
+        carry the observed schema version."""
+        self.quarantine_schema = outcome.quarantined.schema
+        plan = self.validator.plan
+        assert plan is not None
         expected = set(required_columns(self.source.data_type))
-        self.extra_columns = [c for c in batch.schema.names if c not in expected]
+        self.extra_columns = [c.name for c in plan.columns if c.name not in expected]
+        self.schema = plan.footer() if plan.observed is not None else {}
+        if plan.observed is not None:
+            self.builder = ItemBuilder(self.source, self.run, plan.observed)
 
     def add_batch(self, outcome: BatchOutcome,
                   runs: list[tuple[str, int, int]]) -> None:
@@ -319,7 +332,7 @@ def _run(stager: _Stager, batches: Iterator[pa.RecordBatch], keys: list[str],
     try:
         for outcome in validated:
             if stager.quarantine_schema is None:
-                stager.first_batch(outcome.rows)
+                stager.first_batch(outcome)
             runs = split(outcome.rows)
             outside = [key for key, _, _ in runs if key not in wanted]
             if outside:
@@ -358,17 +371,21 @@ def stage_days(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: Par
                days: list[str], run: IngestRun,
                on_batch: Callable[[RangeProgress], None] | None = None,
                on_day: Callable[[str, StageResult], None] | None = None,
-               duplicates: pa.Table | Future[pa.Table] | None = None) -> dict[str, StageResult]:
+               duplicates: pa.Table | Future[pa.Table] | None = None,
+               planner: Callable[[pa.Schema], SchemaPlan] | None = None
+               ) -> dict[str, StageResult]:
     """Stage the rows of ``days`` (ascending ``YYYY-MM-DD``) into one partition per day.
 
     ``batches`` are the rows of those days ordered by the watermark (one day needs no order);
     ``duplicates``: ``duplicate_keys`` by day. ``on_day`` is called as each day is published,
-    ``on_batch`` after every batch. Every day gets its files, an empty day included."""
+    ``on_batch`` after every batch. Every day gets its files, an empty day included.
+    ``planner``: the run's schema plan from the first batch's schema (see
+    ``schema_policy.plan_run``; default: fitted to the model, not versioned)."""
     started = time.perf_counter()
     progress = RangeProgress(days_total=len(days))
     stager = _Stager(source, lake, lambda day: (
         lake.partition_dir(source.data_type, day),
-        lake.partition_dir(source.data_type, day, "quarantine")), run, duplicates)
+        lake.partition_dir(source.data_type, day, "quarantine")), run, duplicates, planner)
 
     def batch_done() -> None:
         results = stager.results.values()

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from blade_pipeline import day_checks
 from blade_pipeline.resources.catalog import BatchResult, Catalog, KnownItems
 from blade_pipeline.resources.lake import DATA_FILE, ParquetLake
+from blade_pipeline.schema_versions import SchemaHistory
 from blade_pipeline.sources import BladeSource
 
 KEPT_NEWER = "kept newer in catalog"  # how reports name items whose catalog row is newer
@@ -297,13 +298,14 @@ def upload_days(lake: ParquetLake, source: BladeSource, catalog: Catalog, days: 
     as the newest row; the older one is found older than the catalog's and skipped)."""
     files: list[StagedFile] = []
     left_out: dict[str, str] = {}
+    expected = SchemaHistory(lake, source.data_type).expected_number()
     for day in days:
         staged = open_staged(lake, day, lake.partition_dir(source.data_type, day),
                              lake.checkpoint_path(source.data_type, day), catalog.batch_size)
         if staged is None:
             left_out[day] = day_checks.NOT_STAGED
             continue
-        failed = day_checks.failed_checks(source, staged.footer)
+        failed = day_checks.failed_checks(source, staged.footer, expected)
         if failed:
             staged.close()
             left_out[day] = "; ".join(f"{o.name}: {o.description}" for o in failed)

@@ -13,6 +13,7 @@ batch it arrives in.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,6 +24,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from blade_pipeline import schema_policy
+from blade_pipeline.schema_policy import SchemaPlan
 from blade_pipeline.schemas import row_model
 from blade_pipeline.sources import BladeSource
 
@@ -78,10 +81,14 @@ class PartitionValidator:
 
     ``duplicates`` is the answer of :func:`~blade_pipeline.warehouse_sql.duplicate_keys` for
     the same rows, or its future
-    (none: no key repeats)."""
+    (none: no key repeats). ``planner`` makes the run's :class:`SchemaPlan` from the first
+    batch's schema (default: fit the batch to the model, no versions); every batch is fitted
+    by it before Pandera sees it."""
 
     source: BladeSource
     duplicates: pa.Table | Future[pa.Table] | None = None
+    planner: Callable[[pa.Schema], SchemaPlan] | None = None
+    plan: SchemaPlan | None = None
     rows_seen: int = 0
     reasons: Counter = field(default_factory=Counter)
     schema_errors: list[str] = field(default_factory=list)
@@ -141,17 +148,30 @@ class PartitionValidator:
         keep[first["pos_min"].to_numpy()] = True
         return pc.and_(repeated, pc.invert(pa.array(keep)))
 
-    def validate(self, batch: pa.RecordBatch) -> BatchOutcome:
-        """Split ``batch`` into valid rows and quarantined rows with reasons.
+    def validate(self, raw: pa.RecordBatch) -> BatchOutcome:
+        """Split ``raw`` into valid rows (fitted by the plan) and quarantined rows (as they
+        came) with reasons.
 
         Reasons are built for the failing rows only (a few per cent), never per row of the
-        batch; a batch without failures passes through uncopied."""
+        batch; a batch without failures (and nothing to fit) passes through uncopied."""
+        if self.plan is None:
+            self.plan = (self.planner or (lambda schema: schema_policy.plan(
+                self.source, schema)))(raw.schema)
+        batch, rescued = self.plan.conform(raw)
         n = batch.num_rows
         cases = self._failure_cases(pl.from_arrow(pa.Table.from_batches([batch])))
         schema_errors: list[str] = []
         failing: list[pl.DataFrame] = []  # (index, why) of failing rows
+        if rescued is not None:
+            for reason, count in rescued.group_by("reason").len().iter_rows():
+                self.reasons[reason] += count
+            failing.append(rescued.select("index", "why", "reason"))
         if cases is not None:
             cases = cases.with_columns(pl.col("failure_case").cast(pl.String))
+            if rescued is not None:  # a rescued value is NULL now: that is not news
+                cases = cases.join(rescued.select(pl.col("index").cast(cases["index"].dtype),
+                                                  "column"), on=["index", "column"],
+                                   how="anti", nulls_equal=True)
             for case in cases.filter(pl.col("index").is_null()).iter_rows(named=True):
                 schema_errors.append(self._schema_error_text(case))
             row_cases = cases.filter(pl.col("index").is_not_null())
@@ -190,7 +210,7 @@ class PartitionValidator:
             bad_rows = merged["index"].to_numpy()
             why = merged["why"].to_arrow().cast(pa.string())
         first_row, self.rows_seen = self.rows_seen, self.rows_seen + n
-        quarantined = pa.Table.from_batches([batch]).take(bad_rows)
+        quarantined = pa.Table.from_batches([raw]).take(bad_rows)
         quarantined = quarantined.append_column(
             ROW_COLUMN, pa.array(bad_rows + first_row, pa.int64())).append_column(
             REASON_COLUMN, why)

@@ -244,12 +244,18 @@ class ParquetLake(dg.ConfigurableResource):
         """A fresh key under the object store's temp prefix (outside every partition)."""
         return self.path(TEMP_DIR, f"{uuid.uuid4().hex}{suffix}")
 
-    def write_json(self, path: str, value: Any) -> None:
-        """Write a small JSON document atomically (checkpoints)."""
+    def write_json(self, path: str, value: Any, *, create_only: bool = False) -> None:
+        """Write a small JSON document atomically (checkpoints, schema versions).
+
+        ``create_only``: raise ``FileExistsError`` if ``path`` exists (a new schema version
+        number is taken once). Atomic on a local lake (a hard link); on S3 the object is
+        looked for first, so two writers in the same instant could both succeed."""
         fs, _ = self._filesystem()
         data = json.dumps(value, sort_keys=True).encode()
         parent = path.rsplit("/", 1)[0]
         if not self.is_local:
+            if create_only and self.exists(path):
+                raise FileExistsError(path)
             temp = self.temp_path(".json")
             try:
                 with self.errors("write", path):
@@ -260,15 +266,28 @@ class ParquetLake(dg.ConfigurableResource):
                 with contextlib.suppress(OSError):
                     fs.delete_file(temp)
             return
-        with self.errors("write", path):
-            fs.create_dir(parent, recursive=True)
-            temp = f"{parent}/.tmp-{uuid.uuid4().hex}.json"
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
+        temp = f"{parent}/.tmp-{uuid.uuid4().hex}.json"
+        try:
+            with self.errors("write", path):
+                fs.create_dir(parent, recursive=True)
+                with open(temp, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                if not create_only:
+                    os.replace(temp, path)
+            if create_only:
+                try:
+                    os.link(temp, path)  # fails if the name is taken, whoever took it
+                except FileExistsError:
+                    raise
+                except OSError as exc:
+                    raise lake_error("write", path, exc) from exc
             _fsync_dir(parent)
+        finally:
+            if create_only:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
 
     # ---- reads ------------------------------------------------------------------------------
     def exists(self, path: str) -> bool:

@@ -39,7 +39,8 @@ def check_results(result) -> dict[str, bool]:
 def test_a_day_of_every_data_type_reaches_the_catalog_exactly(source, resources, reference):
     result = run(source, resources)
     assert result.success
-    assert check_results(result) == {"schema_conforms": True, "invalid_fraction": True}
+    assert check_results(result) == {"schema_conforms": True, "invalid_fraction": True,
+                                    "schema_changed": True}
     staged = materialization(result, staged_key(source))
     expected = expected_ids(reference, source.data_type, DAY)
     assert staged["rows_valid"] == len(expected) > 20
@@ -86,7 +87,8 @@ def test_a_range_of_days_is_one_run_and_every_day_is_exact(resources, reference)
     evaluations = [e.event_specific_data for e in result.all_events
                    if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert {(e.partition, e.check_name) for e in evaluations} == {
-        (d, c) for d in days for c in ("schema_conforms", "invalid_fraction")}
+        (d, c) for d in days
+        for c in ("schema_conforms", "invalid_fraction", "schema_changed")}
     held = {i["item_id"] for i in catalog_items(resources["catalog"],
                                                 source.catalog_data_source)}
     assert held == set().union(*(expected_ids(reference, "sortie", d) for d in days))

@@ -89,6 +89,9 @@ def test_3_warehouse_killed_mid_extract_fails_clearly_then_reexecution_succeeds(
     assert not (partition / "part-0.parquet").exists(), "a partial partition is visible"
     assert not list(lake_dir.rglob(".tmp-*")), "temp files left behind"
     assert not materialized(result, staged_key(source))
+    # the schema was seen (the first batches arrived) but the run failed: no version
+    assert not list((lake_dir / "sortie" / "_schema").glob("*"))
 
     rerun_exact_after_restart(server, source, res, dagster_instance, recorded, reference_db,
                               batch_rows=100)
+    assert [p.name for p in (lake_dir / "sortie" / "_schema").glob("*")] == ["v0001.json"]

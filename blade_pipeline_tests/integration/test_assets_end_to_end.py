@@ -98,7 +98,7 @@ def test_every_data_type_reaches_the_catalog_exactly(first_runs, reference, data
     assert staged["rows_valid"] == len(expected) == uploaded["created"]
     assert staged["rows_quarantined"] == staged["rows_extracted"] - staged["rows_valid"] > 0
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"schema_conforms": True, "invalid_fraction": True}
+    assert checks == {"schema_conforms": True, "invalid_fraction": True, "schema_changed": True}
 
 
 def test_invalid_rows_are_quarantined_with_a_reason(first_runs):

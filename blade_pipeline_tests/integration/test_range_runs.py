@@ -95,7 +95,8 @@ def test_a_range_in_one_run_gives_what_its_days_one_by_one_give(
         assert instance.get_materialized_partitions(key) == set(DAYS)
     evaluations = result.get_asset_check_evaluations()
     assert sorted((e.check_name, e.partition) for e in evaluations) == sorted(
-        (name, day) for name in ("schema_conforms", "invalid_fraction") for day in DAYS)
+        (name, day) for name in ("schema_conforms", "invalid_fraction", "schema_changed")
+        for day in DAYS)
     assert all(e.passed for e in evaluations)
     catalog_events = [e for e in result.all_events if e.event_type_value ==
                       "ASSET_MATERIALIZATION" and e.asset_key == catalog_key(source)]

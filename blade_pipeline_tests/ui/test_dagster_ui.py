@@ -131,9 +131,9 @@ def test_asset_graph_shows_every_data_type_with_its_assets_and_checks(page):
     for name in ("staged", "catalog"):
         expect(page.get_by_text(name, exact=True).filter(visible=True)) \
             .to_have_count(len(DATA_TYPES))
-    # Each asset shows its checks' summary (e.g. "0 / 3 Passed"): staged has schema_conforms,
-    # invalid_fraction and freshness; catalog has reconciled and freshness.
-    for count in (3, 2):
+    # Each asset shows its checks' summary (e.g. "0 / 4 Passed"): staged has schema_conforms,
+    # invalid_fraction, schema_changed and freshness; catalog has reconciled and freshness.
+    for count in (4, 2):
         expect(page.get_by_text(re.compile(rf"^\d+ / {count} ")).filter(visible=True)) \
             .to_have_count(len(DATA_TYPES))
     screenshot(page, "asset-graph")
@@ -142,7 +142,7 @@ def test_asset_graph_shows_every_data_type_with_its_assets_and_checks(page):
         nav(page, "Catalog")
         open_asset(page, data_type, "staged")
         page.get_by_role("tab", name="Checks").click()
-        for check in ("schema_conforms", "invalid_fraction", "freshness"):
+        for check in ("schema_conforms", "invalid_fraction", "schema_changed", "freshness"):
             expect(page.get_by_text(check, exact=True).first).to_be_visible()
         page.get_by_text("schema_conforms", exact=True).first.click()  # its details
         expect(page.get_by_text("blocking", exact=True).first).to_be_visible()
@@ -342,3 +342,26 @@ def test_toggle_a_sensor_and_a_schedule_off_and_on(page, ui_stack):
         clickable.click()
         expect(state).to_be_checked()
     wait_instigators(ui_stack, sensor, schedule, ("RUNNING", "RUNNING"))
+
+
+# -- a schema change -------------------------------------------------------------------------
+
+
+def test_a_column_added_while_the_stack_runs_shows_on_the_schema_changed_check(page, ui_stack):
+    stack: LiveStack = ui_stack
+    first = launch_partition(page, "blade_maintenance_job", SMALL_DAY)  # v1: the table as seeded
+    assert stack.gql.wait_status(first, {"SUCCESS"}, timeout=240) == "SUCCESS"
+    stack.warehouse.query_arrow(
+        "ALTER TABLE main.blade.blade_maintenance_data ADD COLUMN remarks STRING")
+    changed = launch_partition(page, "blade_maintenance_job", SMALL_DAY)
+    assert stack.gql.wait_status(changed, {"SUCCESS"}, timeout=240) == "SUCCESS"
+
+    nav(page, "Catalog")
+    open_asset(page, "maintenance", "staged")
+    page.get_by_role("tab", name="Checks").click()
+    page.get_by_text("schema_changed", exact=True).first.click()
+    expect(page.get_by_text(re.compile(
+        r"schema v2 against the expected v1 \(allowed by the policy\): ADD_COLUMN remarks "
+        r"string: evolved \(on_new_column: evolve\)")).first).to_be_visible(timeout=UI_TIMEOUT)
+    expect(metadata_row(page, "schema_version")).to_contain_text("2")
+    screenshot(page, "asset-check-schema-changed")

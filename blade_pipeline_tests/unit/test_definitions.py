@@ -14,6 +14,7 @@ def test_every_source_has_its_assets_checks_and_daily_partitions():
         staged, catalog = f"blade/{source.data_type}/staged", f"blade/{source.data_type}/catalog"
         assert {staged, catalog} <= keys
         assert {(staged, "schema_conforms"), (staged, "invalid_fraction"),
+                (staged, "schema_changed"),
                 (catalog, "reconciled"), (staged, "freshness"), (catalog, "freshness")} <= checks
         assert defs.get_job_def(f"blade_{source.data_type}_reconcile_job")
         assert defs.get_schedule_def(f"blade_{source.data_type}_reconcile")

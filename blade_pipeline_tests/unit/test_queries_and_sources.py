@@ -49,6 +49,29 @@ def test_a_bad_entry_is_named_with_its_field(tmp_path):
     assert "'good'" not in text
 
 
+def test_a_schema_policy_outside_its_choices_is_named(tmp_path):
+    path = tmp_path / "sources.yaml"
+    path.write_text(textwrap.dedent("""
+        sources:
+          - name: strict
+            display_name: Strict
+            data_type: strict
+            warehouse: {catalog: main, schema: blade, table: t, warehouse_id: w}
+            primary_key: id
+            item_id_prefix: STRICT
+            partition_start: "2024-01-01"
+            schema_policy: {on_new_column: keep, on_dropped_column: allow}
+    """))
+    with pytest.raises(SourcesFileError) as err:
+        load_sources(path)
+    assert ("entry 'strict', field 'schema_policy.on_new_column': Input should be 'evolve', "
+            "'ignore' or 'fail'") in str(err.value)
+    assert "on_dropped_column" not in str(err.value)
+    defaults = source_for("supply").schema_policy
+    assert (defaults.on_new_column, defaults.on_type_change, defaults.on_dropped_column) == (
+        "evolve", "fail", "fail")
+
+
 def test_not_yaml_is_a_clear_error(tmp_path):
     path = tmp_path / "sources.yaml"
     path.write_text("sources: [unclosed")

@@ -67,16 +67,18 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
 
     @dg.asset(
         key=staged_asset_key, partitions_def=partitions, group_name=group, pool=POOL,
-        retry_policy=RETRY_POLICY, kinds={"databricks", "parquet"}, tags=tags,
-        backfill_policy=policy,
-        description=f"{source.display_name}: each day of `{source.warehouse.table}` validated "
+        retry_policy=RETRY_POLICY, kinds={source.kind, "parquet"}, tags=tags,
+        backfill_policy=policy, required_resource_keys={source.resource_key, "lake"},
+        description=f"{source.display_name}: each day of `{source.location.table}` validated "
                     "with Pandera and staged as BLADE items in Parquet (invalid rows "
                     "quarantined with a reason each); a range of days is one query.",
-        metadata={"source_table": source.warehouse.qualified_name.replace("`", ""),
+        metadata={"source_table": source.table_label, "source_kind": source.kind,
                   "primary_key": source.primary_key, "watermark": source.watermark_column},
     )
-    def staged(context: dg.AssetExecutionContext, warehouse: Warehouse,
-               lake: ParquetLake) -> dg.MaterializeResult:
+    def staged(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        # the source's own resource: the Databricks warehouse, or the kind's database
+        warehouse: Warehouse = getattr(context.resources, source.resource_key)
+        lake: ParquetLake = context.resources.lake
         days = list(context.partition_keys)
         label, single = run_label(source, days), context.has_partition_key
         raw_schema: list[pa.Schema] = []

@@ -136,7 +136,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     with pl.Config(tbl_rows=max(frame.height, 1), tbl_cols=-1, fmt_str_lengths=40,
                    tbl_width_chars=240, tbl_hide_dataframe_shape=True):
         print(frame)
-    print(f"{frame.height} row(s) from {source.warehouse.qualified_name.replace('`', '')}")
+    print(f"{frame.height} row(s) from {source.table_label}")
     return 0
 
 

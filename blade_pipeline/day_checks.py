@@ -40,7 +40,7 @@ def schema_conforms(source: BladeSource, footer: dict[str, Any] | None,
         "schema_conforms", not errors,
         "; ".join(errors) if errors else "all required columns present",
         {"schema_errors": errors, "extra_columns": footer.get("extra_columns", []),
-         "required_columns": required_columns(source.data_type)})
+         "required_columns": required_columns(source.model_name)})
 
 
 def allowed_invalid_rows(source: BladeSource, extracted: int) -> int:

@@ -61,9 +61,11 @@ def item_metadata(source: BladeSource, run: IngestRun, schema_version: int | Non
     """The metadata object shared by all items of a run, as JSON text (``schema_version``:
     the source's schema version the rows were read in, when versioned)."""
     wh = source.warehouse
+    where: dict[str, str] = ({"warehouse_id": wh.warehouse_id, "catalog": wh.catalog}
+                             if wh is not None else {})
     meta = {
-        "source": "databricks", "warehouse_id": wh.warehouse_id, "catalog": wh.catalog,
-        "schema": wh.schema_, "table": wh.table,
+        "source": source.kind, **where, "schema": source.location.schema_,
+        "table": source.location.table,
         "ingested_at": run.ingested_at.isoformat(), "run_id": run.run_id,
         "hash_version": HASH_VERSION,
     }

@@ -71,9 +71,12 @@ def build_reconcile_job(source: BladeSource) -> dg.JobDefinition:
     catalog asset's partition, as the check in the source's job reports it. (Dagster 1.13 runs
     a partitioned check only with its asset, so this is an op job logging the evaluations.)"""
 
-    @dg.op(name=f"reconcile_{source.data_type}", tags={"blade/data_type": source.data_type})
-    def reconcile(context: dg.OpExecutionContext, config: ReconcileConfig, lake: ParquetLake,
-                  catalog: Catalog, warehouse: Warehouse) -> None:
+    @dg.op(name=f"reconcile_{source.data_type}", tags={"blade/data_type": source.data_type},
+           required_resource_keys={"lake", "catalog", source.resource_key})
+    def reconcile(context: dg.OpExecutionContext, config: ReconcileConfig) -> None:
+        lake: ParquetLake = context.resources.lake
+        catalog: Catalog = context.resources.catalog
+        warehouse: Warehouse = getattr(context.resources, source.resource_key)
         first = dt.date.fromisoformat(config.first)
         last = dt.date.fromisoformat(config.last or config.first)
         days = [(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
@@ -97,10 +100,16 @@ def build_reconcile_job(source: BladeSource) -> dg.JobDefinition:
 
 
 def _source(data_type: str) -> BladeSource:
+    """A Databricks source of sources.yaml (these jobs read the ``warehouse`` resource)."""
     try:
-        return source_for(data_type)
+        source = source_for(data_type)
     except SourcesFileError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    if source.kind != "databricks":
+        raise dg.Failure(description=f"[{data_type}] is read from {source.table_label}: the "
+                         "query and item jobs read Databricks sources only (materialize the "
+                         "source's assets instead)", allow_retries=False)
+    return source
 
 
 class QueryConfig(dg.Config):

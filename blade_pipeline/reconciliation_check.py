@@ -25,11 +25,15 @@ def build_reconciliation_check(source: BladeSource) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=catalog_asset_key, name=reconciliation.NAME, blocking=False,
         partitions_def=daily_partitions(source),
+        required_resource_keys={"lake", "catalog", source.resource_key},
         description="Warehouse rows of the day = staged + quarantined; every staged item is in "
                     "the catalog with its content hash (bulk lookup; counts and an "
                     "order-independent digest in the metadata).")
-    def reconciled(context: dg.AssetCheckExecutionContext, lake: ParquetLake,
-                   catalog: Catalog, warehouse: Warehouse):
+    def reconciled(context: dg.AssetCheckExecutionContext):
+        resources = context.resources
+        lake: ParquetLake = resources.lake
+        catalog: Catalog = resources.catalog
+        warehouse: Warehouse = getattr(resources, source.resource_key)
         op_context = context.op_execution_context
         days = list(op_context.partition_keys)
         for day, evaluation in reconcile_days(source, lake, catalog, warehouse, days).items():

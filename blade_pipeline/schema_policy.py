@@ -68,7 +68,7 @@ class Decision:
 
 def decide(source: BladeSource, change: Change) -> Decision:
     """The policy's decision on one change against the expected version."""
-    policy, model = source.schema_policy, model_columns(source.data_type)
+    policy, model = source.schema_policy, model_columns(source.model_name)
     column = model.get(change.column)
     if change.kind == "ADD_COLUMN":
         if column is not None:  # the model needs it: never left out or blocked
@@ -206,7 +206,7 @@ def plan(source: BladeSource, schema: pa.Schema, observed: int | None = None,
     """The plan of a run observing ``schema`` (version ``observed``) against ``expected``
     (None: no version yet, or not versioned: nothing to decide, the batch is only fitted)."""
     columns = observe(schema)
-    model = model_columns(source.data_type)
+    model = model_columns(source.model_name)
     decisions = tuple(decide(source, change) for change in diff(expected.columns, columns)
                       ) if expected is not None else ()
     present = {c.name for c in columns}

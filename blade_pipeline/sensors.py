@@ -114,11 +114,13 @@ def build_change_sensor(source: BladeSource, job: "UnresolvedAssetJobDefinition"
         minimum_interval_seconds=MINIMUM_INTERVAL_SECONDS,
         default_status=(dg.DefaultSensorStatus.RUNNING if source.enabled
                         else dg.DefaultSensorStatus.STOPPED),
-        description=f"Runs {source.display_name} partitions whose rows changed in the "
-                    f"warehouse (watermark `{source.watermark_column}` past the cursor).",
+        description=f"Runs {source.display_name} partitions whose rows changed in "
+                    f"{source.table_label} (watermark `{source.watermark_column}` past the "
+                    "cursor).",
+        required_resource_keys={source.resource_key},
     )
-    def change_sensor(context: dg.SensorEvaluationContext,
-                      warehouse: Warehouse) -> dg.SensorResult | dg.SkipReason:
+    def change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        warehouse: Warehouse = getattr(context.resources, source.resource_key)
         try:
             return evaluate_changes(source, warehouse, context.cursor, partitions)
         except WarehouseError as exc:

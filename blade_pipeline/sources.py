@@ -49,6 +49,33 @@ class WarehouseTable(_Strict):
         return ".".join(ident(part) for part in (self.catalog, self.schema_, self.table))
 
 
+class DatabaseTable(_Strict):
+    """Where a relational source's rows live (``kind: postgres``): schema and table of the
+    database the kind's resource connects to."""
+
+    schema_: str = Field(alias="schema")
+    table: str
+
+    @field_validator("schema_", "table")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _IDENT.match(value):
+            raise ValueError(f"{value!r} is not a plain SQL identifier")
+        return value
+
+    @property
+    def qualified_name(self) -> str:
+        """``schema.table`` quoted as Databricks SQL writes it (the kind's resource translates
+        every statement to its own dialect)."""
+        from blade_pipeline.warehouse_sql import ident
+
+        return ".".join(ident(part) for part in (self.schema_, self.table))
+
+
+#: source kind -> the key of the resource that reads it
+RESOURCE_KEYS = {"databricks": "warehouse", "postgres": "postgres"}
+
+
 class Classification(_Strict):
     """Classification marking: a column of the row, falling back to a default."""
 
@@ -77,8 +104,15 @@ class BladeSource(_Strict):
     name: str
     display_name: str
     data_type: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    #: the Pandera model of schemas.py its rows are validated with (default: ``data_type``):
+    #: a second source of maintenance records names ``model: maintenance``
+    model: str | None = None
     enabled: bool = True
-    warehouse: WarehouseTable
+    #: where the rows come from: a Databricks SQL warehouse table (``warehouse``), or a
+    #: PostgreSQL table (``database``, read by the ``postgres`` resource)
+    kind: Literal["databricks", "postgres"] = "databricks"
+    warehouse: WarehouseTable | None = None
+    database: DatabaseTable | None = None
     primary_key: str
     watermark_column: str = "last_modified"
     item_id_prefix: str = Field(pattern=r"^[A-Z][A-Z0-9]*$")
@@ -110,6 +144,49 @@ class BladeSource(_Strict):
         if not _IDENT.match(value):
             raise ValueError(f"{value!r} is not a plain column name")
         return value
+
+    @model_validator(mode="after")
+    def _location(self) -> BladeSource:
+        wanted = "warehouse" if self.kind == "databricks" else "database"
+        other = "database" if wanted == "warehouse" else "warehouse"
+        if getattr(self, wanted) is None:
+            raise ValueError(f"kind {self.kind} needs a '{wanted}' entry")
+        if getattr(self, other) is not None:
+            raise ValueError(f"kind {self.kind} reads '{wanted}', not '{other}'")
+        return self
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str | None) -> str | None:
+        from blade_pipeline.schemas import SCHEMAS
+
+        if value is not None and value not in SCHEMAS:
+            raise ValueError(f"no Pandera model {value!r} in schemas.py (known: "
+                             f"{', '.join(SCHEMAS)})")
+        return value
+
+    @property
+    def model_name(self) -> str:
+        """The Pandera model its rows are validated with."""
+        return self.model or self.data_type
+
+    @property
+    def location(self) -> WarehouseTable | DatabaseTable:
+        """The table the rows come from."""
+        location = self.warehouse if self.kind == "databricks" else self.database
+        assert location is not None  # _location
+        return location
+
+    @property
+    def table_label(self) -> str:
+        """The table as a person names it: ``main.blade.t`` or ``postgres:blade.t``."""
+        name = self.location.qualified_name.replace("`", "")
+        return name if self.kind == "databricks" else f"{self.kind}:{name}"
+
+    @property
+    def resource_key(self) -> str:
+        """The resource that reads this source (``warehouse`` for Databricks)."""
+        return RESOURCE_KEYS[self.kind]
 
     @property
     def catalog_data_source(self) -> str:

@@ -227,7 +227,7 @@ class _Stager:
         self.quarantine_schema = outcome.quarantined.schema
         plan = self.validator.plan
         assert plan is not None
-        expected = set(required_columns(self.source.data_type))
+        expected = set(required_columns(self.source.model_name))
         self.extra_columns = [c.name for c in plan.columns if c.name not in expected]
         self.schema = plan.footer() if plan.observed is not None else {}
         if plan.observed is not None:

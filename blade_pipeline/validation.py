@@ -96,7 +96,7 @@ class PartitionValidator:
     _dup_keys: pa.ChunkedArray | None = None
 
     def __post_init__(self) -> None:
-        self.model = row_model(self.source.data_type)
+        self.model = row_model(self.source.model_name)
 
     def _failure_cases(self, frame: pl.DataFrame) -> pl.DataFrame | None:
         try:

@@ -20,8 +20,8 @@ def ident(name: str) -> str:
 
 
 def table(source: BladeSource) -> str:
-    """``catalog.schema.table`` of the source, quoted."""
-    return source.warehouse.qualified_name
+    """``catalog.schema.table`` (``schema.table`` for a relational source), quoted."""
+    return source.location.qualified_name
 
 
 def partition_rows(source: BladeSource, days: int = 1) -> str:

@@ -10,8 +10,15 @@ import dagster as dg
 from blade_pipeline.alerts import AlertSender
 from blade_pipeline.resources.catalog import CatalogClient
 from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline.resources.postgres import DEMO_POSTGRES_URL, PostgresDatabase
 from blade_pipeline.resources.warehouse import DatabricksWarehouse
-from blade_pipeline.settings import DEMO_CATALOG_TOKEN, DEMO_CATALOG_URL, BladeSettings
+from blade_pipeline.settings import (
+    DEMO_CATALOG_TOKEN,
+    DEMO_CATALOG_URL,
+    BladeSettings,
+    SettingsError,
+)
+from blade_pipeline.sources import default_sources
 
 
 def catalog_from_env(settings: BladeSettings | None = None) -> CatalogClient:
@@ -30,14 +37,31 @@ def catalog_from_env(settings: BladeSettings | None = None) -> CatalogClient:
     return CatalogClient(base_url=DEMO_CATALOG_URL, token=token, **tuning)
 
 
+def postgres_from_env(settings: BladeSettings | None = None) -> PostgresDatabase:
+    """``BLADE_POSTGRES_URL`` (EnvVar: it may carry a password) for ``kind: postgres``
+    sources; the demo's local database when unset in the demo deployment."""
+    import os
+
+    settings = settings or BladeSettings.load()
+    if os.environ.get("BLADE_POSTGRES_URL"):
+        return PostgresDatabase(url=dg.EnvVar("BLADE_POSTGRES_URL"))
+    if settings.deployment == "prod":
+        raise SettingsError("BLADE_DEPLOYMENT=prod needs BLADE_POSTGRES_URL (a source of "
+                            "sources.yaml has kind postgres)")
+    return PostgresDatabase(url=DEMO_POSTGRES_URL)
+
+
 def resources_from_env(settings: BladeSettings | None = None
                        ) -> dict[str, dg.ConfigurableResource]:
     """The resources every BLADE asset and job uses, keyed as they expect them; a
     :class:`~blade_pipeline.settings.SettingsError` naming what a ``prod`` deployment lacks."""
     settings = settings or BladeSettings.load()
-    return {
+    resources: dict[str, dg.ConfigurableResource] = {
         "warehouse": DatabricksWarehouse.from_env(settings),
         "catalog": catalog_from_env(settings),
         "lake": ParquetLake.from_env(settings),
         "alerts": AlertSender.from_env(settings),
     }
+    if any(source.kind == "postgres" for source in default_sources()):
+        resources["postgres"] = postgres_from_env(settings)
+    return resources

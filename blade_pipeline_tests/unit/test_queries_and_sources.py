@@ -1,5 +1,6 @@
 """Source declarations and the guard on user SQL filters."""
 
+import re
 import textwrap
 
 import pytest
@@ -111,3 +112,45 @@ def test_select_sql_uses_the_source_table():
     sql = select_sql(source_for("supply"), "quantity_on_hand < 0", limit=5, order_by_key=True)
     assert sql == ("SELECT * FROM `main`.`blade`.`blade_supply_data` WHERE (quantity_on_hand < 0)"
                    " ORDER BY `part_number` LIMIT 5")
+
+
+def test_a_source_kind_names_where_its_rows_are(tmp_path):
+    path = tmp_path / "sources.yaml"
+    path.write_text(textwrap.dedent("""
+        sources:
+          - name: unit_b
+            display_name: Unit B maintenance
+            data_type: maintenance_unit_b
+            model: maintenance
+            kind: postgres
+            warehouse: {catalog: main, schema: blade, table: t, warehouse_id: w}
+            primary_key: record_id
+            item_id_prefix: MAINTB
+            partition_start: "2024-01-01"
+    """))
+    with pytest.raises(SourcesFileError) as err:
+        load_sources(path)
+    assert "kind postgres needs a 'database' entry" in str(err.value)
+    path.write_text(path.read_text().replace(
+        "warehouse: {catalog: main, schema: blade, table: t, warehouse_id: w}",
+        "database: {schema: blade, table: blade_maintenance_data}"))
+    [source] = load_sources(path)
+    assert (source.resource_key, source.table_label, source.model_name) == (
+        "postgres", "postgres:blade.blade_maintenance_data", "maintenance")
+    path.write_text(path.read_text().replace("model: maintenance", "model: maintenence"))
+    with pytest.raises(SourcesFileError, match=re.escape(
+            "field 'model': Value error, no Pandera model 'maintenence' in schemas.py")):
+        load_sources(path)
+
+
+def test_every_databricks_text_translates_to_postgres_with_positional_parameters():
+    from blade_pipeline import warehouse_sql
+    from blade_pipeline.resources.postgres import postgres_sql
+
+    source = source_for("supply")
+    text, names = postgres_sql(warehouse_sql.duplicate_keys(
+        source, warehouse_sql.partition_rows(source, 2), by_day=True))
+    assert names == ("start", "end")
+    assert '"last_modified" >= $1 AND "last_modified" < $2' in text
+    assert '"main"."blade"."blade_supply_data"' in text and "`" not in text
+    assert postgres_sql(warehouse_sql.changed_days(source))[1] == ("cursor",)

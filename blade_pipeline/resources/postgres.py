@@ -31,7 +31,7 @@ from blade_pipeline.resources.warehouse import (
     WarehouseAuthError,
     WarehouseError,
     WarehouseQueryError,
-    WarehouseUnavailableError,
+    WarehouseResultLostError,
     check_batch_sizes,
 )
 
@@ -112,9 +112,10 @@ class PostgresDatabase(Warehouse):
             return WarehouseAuthError(
                 f"PostgreSQL {self.endpoint} refused the connection while {doing} (check "
                 f"BLADE_POSTGRES_URL's user, password and database): {text}")
-        if any(s in lowered for s in _DOWN):
-            return WarehouseUnavailableError(
-                f"PostgreSQL {self.endpoint} cannot be reached while {doing}: {text}")
+        if any(s in lowered for s in _DOWN):  # the driver does not retry: the step does
+            return WarehouseResultLostError(
+                f"PostgreSQL {self.endpoint} cannot be reached or dropped the connection "
+                f"while {doing} (the step retries): {text}")
         return WarehouseQueryError(f"PostgreSQL {self.endpoint} failed {doing}: {text}")
 
     @contextlib.contextmanager

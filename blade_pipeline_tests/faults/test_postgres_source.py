@@ -9,6 +9,8 @@ from Databricks.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Iterator
 
 import dagster as dg
@@ -146,3 +148,61 @@ def test_13d_a_column_added_in_postgres_is_met_by_the_schema_policy(
         with adbc_pg.connect(pg_source_url) as pg, pg.cursor() as cursor:
             cursor.execute("ALTER TABLE blade.blade_supply_data DROP COLUMN remarks")
             pg.commit()
+
+
+def test_13e_postgres_dropping_the_extract_is_retried_by_the_step_and_ends_exact(
+        pg_source_url, start_catalog, lake_dir, dagster_instance, reference_db, recorded):
+    """The run's query waits on a lock; its backend is terminated (what a failover or an
+    operator's pg_terminate_backend does); the step's RetryPolicy runs it again once the
+    table is free: exact, one schema version."""
+    import psycopg2
+
+    res = pg_resources(pg_source_url, start_catalog(), lake_dir)
+    name = pg_source_url.rsplit("/", 1)[1]
+    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=name)
+    admin.autocommit = True  # pg_stat_activity is read once per transaction otherwise
+    locker = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=name)
+    locker.cursor().execute("LOCK TABLE blade.blade_supply_data IN ACCESS EXCLUSIVE MODE")
+    outcome: list = []
+    runner = threading.Thread(target=lambda: outcome.append(
+        run(PG_SUPPLY, res, dagster_instance, recorded)))
+    runner.start()
+
+    def waiting() -> list[int]:
+        cursor = admin.cursor()
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND "
+                       "wait_event_type = 'Lock' AND query LIKE '%%blade_supply_data%%'",
+                       (name,))
+        return [pid for (pid,) in cursor.fetchall()]
+
+    def wait_for(predicate, what: str) -> list[int]:
+        deadline = time.monotonic() + 60
+        while not (found := predicate()):
+            assert time.monotonic() < deadline, what
+            time.sleep(0.1)
+        return found
+
+    try:
+        killed = wait_for(waiting, "the run's query never waited on the lock")
+        admin.cursor().execute("SELECT pg_terminate_backend(pid) FROM unnest(%s) AS pid",
+                               (killed,))
+        wait_for(lambda: [p for p in waiting() if p not in killed],
+                 "the step was not retried")
+    finally:
+        locker.rollback()  # the table is free: the retry goes through
+        runner.join(timeout=120)
+        locker.close()
+        admin.close()
+    [result] = outcome
+    assert result.success, failure_messages(result)
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retried, "the step was not retried by its RetryPolicy"
+    chain, error = [], retried[0].event_specific_data.error
+    while error is not None:  # the Failure the policy retried, under Dagster's wrapper
+        chain.append(error.message)
+        error = error.cause or error.context
+    why = " ".join(chain)
+    assert "[supply] PostgreSQL postgresql://127.0.0.1:5432/" in why
+    assert "dropped the connection" in why and "(the step retries)" in why
+    assert_exact(res, reference_db, "supply")
+    assert [p.name for p in (lake_dir / "supply" / "_schema").glob("v*")] == ["v0001.json"]

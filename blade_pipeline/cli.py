@@ -104,10 +104,18 @@ def _warehouse():  # -> DatabricksWarehouse (resolved, outside Dagster)
     return DatabricksWarehouse.from_env().process_config_and_initialize()
 
 
+def _reader(kind: str):  # -> the resource reading sources of ``kind`` (resolved)
+    if kind == "postgres":
+        from blade_pipeline.resources import postgres_from_env
+
+        return postgres_from_env().process_config_and_initialize()
+    return _warehouse()
+
+
 def _cmd_test_connection(args: argparse.Namespace) -> int:
     from blade_pipeline.resources.warehouse import WarehouseError
 
-    warehouse = _warehouse()
+    warehouse = _reader(args.kind)
     try:
         check = warehouse.test_connection()
     except WarehouseError as exc:
@@ -128,7 +136,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     try:
         source = source_for(args.data_type)
         sql = select_sql(source, args.where, args.limit, order_by_key=args.order_by_key)
-        table = _warehouse().query_arrow(sql)
+        table = _reader(source.kind).query_arrow(sql)
     except (SourcesFileError, UnsafeFilterError, WarehouseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -318,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(handler=_cmd_bench)
 
     tc = sub.add_parser("test-connection", help="check the configured warehouse answers")
+    tc.add_argument("--kind", choices=["databricks", "postgres"], default="databricks",
+                    help="which source connection: the Databricks warehouse (default) or "
+                         "BLADE_POSTGRES_URL")
     tc.set_defaults(handler=_cmd_test_connection)
 
     q = sub.add_parser("query", help="print rows of a BLADE data type from the warehouse")

@@ -206,3 +206,17 @@ def test_13e_postgres_dropping_the_extract_is_retried_by_the_step_and_ends_exact
     assert "dropped the connection" in why and "(the step retries)" in why
     assert_exact(res, reference_db, "supply")
     assert [p.name for p in (lake_dir / "supply" / "_schema").glob("v*")] == ["v0001.json"]
+
+
+def test_13f_the_cli_checks_the_postgres_connection_without_showing_the_password(
+        pg_source_url, monkeypatch, capsys):
+    from blade_pipeline.cli import main
+
+    monkeypatch.setenv("BLADE_POSTGRES_URL", pg_source_url)
+    assert main(["test-connection", "--kind", "postgres"]) == 0
+    assert "OK: postgresql://127.0.0.1:5432/" in capsys.readouterr().out
+    monkeypatch.setenv("BLADE_POSTGRES_URL",
+                       pg_source_url.replace("postgres@", "intruder:hunter2-secret@"))
+    assert main(["test-connection", "--kind", "postgres"]) == 1
+    err = capsys.readouterr().err
+    assert "refused the connection" in err and "hunter2-secret" not in err

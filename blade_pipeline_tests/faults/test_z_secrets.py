@@ -19,7 +19,8 @@ from blade_pipeline_tests.faults.conftest import failure_messages, make_resource
 WRONG_WAREHOUSE_TOKEN = "wrong-warehouse-token-9a7c"
 WRONG_CATALOG_TOKEN = "wrong-catalog-token-41d2"
 SECRETS = (WAREHOUSE_TOKEN, CATALOG_TOKEN, WRONG_WAREHOUSE_TOKEN, WRONG_CATALOG_TOKEN,
-           "wrong-warehouse-token-5e1f", S3_ENV["AWS_SECRET_ACCESS_KEY"])
+           "wrong-warehouse-token-5e1f", S3_ENV["AWS_SECRET_ACCESS_KEY"],
+           "hunter2-secret")  # the wrong PostgreSQL password of case 13c
 
 
 def leaks(text: str) -> list[str]:

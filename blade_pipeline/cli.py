@@ -109,6 +109,10 @@ def _reader(kind: str):  # -> the resource reading sources of ``kind`` (resolved
         from blade_pipeline.resources import postgres_from_env
 
         return postgres_from_env().process_config_and_initialize()
+    if kind == "mysql":
+        from blade_pipeline.resources import mysql_from_env
+
+        return mysql_from_env().process_config_and_initialize()
     return _warehouse()
 
 
@@ -326,9 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(handler=_cmd_bench)
 
     tc = sub.add_parser("test-connection", help="check the configured warehouse answers")
-    tc.add_argument("--kind", choices=["databricks", "postgres"], default="databricks",
-                    help="which source connection: the Databricks warehouse (default) or "
-                         "BLADE_POSTGRES_URL")
+    tc.add_argument("--kind", choices=["databricks", "postgres", "mysql"],
+                    default="databricks",
+                    help="which source connection: the Databricks warehouse (default), "
+                         "BLADE_POSTGRES_URL or BLADE_MYSQL_URL")
     tc.set_defaults(handler=_cmd_test_connection)
 
     q = sub.add_parser("query", help="print rows of a BLADE data type from the warehouse")

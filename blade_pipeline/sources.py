@@ -50,8 +50,8 @@ class WarehouseTable(_Strict):
 
 
 class DatabaseTable(_Strict):
-    """Where a relational source's rows live (``kind: postgres``): schema and table of the
-    database the kind's resource connects to."""
+    """Where a relational source's rows live (``kind: postgres`` / ``mysql``): schema (for
+    MySQL: the database) and table, on the server the kind's resource connects to."""
 
     schema_: str = Field(alias="schema")
     table: str
@@ -73,7 +73,7 @@ class DatabaseTable(_Strict):
 
 
 #: source kind -> the key of the resource that reads it
-RESOURCE_KEYS = {"databricks": "warehouse", "postgres": "postgres"}
+RESOURCE_KEYS = {"databricks": "warehouse", "postgres": "postgres", "mysql": "mysql"}
 
 
 class Classification(_Strict):
@@ -109,8 +109,9 @@ class BladeSource(_Strict):
     model: str | None = None
     enabled: bool = True
     #: where the rows come from: a Databricks SQL warehouse table (``warehouse``), or a
-    #: PostgreSQL table (``database``, read by the ``postgres`` resource)
-    kind: Literal["databricks", "postgres"] = "databricks"
+    #: PostgreSQL / MySQL-MariaDB table (``database``, read by the ``postgres`` / ``mysql``
+    #: resource)
+    kind: Literal["databricks", "postgres", "mysql"] = "databricks"
     warehouse: WarehouseTable | None = None
     database: DatabaseTable | None = None
     primary_key: str

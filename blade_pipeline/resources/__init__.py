@@ -10,6 +10,7 @@ import dagster as dg
 from blade_pipeline.alerts import AlertSender
 from blade_pipeline.resources.catalog import CatalogClient
 from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline.resources.mysql import DEMO_MYSQL_URL, MySQLDatabase
 from blade_pipeline.resources.postgres import DEMO_POSTGRES_URL, PostgresDatabase
 from blade_pipeline.resources.warehouse import DatabricksWarehouse
 from blade_pipeline.settings import (
@@ -51,6 +52,20 @@ def postgres_from_env(settings: BladeSettings | None = None) -> PostgresDatabase
     return PostgresDatabase(url=DEMO_POSTGRES_URL)
 
 
+def mysql_from_env(settings: BladeSettings | None = None) -> MySQLDatabase:
+    """``BLADE_MYSQL_URL`` (EnvVar) for ``kind: mysql`` sources; the demo's local MariaDB when
+    unset in the demo deployment."""
+    import os
+
+    settings = settings or BladeSettings.load()
+    if os.environ.get("BLADE_MYSQL_URL"):
+        return MySQLDatabase(url=dg.EnvVar("BLADE_MYSQL_URL"))
+    if settings.deployment == "prod":
+        raise SettingsError("BLADE_DEPLOYMENT=prod needs BLADE_MYSQL_URL (a source of "
+                            "sources.yaml has kind mysql)")
+    return MySQLDatabase(url=DEMO_MYSQL_URL)
+
+
 def resources_from_env(settings: BladeSettings | None = None
                        ) -> dict[str, dg.ConfigurableResource]:
     """The resources every BLADE asset and job uses, keyed as they expect them; a
@@ -62,6 +77,9 @@ def resources_from_env(settings: BladeSettings | None = None
         "lake": ParquetLake.from_env(settings),
         "alerts": AlertSender.from_env(settings),
     }
-    if any(source.kind == "postgres" for source in default_sources()):
+    kinds = {source.kind for source in default_sources()}
+    if "postgres" in kinds:
         resources["postgres"] = postgres_from_env(settings)
+    if "mysql" in kinds:
+        resources["mysql"] = mysql_from_env(settings)
     return resources

@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from blade_pipeline.assets import catalog_key, staged_key
-from blade_pipeline.devservices.postgres_seed import seed_postgres
+from blade_pipeline.devservices.relational_seed import seed_postgres
 from blade_pipeline.resources.catalog import CatalogClient
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.resources.postgres import PostgresDatabase

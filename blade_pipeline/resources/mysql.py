@@ -1,0 +1,134 @@
+"""A MySQL or MariaDB source database (``kind: mysql`` in sources.yaml), read as Arrow
+(issue 21).
+
+connectorx reads the result straight into Arrow record batches (Rust, no Python row tuples):
+neither ADBC (no MySQL driver on PyPI) nor DuckDB's mysql extension (downloaded at run time)
+is available to a plain ``pip install``. connectorx binds no parameters, so each value of
+the pipeline's Databricks SQL (``:start``, ``:cursor``, …) is written into the statement as a
+typed literal made from a date, time or number the pipeline computed — never from text: a
+string or list parameter is refused. The text is translated once to MySQL by sqlglot.
+
+Types: connectorx hands ``DECIMAL`` over as ``decimal(38,10)``: the schema plan casts a model's
+decimal column back to its own type (a value that does not fit is rescued), so the items are
+the Databricks kind's items. The URL is a secret when it carries a password
+(``dg.EnvVar("BLADE_MYSQL_URL")``); errors name host, port and database only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from blade_pipeline.resources.warehouse import (
+    ConnectionCheck,
+    Warehouse,
+    WarehouseAuthError,
+    WarehouseError,
+    WarehouseQueryError,
+    WarehouseResultLostError,
+    check_batch_sizes,
+)
+
+DEMO_MYSQL_URL = "mysql://root:@127.0.0.1:3306/blade_sources"
+_AUTH = ("access denied", "unknown database")
+_DOWN = ("connection refused", "can't connect", "timed out", "lost connection",
+         "gone away", "broken pipe", "connection reset")
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed(databricks_sql: str) -> exp.Expression:
+    return sqlglot.parse_one(databricks_sql, read="databricks")
+
+
+def _literal(name: str, value: Any) -> exp.Expression:
+    """A typed SQL literal of a value the pipeline computed (never of text)."""
+    if isinstance(value, dt.datetime):
+        return exp.cast(exp.Literal.string(value.isoformat(sep=" ", timespec="microseconds")),
+                        "DATETIME(6)", dialect="mysql")
+    if isinstance(value, dt.date):
+        return exp.cast(exp.Literal.string(value.isoformat()), "DATE", dialect="mysql")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"parameter {name}: a {type(value).__name__} is not written into "
+                         "SQL (connectorx binds no parameters; dates, times and numbers only)")
+    return exp.Literal.number(value)
+
+
+def mysql_sql(databricks_sql: str, params: Mapping[str, Any] | None = None) -> str:
+    """``databricks_sql`` as MySQL with each named marker replaced by its value's literal."""
+    tree = _parsed(databricks_sql).copy()
+    params = params or {}
+    for marker in list(tree.find_all(exp.Placeholder)):
+        if marker.name not in params:
+            raise ValueError(f"no value for parameter {marker.name}")
+        marker.replace(_literal(marker.name, params[marker.name]))
+    return tree.sql(dialect="mysql")
+
+
+class MySQLDatabase(Warehouse):
+    """A MySQL/MariaDB database holding source tables (``schema`` = the MySQL database)."""
+
+    url: str  # mysql://user:[password]@host:3306/database (a secret with a password)
+
+    @property
+    def endpoint(self) -> str:
+        parts = urlsplit(self.url)
+        return f"mysql://{parts.hostname or 'localhost'}:{parts.port or 3306}{parts.path}"
+
+    def _scrub(self, text: str) -> str:
+        password = urlsplit(self.url).password
+        text = text.replace(self.url, self.endpoint)
+        return text.replace(password, "***") if password else text
+
+    def _wrap(self, exc: Exception, doing: str) -> WarehouseError:
+        text = self._scrub(" ".join(str(exc).split()) or type(exc).__name__)
+        lowered = text.lower()
+        if any(s in lowered for s in _AUTH):
+            return WarehouseAuthError(
+                f"MySQL {self.endpoint} refused the connection while {doing} (check "
+                f"BLADE_MYSQL_URL's user, password and database): {text}")
+        if any(s in lowered for s in _DOWN):  # connectorx retries nothing: the step does
+            return WarehouseResultLostError(
+                f"MySQL {self.endpoint} cannot be reached or dropped the connection while "
+                f"{doing} (the step retries): {text}")
+        return WarehouseQueryError(f"MySQL {self.endpoint} failed {doing}: {text}")
+
+    def _read(self, sql: str, doing: str, **options: Any) -> Any:
+        import connectorx
+
+        try:
+            return connectorx.read_sql(self.url, sql, **options)
+        except (RuntimeError, OSError) as exc:
+            raise self._wrap(exc, doing) from None
+
+    def stream_arrow(self, sql: str, params: Mapping[str, Any] | None = None,
+                     batch_rows: int = 250_000,
+                     first_batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
+        limit = check_batch_sizes(batch_rows, first_batch_rows)
+        reader = self._read(mysql_sql(sql, params), "streaming rows",
+                            return_type="arrow_stream", batch_size=batch_rows)
+        try:
+            for batch in reader:
+                start = 0
+                while start < batch.num_rows:
+                    yield batch.slice(start, limit)
+                    start, limit = start + limit, batch_rows
+        except (RuntimeError, OSError) as exc:
+            raise self._wrap(exc, "streaming rows") from None
+
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        return self._read(mysql_sql(sql, params), "running a query", return_type="arrow")
+
+    def test_connection(self) -> ConnectionCheck:
+        started = time.perf_counter()
+        table = self._read("SELECT schema_name AS s FROM information_schema.schemata ORDER BY 1",
+                           "checking the connection", return_type="arrow")
+        return ConnectionCheck(self.endpoint, table.column(0).to_pylist(),
+                               round(1000 * (time.perf_counter() - started), 1))

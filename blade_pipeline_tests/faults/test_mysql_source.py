@@ -1,0 +1,118 @@
+"""Case 14: a ``kind: mysql`` source (MariaDB on 127.0.0.1:3306) through the same factory
+(issue 21): the generator's rows — the mock warehouse's, invalid ones included — read by
+connectorx must reach the catalog exact, with the Databricks kind's items and hashes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+
+from blade_pipeline.devservices.relational_seed import seed_mysql
+from blade_pipeline.resources.catalog import CatalogClient
+from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline.resources.mysql import MySQLDatabase
+from blade_pipeline.sensors import evaluate_changes
+from blade_pipeline.sources import DatabaseTable, source_for
+from blade_pipeline_tests.conftest import CATALOG_TOKEN, END_DATE
+from blade_pipeline_tests.faults.conftest import (
+    DAY,
+    DAYS,
+    INVALID,
+    RANGE,
+    ROWS,
+    assert_exact,
+    checks,
+    failure_messages,
+    make_resources,
+    run,
+    staged_hashes,
+)
+
+SERVER = "mysql://root:@127.0.0.1:3306"
+
+
+def mariadb_answers() -> bool:
+    import pymysql
+
+    try:
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
+                        connect_timeout=3).close()
+        return True
+    except pymysql.err.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def mysql_schema() -> Iterator[str]:
+    """A fresh MySQL database seeded like the suite's mock warehouse (``reference_db``)."""
+    if not mariadb_answers():
+        pytest.skip("MariaDB does not answer on 127.0.0.1:3306 (root, empty password)")
+    import pymysql
+
+    name = f"blade_source_{uuid.uuid4().hex[:10]}"
+    seed_mysql(f"{SERVER}/", ROWS, 7, end=END_DATE, days=DAYS, invalid_fraction=INVALID,
+               schema=name, data_types=["supply"])
+    yield name
+    db = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="")
+    db.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+    db.close()
+
+
+def mysql_source(schema: str):
+    return source_for("supply").model_copy(update={
+        "kind": "mysql", "warehouse": None,
+        "database": DatabaseTable(schema=schema, table="blade_supply_data")})
+
+
+def mysql_resources(schema: str, catalog, lake_dir) -> dict:
+    return {"mysql": MySQLDatabase(url=f"{SERVER}/{schema}"),
+            "catalog": CatalogClient(base_url=catalog.base_url, token=CATALOG_TOKEN,
+                                     backoff_base_s=0.05, backoff_max_s=0.5),
+            "lake": ParquetLake(uri=str(lake_dir))}
+
+
+def test_14a_a_mysql_day_and_a_range_reach_the_catalog_exactly_with_databricks_hashes(
+        mysql_schema, fault_warehouse, start_catalog, lake_dir, tmp_path, dagster_instance,
+        reference_db, recorded):
+    source = mysql_source(mysql_schema)
+    res = mysql_resources(mysql_schema, start_catalog(), lake_dir)
+    result = run(source, res, dagster_instance, recorded)
+    assert result.success, failure_messages(result)
+    assert all(c.passed for c in checks(result).values())
+    assert_exact(res, reference_db, "supply")
+    # DECIMAL arrives as decimal(38,10) and is cast back to the model's decimal(12,2): the
+    # same items, the same hashes as the same rows read from the mock Databricks warehouse
+    databricks = make_resources(fault_warehouse, start_catalog(), tmp_path / "databricks")
+    assert run(source_for("supply"), databricks, dagster_instance, recorded).success
+    assert staged_hashes(res["lake"], "supply") == staged_hashes(databricks["lake"], "supply")
+    ranged = run(source, res, dagster_instance, recorded, days=RANGE)
+    assert ranged.success, failure_messages(ranged)
+    assert_exact(res, reference_db, "supply", days=RANGE)
+
+
+def test_14b_the_change_sensor_reads_mysql(mysql_schema):
+    import pymysql
+
+    source = mysql_source(mysql_schema)
+    database = MySQLDatabase(url=f"{SERVER}/{mysql_schema}")
+    first = evaluate_changes(source, database, None, dg.DailyPartitionsDefinition(
+        start_date="2024-01-01", end_offset=1))
+    cursor = first.cursor
+    db = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
+                         database=mysql_schema)
+    with db.cursor() as sql:
+        sql.execute("UPDATE blade_supply_data SET last_modified = %s WHERE part_number IN "
+                    "(SELECT part_number FROM (SELECT part_number FROM blade_supply_data "
+                    "WHERE DATE(last_modified) = %s AND part_number IS NOT NULL "
+                    "ORDER BY part_number LIMIT 25) AS p)",
+                    (dt.datetime.fromisoformat(cursor) + dt.timedelta(microseconds=1), DAY))
+    db.commit()
+    db.close()
+    tick = evaluate_changes(source, database, cursor, dg.DailyPartitionsDefinition(
+        start_date="2024-01-01", end_offset=1))
+    [request] = tick.run_requests
+    assert request.partition_key == DAY and request.tags["blade/changed_rows"] == "25"

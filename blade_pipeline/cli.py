@@ -105,14 +105,10 @@ def _warehouse():  # -> DatabricksWarehouse (resolved, outside Dagster)
 
 
 def _reader(kind: str):  # -> the resource reading sources of ``kind`` (resolved)
-    if kind == "postgres":
-        from blade_pipeline.resources import postgres_from_env
+    if kind in ("postgres", "mysql"):
+        from blade_pipeline.resources import database_from_env
 
-        return postgres_from_env().process_config_and_initialize()
-    if kind == "mysql":
-        from blade_pipeline.resources import mysql_from_env
-
-        return mysql_from_env().process_config_and_initialize()
+        return database_from_env(kind).process_config_and_initialize()
     return _warehouse()
 
 

@@ -22,6 +22,12 @@ class SourcesFileError(ValueError):
     """sources.yaml is missing, not YAML, or an entry is invalid."""
 
 
+def _plain_identifier(value: str) -> str:
+    if not _IDENT.match(value):
+        raise ValueError(f"{value!r} is not a plain SQL identifier")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,9 +43,7 @@ class WarehouseTable(_Strict):
     @field_validator("catalog", "schema_", "table")
     @classmethod
     def _identifier(cls, value: str) -> str:
-        if not _IDENT.match(value):
-            raise ValueError(f"{value!r} is not a plain SQL identifier")
-        return value
+        return _plain_identifier(value)
 
     @property
     def qualified_name(self) -> str:
@@ -59,9 +63,7 @@ class DatabaseTable(_Strict):
     @field_validator("schema_", "table")
     @classmethod
     def _identifier(cls, value: str) -> str:
-        if not _IDENT.match(value):
-            raise ValueError(f"{value!r} is not a plain SQL identifier")
-        return value
+        return _plain_identifier(value)
 
     @property
     def qualified_name(self) -> str:

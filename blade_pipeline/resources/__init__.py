@@ -38,32 +38,28 @@ def catalog_from_env(settings: BladeSettings | None = None) -> CatalogClient:
     return CatalogClient(base_url=DEMO_CATALOG_URL, token=token, **tuning)
 
 
-def postgres_from_env(settings: BladeSettings | None = None) -> PostgresDatabase:
-    """``BLADE_POSTGRES_URL`` (EnvVar: it may carry a password) for ``kind: postgres``
-    sources; the demo's local database when unset in the demo deployment."""
+#: relational source kind -> (its URL variable, resource class, the demo's URL)
+_DATABASES: dict[str, tuple[str, type[PostgresDatabase] | type[MySQLDatabase], str]] = {
+    "postgres": ("BLADE_POSTGRES_URL", PostgresDatabase, DEMO_POSTGRES_URL),
+    "mysql": ("BLADE_MYSQL_URL", MySQLDatabase, DEMO_MYSQL_URL),
+}
+
+
+def database_from_env(kind: str, settings: BladeSettings | None = None
+                      ) -> PostgresDatabase | MySQLDatabase:
+    """The resource of ``kind: postgres`` / ``mysql`` sources: its URL variable through
+    ``dg.EnvVar`` (it may carry a password); the demo's local server when unset in the demo
+    deployment."""
     import os
 
+    variable, resource, demo_url = _DATABASES[kind]
     settings = settings or BladeSettings.load()
-    if os.environ.get("BLADE_POSTGRES_URL"):
-        return PostgresDatabase(url=dg.EnvVar("BLADE_POSTGRES_URL"))
+    if os.environ.get(variable):
+        return resource(url=dg.EnvVar(variable))
     if settings.deployment == "prod":
-        raise SettingsError("BLADE_DEPLOYMENT=prod needs BLADE_POSTGRES_URL (a source of "
-                            "sources.yaml has kind postgres)")
-    return PostgresDatabase(url=DEMO_POSTGRES_URL)
-
-
-def mysql_from_env(settings: BladeSettings | None = None) -> MySQLDatabase:
-    """``BLADE_MYSQL_URL`` (EnvVar) for ``kind: mysql`` sources; the demo's local MariaDB when
-    unset in the demo deployment."""
-    import os
-
-    settings = settings or BladeSettings.load()
-    if os.environ.get("BLADE_MYSQL_URL"):
-        return MySQLDatabase(url=dg.EnvVar("BLADE_MYSQL_URL"))
-    if settings.deployment == "prod":
-        raise SettingsError("BLADE_DEPLOYMENT=prod needs BLADE_MYSQL_URL (a source of "
-                            "sources.yaml has kind mysql)")
-    return MySQLDatabase(url=DEMO_MYSQL_URL)
+        raise SettingsError(f"BLADE_DEPLOYMENT=prod needs {variable} (a source of "
+                            f"sources.yaml has kind {kind})")
+    return resource(url=demo_url)
 
 
 def resources_from_env(settings: BladeSettings | None = None
@@ -77,9 +73,6 @@ def resources_from_env(settings: BladeSettings | None = None
         "lake": ParquetLake.from_env(settings),
         "alerts": AlertSender.from_env(settings),
     }
-    kinds = {source.kind for source in default_sources()}
-    if "postgres" in kinds:
-        resources["postgres"] = postgres_from_env(settings)
-    if "mysql" in kinds:
-        resources["mysql"] = mysql_from_env(settings)
+    for kind in sorted({source.kind for source in default_sources()} & _DATABASES.keys()):
+        resources[kind] = database_from_env(kind, settings)
     return resources

@@ -19,7 +19,7 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
-from blade_pipeline import day_checks, ingest, schema_policy
+from blade_pipeline import csv_drop_defs, day_checks, ingest, schema_policy
 from blade_pipeline.dagster_glue import (
     POOL,
     RETRY_POLICY,
@@ -65,8 +65,14 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
     tags = {"blade/data_type": source.data_type}
     policy = backfill_policy(source)
 
+    # a CSV source's days are read from the files landed so far (any of them)
+    landed_dep = ([dg.AssetDep(csv_drop_defs.landed_key(source),
+                               partition_mapping=dg.AllPartitionMapping())]
+                  if source.kind == "csv" else None)
+
     @dg.asset(
         key=staged_asset_key, partitions_def=partitions, group_name=group, pool=POOL,
+        deps=landed_dep,
         retry_policy=RETRY_POLICY, kinds={source.kind, "parquet"}, tags=tags,
         backfill_policy=policy, required_resource_keys={source.resource_key, "lake"},
         description=f"{source.display_name}: each day of `{source.location.table}` validated "
@@ -249,4 +255,5 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                           **upload_metadata(outcome.progress)},
                 allow_retries=False)
 
-    return [staged, schema_conforms, invalid_fraction, schema_changed, catalog]
+    built = [staged, schema_conforms, invalid_fraction, schema_changed, catalog]
+    return [csv_drop_defs.build_landed_asset(source), *built] if source.kind == "csv" else built

@@ -6,6 +6,7 @@ import dagster as dg
 
 from blade_pipeline.alerts import build_failure_alert_sensor
 from blade_pipeline.assets import build_blade_assets
+from blade_pipeline.csv_drop_defs import build_landing_job, build_landing_sensor
 from blade_pipeline.executors import executor_from_env
 from blade_pipeline.freshness import build_freshness_check, build_freshness_sensor
 from blade_pipeline.health_alerts import build_health_alert_sensor
@@ -39,9 +40,15 @@ def build_definitions() -> dg.Definitions:
             freshness.append(build_freshness_check(source))
         reconcile_job = build_reconcile_job(source)
         jobs += [job, reconcile_job]
-        sensors.append(build_change_sensor(source, job, daily_partitions(source)))
-        schedules += [build_daily_schedule(source, job),
-                      build_reconcile_schedule(source, reconcile_job)]
+        if source.kind == "csv":  # file-driven: a landing sensor, no nightly re-run
+            landing_job = build_landing_job(source)
+            jobs.append(landing_job)
+            sensors.append(build_landing_sensor(source, landing_job, job,
+                                                daily_partitions(source)))
+        else:
+            sensors.append(build_change_sensor(source, job, daily_partitions(source)))
+            schedules.append(build_daily_schedule(source, job))
+        schedules.append(build_reconcile_schedule(source, reconcile_job))
     # BLADE_EXECUTOR: steps in the run's process (default), in child processes, or on Celery
     # workers (blade_pipeline/executors.py).
     checks += freshness

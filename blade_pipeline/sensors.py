@@ -60,11 +60,19 @@ def _run_request(days: list[dict]) -> dg.RunRequest:
     newest = _fmt(max(d["newest"] for d in days))
     tags = {"blade/trigger": "change-sensor",
             "blade/changed_rows": str(sum(d["changed"] for d in days))}
+    return range_request(first, last, newest, tags)
+
+
+def range_request(first: str, last: str, key: str, tags: dict[str, str],
+                  job_name: str | None = None) -> dg.RunRequest:
+    """A run over the days ``first``..``last``: one partition, or a range run;
+    ``run_key`` = the days + ``key``."""
     if first == last:
-        return dg.RunRequest(partition_key=first, run_key=f"{first}:{newest}", tags=tags)
+        return dg.RunRequest(partition_key=first, run_key=f"{first}:{key}", tags=tags,
+                             job_name=job_name)
     # RunRequest (1.13) has no partition-range argument: a range run is the range tags
     # (RunRequest.partition_key_range reads them back; the run's partitions come from them).
-    return dg.RunRequest(run_key=f"{first}...{last}:{newest}", tags={
+    return dg.RunRequest(run_key=f"{first}...{last}:{key}", job_name=job_name, tags={
         **tags, ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
 
 
@@ -83,26 +91,31 @@ def evaluate_changes(source: BladeSource, warehouse: Warehouse, cursor: str | No
                                     {"cursor": dt.datetime.fromisoformat(cursor)})
     if changes.num_rows == 0:
         return dg.SkipReason(f"{source.data_type}: no rows changed after {cursor}")
-    position = {key: i for i, key in enumerate(partitions.get_partition_keys())}
-    cap = source.max_partitions_per_run
-    groups: list[list[dict]] = []  # runs to request: changed days, contiguous, at most `cap`
-    previous: dt.date | None = None  # the last changed day that is a partition
-    newest_requested = dt.datetime.fromisoformat(cursor)
-    for row in sorted(changes.to_pylist(), key=lambda r: r["day"]):
-        newest_requested = max(newest_requested, row["newest"])
+    rows = changes.to_pylist()
+    newest_requested = max([dt.datetime.fromisoformat(cursor), *(r["newest"] for r in rows)])
+    groups = day_groups(rows, set(partitions.get_partition_keys()),
+                        source.max_partitions_per_run)
+    requests = [_run_request(group) for group in groups]
+    return dg.SensorResult(run_requests=requests, cursor=_fmt(newest_requested))
+
+
+def day_groups(rows: list[dict], keys: set[str], cap: int | None) -> list[list[dict]]:
+    """``rows`` (each with a ``day``) in runs to request: consecutive days that are partition
+    keys (others, before ``partition_start`` or in the future, are left out), at most ``cap``
+    days per run."""
+    groups: list[list[dict]] = []
+    previous: dt.date | None = None  # the last day that is a partition
+    for row in sorted(rows, key=lambda r: r["day"]):
         day = row["day"]
-        if day.isoformat() not in position:
-            previous = None  # outside the partitioned range (before partition_start or future)
+        if day.isoformat() not in keys:
             continue
         if (previous is not None and day - previous == dt.timedelta(days=1)
-                and position[day.isoformat()] == position[previous.isoformat()] + 1
                 and (cap is None or len(groups[-1]) < cap)):
             groups[-1].append(row)
         else:
             groups.append([row])
         previous = day
-    requests = [_run_request(group) for group in groups]
-    return dg.SensorResult(run_requests=requests, cursor=_fmt(newest_requested))
+    return groups
 
 
 def build_change_sensor(source: BladeSource, job: "UnresolvedAssetJobDefinition",

@@ -29,6 +29,7 @@ DEMO_WAREHOUSE_TOKEN = "dev-warehouse-token"  # the mock's default; not a secret
 DEMO_CATALOG_URL = "http://127.0.0.1:8080"
 DEMO_CATALOG_TOKEN = "dev-catalog-token"  # the mock catalog's default; not a secret
 DEMO_LAKE_URI = ".blade/lake"
+DEMO_LANDING_URI = ".blade/landing"  # where the demo's CSV drops land (kind: csv)
 #: The RabbitMQ of the development and CI machines (guest/guest: RabbitMQ's loopback-only
 #: default user, not a secret).
 DEMO_CELERY_BROKER_URL = "pyamqp://guest:guest@127.0.0.1:5672//"
@@ -64,6 +65,8 @@ class BladeSettings(BaseSettings):
         default=None, ge=1, le=16, validation_alias=_env("BLADE_CATALOG_PARALLEL_UPLOADS"))
     lake_uri: str | None = Field(default=None, validation_alias=_env("BLADE_LAKE_URI"))
     s3_endpoint: str | None = Field(default=None, validation_alias=_env("BLADE_S3_ENDPOINT"))
+    landing_uri: str | None = Field(default=None,
+                                    validation_alias=_env("BLADE_LANDING_URI"))
     sensor_interval_seconds: int = Field(
         default=30, ge=1, validation_alias=_env("BLADE_SENSOR_INTERVAL_SECONDS"))
     alert_interval_seconds: int = Field(

@@ -74,8 +74,84 @@ class DatabaseTable(_Strict):
         return ".".join(ident(part) for part in (self.schema_, self.table))
 
 
+#: a CSV column's declared type -> the DuckDB type its text is parsed as (the seed's logical
+#: type map, plus ``date``, ``boolean`` and ``decimal(p,s)``). Timestamps are ISO 8601; one
+#: with an offset (``+02:00``, ``Z``) is converted to UTC, one without is UTC already: they
+#: land as naive UTC, as Databricks ``TIMESTAMP_NTZ`` columns arrive.
+CSV_TYPES = {"int": "BIGINT", "integer": "BIGINT", "bigint": "BIGINT", "float": "DOUBLE",
+             "double": "DOUBLE", "string": "VARCHAR", "text": "VARCHAR",
+             "datetime": "TIMESTAMPTZ", "timestamp": "TIMESTAMPTZ", "date": "DATE",
+             "boolean": "BOOLEAN", "bool": "BOOLEAN"}
+_DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
+
+
+def csv_duckdb_type(declared: str) -> str:
+    """The DuckDB type of a declared CSV column type (ValueError naming the known ones)."""
+    text = declared.strip().lower()
+    if text in CSV_TYPES:
+        return CSV_TYPES[text]
+    match = _DECIMAL.match(text)
+    if match and 1 <= int(match.group(1)) <= 38 and int(match.group(2)) <= int(match.group(1)):
+        return f"DECIMAL({match.group(1)},{match.group(2)})"
+    raise ValueError(f"{declared!r} is not a CSV column type (known: "
+                     f"{', '.join(CSV_TYPES)}, decimal(p,s) with 1 <= p <= 38, s <= p)")
+
+
+class CsvDrop(_Strict):
+    """Where a CSV source's files land (``kind: csv``) and how they are read.
+
+    Files land in ``<BLADE_LANDING_URI>/<folder>/`` (a local path or ``s3://bucket/prefix``);
+    each complete file is parsed with the declared types, its rows kept in the lake under
+    ``landed/<folder>/`` (the table the rest of the pipeline reads), the file moved to
+    ``<folder>/_processed/``."""
+
+    folder: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    #: column -> declared type (see ``CSV_TYPES``); a column of a file that is not declared
+    #: is read as text (a new column for the schema policy)
+    columns: dict[str, str]
+    #: ``stable``: a file is complete when its size and modification time did not change
+    #: between two sensor ticks; ``marker``: when ``<file>.done`` exists beside it
+    complete_when: Literal["stable", "marker"] = "stable"
+    pattern: str = "*.csv"
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    quote: str = Field(default='"', min_length=1, max_length=1)
+    escape: str = Field(default='"', min_length=1, max_length=1)
+    encoding: Literal["utf-8", "utf-16", "latin-1"] = "utf-8"
+
+    @field_validator("columns")
+    @classmethod
+    def _types(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("declare at least one column")
+        for name, declared in value.items():
+            try:
+                csv_duckdb_type(declared)
+            except ValueError as exc:
+                raise ValueError(f"column {name!r}: {exc}") from None
+        return value
+
+    @property
+    def schema_(self) -> str:
+        return "landed"
+
+    @property
+    def table(self) -> str:
+        return self.folder
+
+    @property
+    def qualified_name(self) -> str:
+        """``landed.<folder>``: the landed rows, as the ``csv`` resource names them."""
+        from blade_pipeline.warehouse_sql import ident
+
+        return f"{ident('landed')}.{ident(self.folder)}"
+
+    def duckdb_types(self) -> dict[str, str]:
+        return {name: csv_duckdb_type(declared) for name, declared in self.columns.items()}
+
+
 #: source kind -> the key of the resource that reads it
-RESOURCE_KEYS = {"databricks": "warehouse", "postgres": "postgres", "mysql": "mysql"}
+RESOURCE_KEYS = {"databricks": "warehouse", "postgres": "postgres", "mysql": "mysql",
+                 "csv": "csv"}
 
 
 class Classification(_Strict):
@@ -112,10 +188,11 @@ class BladeSource(_Strict):
     enabled: bool = True
     #: where the rows come from: a Databricks SQL warehouse table (``warehouse``), or a
     #: PostgreSQL / MySQL-MariaDB table (``database``, read by the ``postgres`` / ``mysql``
-    #: resource)
-    kind: Literal["databricks", "postgres", "mysql"] = "databricks"
+    #: resource), or CSV files dropped in a landing folder (``csv``)
+    kind: Literal["databricks", "postgres", "mysql", "csv"] = "databricks"
     warehouse: WarehouseTable | None = None
     database: DatabaseTable | None = None
+    csv: CsvDrop | None = None
     primary_key: str
     watermark_column: str = "last_modified"
     item_id_prefix: str = Field(pattern=r"^[A-Z][A-Z0-9]*$")
@@ -150,12 +227,21 @@ class BladeSource(_Strict):
 
     @model_validator(mode="after")
     def _location(self) -> BladeSource:
-        wanted = "warehouse" if self.kind == "databricks" else "database"
-        other = "database" if wanted == "warehouse" else "warehouse"
+        wanted = _LOCATION[self.kind]
         if getattr(self, wanted) is None:
             raise ValueError(f"kind {self.kind} needs a '{wanted}' entry")
-        if getattr(self, other) is not None:
-            raise ValueError(f"kind {self.kind} reads '{wanted}', not '{other}'")
+        for other in sorted(set(_LOCATION.values()) - {wanted}):
+            if getattr(self, other) is not None:
+                raise ValueError(f"kind {self.kind} reads '{wanted}', not '{other}'")
+        if self.csv is not None:
+            declared = self.csv.duckdb_types()
+            for role, column in (("primary_key", self.primary_key),
+                                 ("watermark_column", self.watermark_column)):
+                if column not in declared:
+                    raise ValueError(f"csv.columns must declare the {role} {column!r}")
+            if declared[self.watermark_column] != "TIMESTAMPTZ":
+                raise ValueError(f"csv.columns: the watermark {self.watermark_column!r} must "
+                                 "be a timestamp (its day is the partition)")
         return self
 
     @field_validator("model")
@@ -174,17 +260,24 @@ class BladeSource(_Strict):
         return self.model or self.data_type
 
     @property
-    def location(self) -> WarehouseTable | DatabaseTable:
-        """The table the rows come from."""
-        location = self.warehouse if self.kind == "databricks" else self.database
+    def location(self) -> WarehouseTable | DatabaseTable | CsvDrop:
+        """The table the rows come from (for CSV drops: the rows landed from its files)."""
+        location = getattr(self, _LOCATION[self.kind])
         assert location is not None  # _location
         return location
 
     @property
     def table_label(self) -> str:
         """The table as a person names it: ``main.blade.t`` or ``postgres:blade.t``."""
+        if self.csv is not None:
+            return f"csv:{self.csv.folder}"
         name = self.location.qualified_name.replace("`", "")
         return name if self.kind == "databricks" else f"{self.kind}:{name}"
+
+    @property
+    def csv_folder(self) -> str | None:
+        """The landing folder of a CSV source (None for the other kinds)."""
+        return self.csv.folder if self.csv is not None else None
 
     @property
     def resource_key(self) -> str:
@@ -197,13 +290,17 @@ class BladeSource(_Strict):
         return f"BLADE:{self.data_type}"
 
 
+_LOCATION = {"databricks": "warehouse", "postgres": "database", "mysql": "database",
+             "csv": "csv"}
+
+
 class SourcesFile(_Strict):
     sources: list[BladeSource]
 
     @model_validator(mode="after")
     def _unique(self) -> SourcesFile:
-        for attr in ("name", "data_type", "item_id_prefix"):
-            values = [getattr(s, attr) for s in self.sources]
+        for attr in ("name", "data_type", "item_id_prefix", "csv_folder"):
+            values = [getattr(s, attr) for s in self.sources if getattr(s, attr) is not None]
             dupes = sorted({v for v in values if values.count(v) > 1})
             if dupes:
                 raise ValueError(f"duplicate {attr}: {', '.join(dupes)}")

@@ -9,6 +9,7 @@ import dagster as dg
 
 from blade_pipeline.alerts import AlertSender
 from blade_pipeline.resources.catalog import CatalogClient
+from blade_pipeline.resources.csv_drops import CsvDrops
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.resources.mysql import DEMO_MYSQL_URL, MySQLDatabase
 from blade_pipeline.resources.postgres import DEMO_POSTGRES_URL, PostgresDatabase
@@ -73,6 +74,24 @@ def resources_from_env(settings: BladeSettings | None = None
         "lake": ParquetLake.from_env(settings),
         "alerts": AlertSender.from_env(settings),
     }
-    for kind in sorted({source.kind for source in default_sources()} & _DATABASES.keys()):
+    kinds = {source.kind for source in default_sources()}
+    for kind in sorted(kinds & _DATABASES.keys()):
         resources[kind] = database_from_env(kind, settings)
+    if "csv" in kinds:
+        resources["csv"] = csv_drops_from_env(resources["lake"], settings)
     return resources
+
+
+def csv_drops_from_env(lake: ParquetLake, settings: BladeSettings | None = None) -> CsvDrops:
+    """The landing root of ``kind: csv`` sources: ``BLADE_LANDING_URI`` (a local path or
+    ``s3://bucket/prefix``, on ``BLADE_S3_ENDPOINT`` like the lake); the demo's
+    ``.blade/landing`` when unset in the demo deployment."""
+    settings = settings or BladeSettings.load()
+    endpoint: dict[str, Any] = ({"s3_endpoint": dg.EnvVar("BLADE_S3_ENDPOINT")}
+                                if settings.s3_endpoint else {})
+    if settings.landing_uri:
+        return CsvDrops(landing_uri=dg.EnvVar("BLADE_LANDING_URI"), lake=lake, **endpoint)
+    if settings.deployment == "prod":
+        raise SettingsError("BLADE_DEPLOYMENT=prod needs BLADE_LANDING_URI (a source of "
+                            "sources.yaml has kind csv)")
+    return CsvDrops(lake=lake, **endpoint)

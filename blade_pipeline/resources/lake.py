@@ -95,6 +95,16 @@ def lake_error(action: str, where: str, exc: OSError, *, attempts: int = 1) -> L
 
 
 @dataclass(frozen=True)
+class FileEntry:
+    """A file of a lake-style folder, as listed."""
+
+    path: str
+    name: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
 class WriteResult:
     """What an atomic Parquet write produced."""
 
@@ -218,6 +228,56 @@ class ParquetLake(dg.ConfigurableResource):
             found = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
         return sorted(i.path for i in found if i.type == pafs.FileType.File
                       and not i.base_name.startswith("."))
+
+    def file_entries(self, directory: str) -> list[FileEntry]:
+        """The files directly under ``directory`` with size and modification time (sorted by
+        name; hidden ones left out; [] if absent)."""
+        fs, _ = self._filesystem()
+        with self.errors("read", directory):
+            found = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+        return sorted((FileEntry(i.path, i.base_name, i.size or 0, i.mtime_ns or 0)
+                       for i in found if i.type == pafs.FileType.File
+                       and not i.base_name.startswith(".")), key=lambda e: e.name)
+
+    def move(self, source: str, target: str) -> None:
+        """Move a file (a rename locally; a server-side copy, then delete, on S3)."""
+        fs, _ = self._filesystem()
+        with self.errors("move", source):
+            fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            fs.move(source, target)
+
+    @contextlib.contextmanager
+    def local_file(self, path: str) -> Iterator[str]:
+        """A local path holding the file at ``path`` (on S3: a temporary download)."""
+        if self.is_local:
+            yield path
+            return
+        import shutil
+        import tempfile
+
+        fs, _ = self._filesystem()
+        with tempfile.TemporaryDirectory(prefix="blade-") as tmp:
+            local = os.path.join(tmp, path.rsplit("/", 1)[-1])
+            with self.errors("read", path), fs.open_input_stream(path) as src, \
+                    open(local, "wb") as out:
+                shutil.copyfileobj(src, out, 8 * 1024 * 1024)
+            yield local
+
+    def dataset(self, directory: str) -> Any:
+        """The Parquet files under ``directory`` as one pyarrow dataset (their schemas
+        unified: a column one file lacks reads as NULL there), or None when there are none."""
+        import pyarrow.dataset as pads
+
+        fs, _ = self._filesystem()
+        with self.errors("read", directory):
+            if fs.get_file_info(directory).type == pafs.FileType.NotFound:
+                return None
+            found = pads.dataset(directory, filesystem=fs, format="parquet")
+            schemas = [fragment.physical_schema for fragment in found.get_fragments()]
+            if not schemas:
+                return None
+            schema = pa.unify_schemas(schemas, promote_options="permissive")
+            return pads.dataset(directory, filesystem=fs, format="parquet", schema=schema)
 
     # ---- writes -----------------------------------------------------------------------------
     def open_writer(self, directory: str, schema: pa.Schema,

@@ -35,6 +35,7 @@ from blade_pipeline.resources.warehouse import (
     WarehouseQueryError,
     WarehouseResultLostError,
     check_batch_sizes,
+    sized_batches,
 )
 
 DEMO_MYSQL_URL = "mysql://root:@127.0.0.1:3306/blade_sources"
@@ -111,15 +112,11 @@ class MySQLDatabase(Warehouse):
     def stream_arrow(self, sql: str, params: Mapping[str, Any] | None = None,
                      batch_rows: int = 250_000,
                      first_batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
-        limit = check_batch_sizes(batch_rows, first_batch_rows)
+        check_batch_sizes(batch_rows, first_batch_rows)
         reader = self._read(mysql_sql(sql, params), "streaming rows",
                             return_type="arrow_stream", batch_size=batch_rows)
         try:
-            for batch in reader:
-                start = 0
-                while start < batch.num_rows:
-                    yield batch.slice(start, limit)
-                    start, limit = start + limit, batch_rows
+            yield from sized_batches(reader, batch_rows, first_batch_rows)
         except (RuntimeError, OSError) as exc:
             raise self._wrap(exc, "streaming rows") from None
 

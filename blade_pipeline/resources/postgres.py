@@ -33,6 +33,7 @@ from blade_pipeline.resources.warehouse import (
     WarehouseQueryError,
     WarehouseResultLostError,
     check_batch_sizes,
+    sized_batches,
 )
 
 DEMO_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/blade_sources"
@@ -140,16 +141,13 @@ class PostgresDatabase(Warehouse):
     def stream_arrow(self, sql: str, params: Mapping[str, Any] | None = None,
                      batch_rows: int = 250_000,
                      first_batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
-        limit = check_batch_sizes(batch_rows, first_batch_rows)
+        check_batch_sizes(batch_rows, first_batch_rows)
         text, names = postgres_sql(sql)
         with self._cursor("streaming rows") as cursor:
             cursor.execute(text, parameters=self._args(names, params) or None)
             reader = cursor.fetch_record_batch()
-            for batch in reader:  # the driver's batches, cut to at most ``limit`` rows
-                batch, start = as_pipeline_types(batch), 0
-                while start < batch.num_rows:
-                    yield batch.slice(start, limit)
-                    start, limit = start + limit, batch_rows
+            yield from sized_batches((as_pipeline_types(b) for b in reader), batch_rows,
+                                     first_batch_rows)
 
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         text, names = postgres_sql(sql)

@@ -12,7 +12,7 @@ import importlib
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -97,6 +97,18 @@ def check_batch_sizes(batch_rows: int, first_batch_rows: int | None) -> int:
         raise ValueError(f"batch sizes must be at least 1 row (batch_rows={batch_rows}, "
                          f"first_batch_rows={first_batch_rows})")
     return min(first_batch_rows or batch_rows, batch_rows)
+
+
+def sized_batches(batches: Iterable[pa.RecordBatch], batch_rows: int,
+                  first_batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
+    """A driver's batches cut to at most ``batch_rows`` rows (the first at most
+    ``first_batch_rows``); empty ones are left out."""
+    limit = check_batch_sizes(batch_rows, first_batch_rows)
+    for batch in batches:
+        start = 0
+        while start < batch.num_rows:
+            yield batch.slice(start, limit)
+            start, limit = start + limit, batch_rows
 
 
 class DatabricksWarehouse(Warehouse):

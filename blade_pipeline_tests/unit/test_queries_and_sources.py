@@ -5,6 +5,7 @@ import textwrap
 
 import pytest
 
+from blade_pipeline import warehouse_sql
 from blade_pipeline.queries import UnsafeFilterError, select_sql, validate_filter
 from blade_pipeline.sources import SourcesFileError, default_sources, load_sources, source_for
 
@@ -154,3 +155,57 @@ def test_every_databricks_text_translates_to_postgres_with_positional_parameters
     assert '"last_modified" >= $1 AND "last_modified" < $2' in text
     assert '"main"."blade"."blade_supply_data"' in text and "`" not in text
     assert postgres_sql(warehouse_sql.changed_days(source))[1] == ("cursor",)
+
+
+CSV_ENTRY = """
+    sources:
+      - name: supplier_drops
+        display_name: Supply (supplier drops)
+        data_type: supply_drops
+        model: supply
+        kind: csv
+        csv:
+          folder: supplier
+          columns: {part_number: string, quantity_on_hand: int, unit_cost: "decimal(12,2)",
+                    ok: boolean, due: date, last_modified: timestamp}
+        primary_key: part_number
+        item_id_prefix: DROP
+        partition_start: "2024-01-01"
+"""
+
+
+def test_a_csv_source_declares_its_columns_with_the_seed_type_map(tmp_path):
+    path = tmp_path / "sources.yaml"
+    path.write_text(textwrap.dedent(CSV_ENTRY))
+    [source] = load_sources(path)
+    assert (source.resource_key, source.table_label) == ("csv", "csv:supplier")
+    assert source.csv.duckdb_types() == {
+        "part_number": "VARCHAR", "quantity_on_hand": "BIGINT", "unit_cost": "DECIMAL(12,2)",
+        "ok": "BOOLEAN", "due": "DATE", "last_modified": "TIMESTAMPTZ"}
+    assert warehouse_sql.table(source) == "`landed`.`supplier`"
+    for wrong, message in [
+        ("unit_cost: money", "column 'unit_cost': 'money' is not a CSV column type"),
+        ("unit_cost: \"decimal(40,2)\"", "is not a CSV column type"),
+    ]:
+        path.write_text(textwrap.dedent(CSV_ENTRY).replace("unit_cost: \"decimal(12,2)\"",
+                                                           wrong))
+        with pytest.raises(SourcesFileError, match=re.escape(message)):
+            load_sources(path)
+    path.write_text(textwrap.dedent(CSV_ENTRY).replace("last_modified: timestamp",
+                                                       "last_modified: date"))
+    with pytest.raises(SourcesFileError, match="the watermark 'last_modified' must be a "
+                                               "timestamp"):
+        load_sources(path)
+    path.write_text(textwrap.dedent(CSV_ENTRY).replace("part_number: string, ", ""))
+    with pytest.raises(SourcesFileError, match="must declare the primary_key 'part_number'"):
+        load_sources(path)
+
+
+def test_the_csv_resource_reads_databricks_sql_over_the_landed_folders():
+    from blade_pipeline.resources.csv_drops import duckdb_sql
+
+    text, folders = duckdb_sql("SELECT CAST(`last_modified` AS DATE) AS day, count(*) AS rows "
+                               "FROM `landed`.`supplier-x` WHERE `last_modified` >= :start "
+                               "GROUP BY 1")
+    assert folders == ("supplier-x",)
+    assert "FROM landed__supplier_x WHERE" in text and "$start" in text

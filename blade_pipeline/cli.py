@@ -87,7 +87,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                  dagster_port=args.dagster_port,
                                  change_interval=args.change_interval,
                                  backfill_days=args.backfill_days, lake=args.lake,
-                                 s3_port=args.s3_port))
+                                 s3_port=args.s3_port, drop_interval=args.drop_interval))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -109,6 +109,16 @@ def _reader(kind: str):  # -> the resource reading sources of ``kind`` (resolved
         from blade_pipeline.resources import database_from_env
 
         return database_from_env(kind).process_config_and_initialize()
+    if kind == "csv":  # values, not EnvVars: a nested resource is not initialized alone
+        from blade_pipeline.resources.csv_drops import CsvDrops
+        from blade_pipeline.resources.lake import ParquetLake
+        from blade_pipeline.settings import DEMO_LAKE_URI, DEMO_LANDING_URI, BladeSettings
+
+        settings = BladeSettings.load()
+        return CsvDrops(landing_uri=settings.landing_uri or DEMO_LANDING_URI,
+                        s3_endpoint=settings.s3_endpoint,
+                        lake=ParquetLake(uri=settings.lake_uri or DEMO_LAKE_URI,
+                                         s3_endpoint=settings.s3_endpoint))
     return _warehouse()
 
 
@@ -293,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "loopback S3 API (moto's server, in memory: gone when the demo "
                            "stops) started by the demo")
     demo.add_argument("--s3-port", type=int, default=9000, help="port of the demo's S3 API")
+    demo.add_argument("--drop-interval", type=float, default=60.0,
+                      help="seconds between the CSV files dropped for the kind: csv source "
+                           "(0 = none)")
     demo.set_defaults(handler=_cmd_demo)
 
     wh = sub.add_parser("mock-warehouse", help="run the mock Databricks SQL warehouse (dev)")
@@ -326,10 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(handler=_cmd_bench)
 
     tc = sub.add_parser("test-connection", help="check the configured warehouse answers")
-    tc.add_argument("--kind", choices=["databricks", "postgres", "mysql"],
+    tc.add_argument("--kind", choices=["databricks", "postgres", "mysql", "csv"],
                     default="databricks",
                     help="which source connection: the Databricks warehouse (default), "
-                         "BLADE_POSTGRES_URL or BLADE_MYSQL_URL")
+                         "BLADE_POSTGRES_URL, BLADE_MYSQL_URL or BLADE_LANDING_URI (csv: its "
+                         "folders are listed)")
     tc.set_defaults(handler=_cmd_test_connection)
 
     q = sub.add_parser("query", help="print rows of a BLADE data type from the warehouse")

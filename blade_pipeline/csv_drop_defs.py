@@ -265,8 +265,8 @@ def build_landing_sensor(source: BladeSource, landing_job: "UnresolvedAssetJobDe
             files, markers = drops.dropped(drop)
         except LakeError as exc:
             raise SensorTickError(f"[{source.data_type}] landing sensor: cannot list "
-                                  f"{drops.endpoint}/{drop.folder} (the next tick retries): "
-                                  f"{exc}") from None
+                                  f"{drops.landing_uri}/{drop.folder} (the next tick "
+                                  f"retries): {exc}") from None
         requests, keys, unfit = landing_requests(source, files, markers, cursor,
                                                  landing_job.name)
         if unfit:

@@ -95,6 +95,7 @@ class DemoSettings:
     backfill_days: int = HISTORY_DAYS
     lake: str = "local"  # or "s3": a bucket on the demo's loopback S3 API
     s3_port: int = 9000
+    drop_interval: float = 60.0  # seconds between the CSV source's dropped files (0: none)
 
 
 DEMO_BUCKET = "blade-demo"
@@ -118,6 +119,34 @@ def dagster_home(settings: DemoSettings) -> Path:
     return home
 
 
+def seed_relational_sources(settings: DemoSettings) -> None:
+    """The demo's ``kind: postgres`` sources: their tables in the machine's PostgreSQL
+    (``BLADE_POSTGRES_URL`` or the demo's database), seeded by the warehouse's generator."""
+    from blade_pipeline.devservices.relational_seed import (
+        ensure_postgres_database,
+        seed_postgres,
+    )
+    from blade_pipeline.resources.postgres import DEMO_POSTGRES_URL
+    from blade_pipeline.sources import default_sources
+
+    models = sorted({s.model_name for s in default_sources() if s.kind == "postgres"})
+    if not models:
+        return
+    url = os.environ.get("BLADE_POSTGRES_URL") or DEMO_POSTGRES_URL
+    where = url.rsplit("@", 1)[-1]
+    try:
+        ensure_postgres_database(url)
+        counts = seed_postgres(url, settings.rows, seed=21, data_types=models)
+    except Exception as exc:  # the demo runs on; the PostgreSQL source's sensor will say why
+        print(f"  PostgreSQL {where} could not be seeded ({type(exc).__name__}: "
+              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}): the "
+              "kind: postgres sources will fail their runs and ticks until it answers",
+              flush=True)
+        return
+    print(f"  PostgreSQL: {where} ({', '.join(f'{k} {v} rows' for k, v in counts.items())})",
+          flush=True)
+
+
 def _check_ports(settings: DemoSettings) -> None:
     ports = [("mock warehouse", settings.warehouse_port), ("catalog", settings.catalog_port),
              ("Dagster UI", settings.dagster_port)]
@@ -138,7 +167,7 @@ def launch_backfills(dagster_url: str, days: int) -> list[str]:
     today = dt.datetime.now(dt.UTC).date()
     ids = []
     for source in default_sources():
-        if not source.enabled:
+        if not source.enabled or source.kind == "csv":  # CSV days come with their files
             continue
         first = max(today - dt.timedelta(days=days), source.partition_start)
         partitions = [(first + dt.timedelta(days=n)).isoformat()
@@ -185,6 +214,23 @@ def wait_for_backfills(dagster_url: str, catalog_url: str, token: str, ids: list
              "a day failed its checks, see the runs in the UI" if failed else ""), flush=True)
 
 
+def start_csv_drops(landing: Path, interval_s: float):  # -> CsvDropper | None
+    """A supplier dropping a file every ``interval_s`` into each ``kind: csv`` source's
+    folder of supply records (the demo's CSV source)."""
+    from blade_pipeline.devservices.csv_dropper import CsvDropper
+    from blade_pipeline.sources import default_sources
+
+    folders = [s.csv.folder for s in default_sources()
+               if s.csv is not None and s.model_name == "supply"]
+    if not folders:
+        return None
+    dropper = CsvDropper(landing / folders[0])
+    dropper.run(interval_s)
+    print(f"  CSV drops: a file of {dropper.rows_per_file} supply rows (+ one broken line) "
+          f"every {interval_s:.0f}s in {landing / folders[0]}", flush=True)
+    return dropper
+
+
 def run_demo(settings: DemoSettings) -> int:
     """Start the services, print where they are, wait for Ctrl-C, stop them."""
     _check_ports(settings)
@@ -199,6 +245,7 @@ def run_demo(settings: DemoSettings) -> int:
         "BLADE_CATALOG_URL": catalog_url,
         "BLADE_CATALOG_TOKEN": settings.catalog_token,
         "BLADE_LAKE_URI": str(home / "lake"),
+        "BLADE_LANDING_URI": str(home / "landing"),
         "DAGSTER_HOME": str(dagster_home(settings)),
     }
     warehouse = ServerProcess(
@@ -218,6 +265,7 @@ def run_demo(settings: DemoSettings) -> int:
         settings.dagster_port, logs / "dagster.log")
     started: list[ServerProcess] = []
     s3: ServerProcess | None = None
+    dropper = None
     try:
         if settings.lake == "s3":
             s3, s3_env = start_demo_s3(settings, logs)
@@ -232,11 +280,14 @@ def run_demo(settings: DemoSettings) -> int:
         catalog.start("/healthz", timeout=60, env=env)
         started.append(catalog)
         print(f"  catalog:   {catalog_url}/docs  (token {settings.catalog_token})", flush=True)
+        seed_relational_sources(settings)
         print("starting Dagster (webserver + daemon) ...", flush=True)
         dagster.start("/server_info", timeout=180, env={**env, "PYTHONUNBUFFERED": "1"})
         started.append(dagster)
         print(f"  Dagster UI: {dagster_url}", flush=True)
         print(f"logs in {logs}; Ctrl-C stops everything.", flush=True)
+        if settings.drop_interval > 0:
+            dropper = start_csv_drops(home / "landing", settings.drop_interval)
         if settings.backfill_days > 0:
             backfill_started = time.perf_counter()
             ids = launch_backfills(dagster_url, settings.backfill_days)
@@ -254,5 +305,7 @@ def run_demo(settings: DemoSettings) -> int:
         print("stopping ...", flush=True)
         return 0
     finally:
+        if dropper is not None:
+            dropper.stop()
         for proc in reversed([*([s3] if s3 else []), warehouse, catalog, dagster]):
             proc.stop(timeout=20)

@@ -15,19 +15,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from blade_pipeline.devservices.relational_seed import seed_postgres
 from blade_pipeline.resources.catalog import CatalogClient
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.resources.warehouse import DatabricksWarehouse
+from blade_pipeline.sources import default_sources
 from blade_pipeline_tests.conftest import (
     CATALOG_TOKEN,
+    END_DATE,
     REPO_ROOT,
     WAREHOUSE_TOKEN,
     warehouse_url,
 )
 from blade_pipeline_tests.dagster_gql import DagsterGraphQL
 from blade_pipeline_tests.expectations import catalog_items
+from blade_pipeline_tests.postgres import fresh_pg_database
 from blade_pipeline_tests.servers import ServerProcess, catalog_reader, free_port
 
+LIVE_PG_ROWS = 2_000  # rows of the PostgreSQL source's table in a live stack
 DAEMON_HEALTH = """
 { instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"""
 
@@ -61,13 +66,30 @@ def make_pg_dagster_home(directory: Path) -> Path:
 @contextlib.contextmanager
 def live_dagster(warehouse: ServerProcess, catalog: ServerProcess, dagster_home: Path,
                  pg_url: str, workdir: Path, *, lake_uri: str | None = None,
-                 s3_endpoint: str | None = None, **extra_env: str) -> Iterator[LiveStack]:
+                 s3_endpoint: str | None = None, source_rows: int = LIVE_PG_ROWS,
+                 source_days: int = 30, **extra_env: str) -> Iterator[LiveStack]:
     """Start webserver + daemon on ``dagster_home`` (PostgreSQL at ``pg_url``) with the
     pipeline pointed at ``warehouse``, ``catalog`` and a lake under ``workdir`` (or at
     ``lake_uri``, e.g. ``s3://bucket/lake`` on ``s3_endpoint``); stop them on exit.
-    ``extra_env`` adds environment variables (e.g. BLADE_SENSOR_INTERVAL_SECONDS)."""
+    ``extra_env`` adds environment variables (e.g. BLADE_SENSOR_INTERVAL_SECONDS). The
+    ``kind: postgres`` sources read a fresh database holding ``source_rows`` generated rows
+    over the ``source_days`` days before END_DATE."""
     lake_uri = lake_uri or str(workdir / "lake")
+    with fresh_pg_database("blade_units") as source_db:
+        source_url = source_db.replace("postgresql+psycopg2://", "postgresql://")
+        seed_postgres(source_url, source_rows, 5, end=END_DATE, days=source_days,
+                      data_types=sorted({s.model_name for s in default_sources()
+                                         if s.kind == "postgres"}))
+        yield from _live_dagster(warehouse, catalog, dagster_home, pg_url, workdir, lake_uri,
+                                 s3_endpoint, source_url, extra_env)
+
+
+def _live_dagster(warehouse: ServerProcess, catalog: ServerProcess, dagster_home: Path,
+                  pg_url: str, workdir: Path, lake_uri: str, s3_endpoint: str | None,
+                  source_url: str, extra_env: dict[str, str]) -> Iterator[LiveStack]:
+    # the kind: csv source's landing folder is empty until a test drops a file
     env = {"DAGSTER_HOME": str(dagster_home), "DAGSTER_PG_URL": pg_url,
+           "BLADE_POSTGRES_URL": source_url, "BLADE_LANDING_URI": str(workdir / "landing"),
            "BLADE_WAREHOUSE_URL": warehouse_url(warehouse), "DATABRICKS_TOKEN": WAREHOUSE_TOKEN,
            "BLADE_CATALOG_URL": catalog.base_url, "BLADE_CATALOG_TOKEN": CATALOG_TOKEN,
            "BLADE_LAKE_URI": lake_uri, **({"BLADE_S3_ENDPOINT": s3_endpoint} if s3_endpoint

@@ -38,6 +38,19 @@ from blade_pipeline.sources import SourcesFileError, source_for
 STAGE_ORDER = ("ceiling", "extract", "transform", "validate", "stage", "upload", "materialize",
                "backfill", "backfill_small")
 S3_STAGES = ("ceiling_s3", "stage_s3", "materialize_s3")  # --lake s3: each beside its local one
+#: --source postgres | csv: the stages of that kind (see bench/kinds.py), beside the ceiling
+KIND_STAGES = {"postgres": ("ceiling", "stage_postgres", "dlt_pyarrow", "dlt_connectorx"),
+               "csv": ("ceiling", "ceiling_csv", "land_csv", "stage_csv")}
+ALL_STAGES = tuple(dict.fromkeys((*STAGE_ORDER, *(s for k in KIND_STAGES.values() for s in k))))
+#: the stages that read the mock Databricks warehouse (it is started only for them)
+WAREHOUSE_STAGES = {"extract", "stage", "upload", "materialize", "stage_s3", "materialize_s3"}
+BENCH_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/blade_bench"
+SEED_POSTGRES = """import datetime, sys
+from blade_pipeline.devservices.relational_seed import ensure_postgres_database, seed_postgres
+url, rows, end, data_type = sys.argv[1:]
+ensure_postgres_database(url)
+seed_postgres(url, int(rows), 42, end=datetime.date.fromisoformat(end), days=1,
+              data_types=[data_type])"""
 SMALL_ROWS = 20_000  # the demo's warehouse: 20k rows a table over 730 days
 END_DATE = "2026-06-30"
 WAREHOUSE_TOKEN, CATALOG_TOKEN = "bench-warehouse", "bench-catalog"
@@ -57,6 +70,10 @@ def _catalog(workdir: Path, name: str) -> ServerProcess:
 
 
 def _run_stage(stage: str, cfg: dict) -> dict:
+    from blade_pipeline.bench import kinds
+
+    if stage in kinds.PEER_STAGES:  # dlt, in its own venv
+        return kinds.run_dlt(cfg, stage.removeprefix("dlt_"))
     proc = subprocess.run(
         [sys.executable, "-m", "blade_pipeline.bench.stages", stage, json.dumps(cfg)],
         capture_output=True, text=True, check=False)
@@ -83,7 +100,9 @@ def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_0
     samples: dict[str, list[dict]] = {s: [] for s in stages}
     with tempfile.TemporaryDirectory(prefix="blade-bench-") as tmp:
         workdir = Path(tmp)
-        warehouses = {"warehouse": _warehouse(workdir, "warehouse", rows, 1)}
+        warehouses = ({"warehouse": _warehouse(workdir, "warehouse", rows, 1)}
+                      if WAREHOUSE_STAGES & set(stages) else {})
+        kind_cfg = _prepare_kinds(stages, rows, data_type)
         s3: ServerProcess | None = None
         try:
             if lake == "s3":
@@ -94,7 +113,7 @@ def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_0
                 warehouses["range"] = _warehouse(workdir, "range", rows, backfill_days)
             if "backfill_small" in stages:
                 warehouses["small"] = _warehouse(workdir, "small", SMALL_ROWS, 730)
-            warehouse = warehouses["warehouse"]
+            warehouse = warehouses.get("warehouse")
             for attempt in range(repeat):
                 run_dir = workdir / f"run{attempt}"
                 run_dir.mkdir()
@@ -102,8 +121,8 @@ def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_0
                             for name in ("catalog", "catalog2", "catalog3", "catalog4",
                                          *(["catalog5"] if s3 else []))]
                 cfg = {"rows": rows, "seed": 42, "end": END_DATE, "data_type": data_type,
-                       "batch_rows": batch_rows, "workdir": str(run_dir),
-                       "warehouse_url": f"{warehouse.base_url}/sql/1.0/warehouses/bench",
+                       "batch_rows": batch_rows, "workdir": str(run_dir), **kind_cfg,
+                       "warehouse_url": _url(warehouse),
                        "warehouse_token": WAREHOUSE_TOKEN, "catalog_token": CATALOG_TOKEN,
                        "catalog_url": catalogs[0].base_url,
                        "catalog2_url": catalogs[1].base_url,
@@ -127,6 +146,29 @@ def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_0
             for server in warehouses.values():
                 server.stop()
     return summarize(samples, rows, data_type, batch_rows, repeat)
+
+
+def _prepare_kinds(stages: tuple[str, ...], rows: int, data_type: str) -> dict:
+    """What the stages of other kinds need: the bench's rows in PostgreSQL
+    (``BLADE_BENCH_POSTGRES_URL``, default the machine's ``blade_bench`` database), in one
+    day as in the warehouse; dlt's venv (``BLADE_BENCH_DLT_PYTHON``, or created once under
+    ``BLADE_BENCH_HOME``, default ``.blade/bench``)."""
+    import os
+
+    from blade_pipeline.bench import kinds
+
+    cfg: dict = {}
+    if {"stage_postgres", *kinds.PEER_STAGES} & set(stages):
+        url = os.environ.get("BLADE_BENCH_POSTGRES_URL") or BENCH_POSTGRES_URL
+        # seeded in a child process: this one stays small, and a stage's peak RSS is its own
+        # (Linux carries the parent's peak RSS into a forked child)
+        subprocess.run([sys.executable, "-c", SEED_POSTGRES, url, str(rows), END_DATE,
+                        data_type], check=True)
+        cfg["postgres_url"] = url
+    if set(kinds.PEER_STAGES) & set(stages):
+        cfg["dlt_python"] = kinds.dlt_python(
+            Path(os.environ.get("BLADE_BENCH_HOME") or ".blade/bench").resolve())
+    return cfg
 
 
 def _url(server: ServerProcess | None) -> str:
@@ -168,6 +210,13 @@ def summarize(samples: dict[str, list[dict]], rows: int, data_type: str, batch_r
             if stage != "ceiling_s3" and (s3_ceiling := result["stages"].get("ceiling_s3")):
                 entry["ratio_to_s3_ceiling"] = round(
                     entry["rows_per_s"] / s3_ceiling["rows_per_s"], 3)
+        fastest_dlt = max((result["stages"][s]["rows_per_s"] for s in ("dlt_pyarrow",
+                          "dlt_connectorx") if s in result["stages"]), default=0)
+        if stage == "stage_postgres" and fastest_dlt:
+            entry["ratio_to_dlt_fastest"] = round(entry["rows_per_s"] / fastest_dlt, 2)
+        if stage in {"land_csv", "stage_csv"} and "ceiling_csv" in result["stages"]:
+            entry["ratio_to_ceiling_csv"] = round(
+                entry["rows_per_s"] / result["stages"]["ceiling_csv"]["rows_per_s"], 3)
         if ceiling:
             entry["ratio_to_ceiling"] = round(entry["rows_per_s"] / ceiling["rows_per_s"], 3)
             entry["rss_ratio_to_ceiling"] = round(entry["peak_rss_mb"] / ceiling["peak_rss_mb"],
@@ -197,6 +246,13 @@ def format_table(result: dict) -> str:
                          f"{stage.removesuffix('_s3')} on local disk (same run)"
                          + (f", {e['ratio_to_s3_ceiling']:.3f} of ceiling_s3"
                             if "ratio_to_s3_ceiling" in e else ""))
+        if "ratio_to_dlt_fastest" in e:
+            lines.append(f"{stage}: {e['ratio_to_dlt_fastest']:.2f}x the rows/s of dlt's "
+                         "fastest backend (same table, same run; ours also validates, hashes "
+                         "and builds items)")
+        if "ratio_to_ceiling_csv" in e:
+            lines.append(f"{stage}: {e['ratio_to_ceiling_csv']:.3f} of ceiling_csv (pyarrow.csv "
+                         "-> Parquet of the same file)")
         if "runs" in e:
             lines.append(f"{stage}: {e['days']} daily partitions in {e['runs']} run(s), "
                          f"{e['seconds']:.1f} s wall, {e['seconds_per_run']:.2f} s per run")
@@ -221,8 +277,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--batch-rows", type=_positive_int, default=250_000)
     parser.add_argument("--repeat", type=_positive_int, default=1,
                         help="runs; median and min-max shown")
-    parser.add_argument("--stages", default=",".join(STAGE_ORDER),
-                        help="comma-separated subset of: " + ", ".join(STAGE_ORDER))
+    parser.add_argument("--source", choices=["databricks", *KIND_STAGES], default="databricks",
+                        help="postgres: our staging from PostgreSQL against dlt's sql_table "
+                             "(pyarrow and connectorx backends, dlt in its own venv); csv: "
+                             "landing and staging a CSV file against a pyarrow.csv -> Parquet "
+                             "copy. Default: the Databricks stages")
+    parser.add_argument("--stages", default=None,
+                        help="comma-separated subset of: " + ", ".join(ALL_STAGES)
+                             + " (default: every stage of --source)")
     parser.add_argument("--backfill-days", type=_positive_int, default=730,
                         help="days the backfill stage spreads the rows over")
     parser.add_argument("--lake", choices=["local", "s3"], default="local",
@@ -233,8 +295,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def main(args: argparse.Namespace) -> int:
-    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
-    unknown = [s for s in stages if s not in STAGE_ORDER]
+    default = STAGE_ORDER if args.source == "databricks" else KIND_STAGES[args.source]
+    stages = (tuple(s.strip() for s in args.stages.split(",") if s.strip()) if args.stages
+              else default)
+    unknown = [s for s in stages if s not in ALL_STAGES]
     if unknown:
         print(f"unknown stage(s): {', '.join(unknown)}", file=sys.stderr)
         return 2

@@ -42,6 +42,28 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def ensure_postgres_database(url: str) -> None:
+    """Create the database ``url`` names if the server lacks it (through the server's
+    ``postgres`` database; the demo's ``blade_sources``)."""
+    from urllib.parse import urlsplit
+
+    import psycopg2
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = psycopg2.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
+                             user=parts.username or "postgres", password=parts.password,
+                             dbname="postgres", connect_timeout=5)
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is None:
+                cursor.execute(f"CREATE DATABASE {_quote(name)}")
+    finally:
+        admin.close()
+
+
 def seed_postgres(url: str, rows: int, seed: int = 42, *, end: dt.date | None = None,
                   days: int = 730, invalid_fraction: float = 0.01, schema: str = "blade",
                   data_types: list[str] | None = None) -> dict[str, int]:

@@ -24,11 +24,12 @@ import sqlglot
 from pydantic import PrivateAttr
 from sqlglot import exp
 
-from blade_pipeline.resources.lake import FileEntry, ParquetLake
+from blade_pipeline.resources.lake import FileEntry, LakeError, ParquetLake
 from blade_pipeline.resources.warehouse import (
     ConnectionCheck,
     Warehouse,
     WarehouseQueryError,
+    WarehouseUnavailableError,
     check_batch_sizes,
     sized_batches,
 )
@@ -81,7 +82,8 @@ class CsvDrops(Warehouse):
     def landing(self) -> ParquetLake:
         """The landing root, read and written like a lake (listing, moves, downloads)."""
         if self._landing is None:
-            self._landing = ParquetLake(uri=self.landing_uri, s3_endpoint=self.s3_endpoint)
+            self._landing = ParquetLake(uri=self.landing_uri, s3_endpoint=self.s3_endpoint,
+                                        role="landing")
         return self._landing
 
     @property
@@ -143,10 +145,13 @@ class CsvDrops(Warehouse):
         import pyarrow.fs as pafs
 
         started = time.perf_counter()
-        fs, _ = self.landing._filesystem()
-        root = self.landing.path()
-        with self.landing.errors("list", root):
-            found = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        try:
+            fs, _ = self.landing._filesystem()
+            root = self.landing.path()
+            with self.landing.errors("list", root):
+                found = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        except LakeError as exc:
+            raise WarehouseUnavailableError(str(exc)) from None
         folders = sorted(i.base_name for i in found if i.type == pafs.FileType.Directory)
         return ConnectionCheck(self.endpoint, folders,
                                round(1000 * (time.perf_counter() - started), 1))

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -72,7 +72,8 @@ class LakeError(Exception):
         self.transient = transient
 
 
-def lake_error(action: str, where: str, exc: OSError, *, attempts: int = 1) -> LakeError:
+def lake_error(action: str, where: str, exc: OSError, *, attempts: int = 1,
+               variable: str = "BLADE_LAKE_URI") -> LakeError:
     """A ``LakeError`` for ``exc`` met while ``action``-ing ``where``: local errors by their
     strerror, object-store errors by their AWS code, classified transient or fatal."""
     text = str(exc.strerror or exc) if not isinstance(exc, LakeError) else str(exc)
@@ -88,7 +89,7 @@ def lake_error(action: str, where: str, exc: OSError, *, attempts: int = 1) -> L
             f"said: {text}", transient=True)
     hint = ("check the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and the "
             "bucket's policy" if code in _CREDENTIAL_CODES else
-            "the bucket is gone: create it or point BLADE_LAKE_URI at one"
+            f"the bucket is gone: create it or point {variable} at one"
             if code == "NO_SUCH_BUCKET" else "see the store's message")
     return LakeError(f"cannot {action} {where}: {code}, a fatal object-store error (not "
                      f"retried): {hint}. Store said: {text}")
@@ -124,6 +125,9 @@ class ParquetLake(dg.ConfigurableResource):
                                  "SDK's standard retry strategy; transient errors only)")
     compression: str = Field(default="zstd", description="Parquet compression codec.")
     row_group_rows: int = Field(default=128_000, ge=1_000, description="Rows per row group.")
+    role: Literal["lake", "landing"] = Field(
+        default="lake", description="what this store is, as errors name it: the lake, or the "
+                                    "landing root of CSV drops")
 
     _fs: pafs.FileSystem | None = PrivateAttr(default=None)
     _root: str = PrivateAttr(default="")
@@ -169,12 +173,17 @@ class ParquetLake(dg.ConfigurableResource):
             fs = pafs.S3FileSystem(**options)
             info = fs.get_file_info(bucket)
         except OSError as exc:
-            raise lake_error("reach the lake bucket", where, exc,
-                             attempts=self.s3_max_attempts) from None
+            raise lake_error(f"reach the {self.role} bucket", where, exc,
+                             attempts=self.s3_max_attempts, variable=self.variable) from None
         if info.type != pafs.FileType.Directory:
-            raise LakeError(f"the lake bucket {where} does not exist (create it, or set "
-                            "BLADE_LAKE_URI to an existing bucket)")
+            raise LakeError(f"the {self.role} bucket {where} does not exist (create it, or set "
+                            f"{self.variable} to an existing bucket)")
         return fs, root
+
+    @property
+    def variable(self) -> str:
+        """The environment variable that points at this store."""
+        return "BLADE_LANDING_URI" if self.role == "landing" else "BLADE_LAKE_URI"
 
     @property
     def is_local(self) -> bool:
@@ -194,7 +203,8 @@ class ParquetLake(dg.ConfigurableResource):
             raise
         except OSError as exc:
             attempts = 1 if self.is_local else self.s3_max_attempts
-            raise lake_error(action, self.where(path), exc, attempts=attempts) from exc
+            raise lake_error(action, self.where(path), exc, attempts=attempts,
+                             variable=self.variable) from exc
 
     def path(self, *parts: str) -> str:
         """Absolute path (or bucket key) of ``parts`` under the lake root."""

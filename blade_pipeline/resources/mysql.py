@@ -21,10 +21,11 @@ import functools
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 import sqlglot
+from pydantic import PrivateAttr
 from sqlglot import exp
 
 from blade_pipeline.resources.warehouse import (
@@ -77,6 +78,9 @@ class MySQLDatabase(Warehouse):
     """A MySQL/MariaDB database holding source tables (``schema`` = the MySQL database)."""
 
     url: str  # mysql://user:[password]@host:3306/database (a secret with a password)
+    connect_timeout_s: int = 10
+
+    _probed: bool = PrivateAttr(default=False)
 
     @property
     def endpoint(self) -> str:
@@ -101,9 +105,28 @@ class MySQLDatabase(Warehouse):
                 f"{doing} (the step retries): {text}")
         return WarehouseQueryError(f"MySQL {self.endpoint} failed {doing}: {text}")
 
+    def _probe(self, doing: str) -> None:
+        """One login through PyMySQL before the first read: connectorx's connection pool
+        keeps retrying a refused login or an unreachable server for ~30 s before it fails;
+        this answers in one round trip (once per resource instance, i.e. per step)."""
+        import pymysql
+
+        parts = urlsplit(self.url)
+        try:
+            pymysql.connect(host=parts.hostname or "localhost", port=parts.port or 3306,
+                            user=unquote(parts.username or ""),
+                            password=unquote(parts.password or ""),
+                            database=parts.path.lstrip("/") or None,
+                            connect_timeout=self.connect_timeout_s).close()
+        except pymysql.err.MySQLError as exc:
+            raise self._wrap(exc, doing) from None
+        self._probed = True
+
     def _read(self, sql: str, doing: str, **options: Any) -> Any:
         import connectorx
 
+        if not self._probed:
+            self._probe(doing)
         try:
             return connectorx.read_sql(self.url, sql, **options)
         except (RuntimeError, OSError) as exc:

@@ -12,6 +12,7 @@ import pytest
     (["--repeat", "two"], "--repeat: 'two' is not a whole number"),
     (["--data-type", "cargo"], "unknown data type 'cargo'"),
     (["--stages", "stage,warp"], "unknown stage(s): warp"),
+    (["--source", "oracle"], "argument --source: invalid choice: 'oracle'"),
 ])
 def test_bad_arguments_are_refused_with_the_reason(args, says):
     proc = subprocess.run([sys.executable, "-m", "blade_pipeline.cli", "bench", *args],

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from blade_pipeline.bench.run import S3_STAGES, STAGE_ORDER
+from blade_pipeline.bench.run import KIND_STAGES, S3_STAGES, STAGE_ORDER
 
 
 @pytest.mark.slow
@@ -36,3 +36,22 @@ def test_bench_runs_every_stage_and_reports_ratios(tmp_path):
     assert stages["stage_s3"]["ratio_to_s3_ceiling"] > 0
     assert "stage_s3: " in proc.stdout and "on local disk (same run)" in proc.stdout
 
+
+
+@pytest.mark.slow
+@pytest.mark.extended
+def test_bench_of_csv_and_postgres_sources_runs(tmp_path):
+    """`--source csv` against its pyarrow.csv copy; `--source postgres`'s own stage (dlt, the
+    peer, is installed in a venv of its own on first use: measured by hand, see the README)."""
+    for args, stages in ((["--source", "csv"], KIND_STAGES["csv"]),
+                         (["--source", "postgres", "--stages", "ceiling,stage_postgres"],
+                          ("ceiling", "stage_postgres"))):
+        out = tmp_path / "bench.json"
+        proc = subprocess.run([sys.executable, "-m", "blade_pipeline.cli", "bench", "--rows",
+                               "20000", *args, "--out", str(out)], capture_output=True,
+                              text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        result = json.loads(out.read_text())["stages"]
+        assert tuple(result) == stages
+        assert all(e["rows_per_s"] > 0 and e["ratio_to_ceiling"] > 0 for e in result.values())
+    assert result["stage_postgres"]["rows_per_s"] > 0

@@ -10,6 +10,7 @@ reason while the rest of the file lands.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,15 @@ from blade_pipeline.csv_drop_defs import (
     file_partitions,
     landed_key,
 )
-from blade_pipeline.csv_landing import quarantined_lines
+from blade_pipeline.csv_landing import land_file, quarantined_lines
 from blade_pipeline.jobs import build_partition_job
 from blade_pipeline.partitions import daily_partitions
 from blade_pipeline.resources.catalog import CatalogClient
 from blade_pipeline.resources.csv_drops import CsvDrops
 from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline.sensors import SensorTickError
 from blade_pipeline.sources import CsvDrop, source_for
-from blade_pipeline_tests.conftest import CATALOG_TOKEN
+from blade_pipeline_tests.conftest import CATALOG_TOKEN, make_bucket
 from blade_pipeline_tests.faults.conftest import (
     DAY,
     RANGE,
@@ -269,3 +271,68 @@ def test_15e_a_file_with_a_new_column_evolves_the_schema(reference_db, start_cat
 def test_15f_file_partitions_are_dynamic(dagster_instance):
     assert file_partitions(CSV_SUPPLY).name == "blade_supply_files"
     assert LandingCursor.parse(LandingCursor(seen={"a": [1, 2]}, after=3).dump()).after == 3
+
+
+def test_15g_drops_in_an_object_store_land_and_an_unreachable_one_fails_the_tick(
+        reference_db, s3_server, start_catalog, dagster_instance, recorded, tmp_path):
+    """Landing root and lake in buckets of the loopback S3 API (moto's server): the file is
+    listed, downloaded, landed, moved server-side and its day staged exact. With the store
+    unreachable, the sensor's tick fails naming the landing root and the variable."""
+    bucket = make_bucket(s3_server, "blade-drops")
+    lake = ParquetLake(uri=f"{bucket}/lake", s3_endpoint=s3_server.base_url)
+    drops = CsvDrops(landing_uri=f"{bucket}/landing", s3_endpoint=s3_server.base_url, lake=lake)
+    res = {"csv": drops, "lake": lake,
+           "catalog": CatalogClient(base_url=start_catalog().base_url, token=CATALOG_TOKEN,
+                                    backoff_base_s=0.05, backoff_max_s=0.5)}
+    local = drop_csv(reference_db, tmp_path, "remote.csv", [DAY], broken=True)
+    fs, _ = drops.landing._filesystem()
+    with fs.open_output_stream(drops.landing.path("supply", "remote.csv")) as out:
+        out.write(local.read_bytes())
+    landing = Landing(CSV_SUPPLY, res, dagster_instance, recorded)
+    results = landing.settle()
+    assert len(results) == 2 and all(r.success for r in results), [
+        failure_messages(r) for r in results]
+    assert materialization(results[0], landed_key(CSV_SUPPLY))["lines_quarantined"] == 3
+    assert_exact(res, reference_db, "supply")
+    [moved] = [e.name for e in drops.landing.file_entries(drops.landing.path("supply",
+                                                                             "_processed"))]
+    assert moved.endswith("-remote.csv")
+    assert drops.landing.file_entries(drops.landing.path("supply")) == []
+    down = CsvDrops(landing_uri=f"{bucket}/landing", s3_endpoint="http://127.0.0.1:9",
+                    lake=lake)
+    cut = Landing(CSV_SUPPLY, {**res, "csv": down}, dagster_instance, recorded)
+    with pytest.raises(SensorTickError, match=re.escape(
+            f"[supply] landing sensor: cannot list {bucket}/landing/supply (the next tick "
+            f"retries): cannot reach the landing bucket {bucket} at http://127.0.0.1:9")):
+        cut.tick()
+
+
+def test_15h_a_landing_that_died_before_moving_its_file_is_finished_by_the_next_run(
+        reference_db, start_catalog, lake_dir, landing_dir, dagster_instance, recorded):
+    """Rows and record written, the file not moved yet (the run was killed): the next landing
+    run of the file does not call it a duplicate of itself; it moves it and hands its days on
+    to staging."""
+    res = csv_resources(start_catalog(), lake_dir, landing_dir)
+    path = drop_csv(reference_db, landing_dir / "supply", "killed.csv", [DAY])
+    drops: CsvDrops = res["csv"]
+    first = land_file(drops, CSV_SUPPLY, str(path), "run-1")
+    moved = Path(first.moved_to)
+    moved.rename(path)  # as if the run had died after the record, before the move
+    again = land_file(drops, CSV_SUPPLY, str(path), "run-2")
+    assert again.duplicate_of is None and (again.first_day, again.rows) == (DAY, first.rows)
+    assert again.run_id == "run-1" and moved.exists() and not path.exists()
+    landed = [p for p in (lake_dir / "landed" / "supply").iterdir() if p.is_file()]
+    assert len(landed) == 1
+
+
+def test_15i_the_cli_lists_the_landing_folders(landing_dir, monkeypatch, capsys):
+    from blade_pipeline.cli import main
+
+    (landing_dir / "supply").mkdir(parents=True)
+    monkeypatch.setenv("BLADE_LANDING_URI", str(landing_dir))
+    assert main(["test-connection", "--kind", "csv"]) == 0
+    assert f"OK: {landing_dir} answered" in capsys.readouterr().out
+    monkeypatch.setenv("BLADE_LANDING_URI", "s3://no-such-bucket/landing")
+    monkeypatch.setenv("BLADE_S3_ENDPOINT", "http://127.0.0.1:9")
+    assert main(["test-connection", "--kind", "csv"]) == 1
+    assert "cannot reach the landing bucket" in capsys.readouterr().err

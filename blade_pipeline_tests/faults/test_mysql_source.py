@@ -5,6 +5,7 @@ connectorx must reach the catalog exact, with the Databricks kind's items and ha
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -116,3 +117,20 @@ def test_14b_the_change_sensor_reads_mysql(mysql_schema):
         start_date="2024-01-01", end_offset=1))
     [request] = tick.run_requests
     assert request.partition_key == DAY and request.tags["blade/changed_rows"] == "25"
+
+
+def test_14c_bad_credentials_fail_at_once_naming_the_server_not_the_password(
+        mysql_schema, start_catalog, lake_dir, dagster_instance, recorded):
+    """One PyMySQL login before connectorx (whose pool would keep trying ~30 s)."""
+    source = mysql_source(mysql_schema)
+    res = mysql_resources(mysql_schema, start_catalog(), lake_dir)
+    res["mysql"] = MySQLDatabase(url=f"mysql://intruder:hunter2-secret@127.0.0.1:3306/"
+                                     f"{mysql_schema}")
+    started = time.monotonic()
+    result = run(source, res, dagster_instance, recorded)
+    assert not result.success and time.monotonic() - started < 20
+    message = " ".join(failure_messages(result))
+    assert f"MySQL mysql://127.0.0.1:3306/{mysql_schema} refused the connection" in message
+    assert "hunter2-secret" not in message
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert len(failures) == 1  # refused credentials are not retried

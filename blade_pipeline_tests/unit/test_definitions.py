@@ -31,6 +31,19 @@ def test_every_source_has_its_assets_checks_and_daily_partitions():
         s.name for s in defs.sensors}
 
 
+def test_a_csv_source_lands_files_and_has_no_change_sensor():
+    graph = defs.resolve_asset_graph()
+    [csv] = [s for s in default_sources() if s.kind == "csv"]
+    landed = graph.get(dg.AssetKey(["blade", csv.data_type, "landed"]))
+    assert isinstance(landed.partitions_def, dg.DynamicPartitionsDefinition)
+    assert landed.key in graph.get(dg.AssetKey(["blade", csv.data_type, "staged"])).parent_keys
+    names = {s.name for s in defs.sensors}
+    assert f"blade_{csv.data_type}_landing" in names
+    assert f"blade_{csv.data_type}_changes" not in names
+    assert f"blade_{csv.data_type}_daily" not in {s.name for s in defs.schedules}
+    assert defs.get_job_def(f"blade_{csv.data_type}_landing_job")
+
+
 def test_resources_are_wired_for_every_asset():
-    assert set(defs.resources) == {"warehouse", "catalog", "lake", "alerts"}
+    assert set(defs.resources) == {"warehouse", "catalog", "lake", "alerts", "postgres", "csv"}
     defs.resolve_all_job_defs()  # raises if any asset needs a missing resource

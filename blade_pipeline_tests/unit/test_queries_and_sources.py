@@ -10,9 +10,12 @@ from blade_pipeline.queries import UnsafeFilterError, select_sql, validate_filte
 from blade_pipeline.sources import SourcesFileError, default_sources, load_sources, source_for
 
 
-def test_the_four_blade_sources_load():
+def test_the_blade_sources_load():
     sources = default_sources()
-    assert [s.data_type for s in sources] == ["maintenance", "sortie", "supply", "readiness"]
+    assert [(s.data_type, s.kind) for s in sources] == [
+        ("maintenance", "databricks"), ("sortie", "databricks"), ("supply", "databricks"),
+        ("readiness", "databricks"), ("maintenance_unit_b", "postgres"),
+        ("supply_drops", "csv")]
     maint = source_for("maintenance")
     assert maint.warehouse.qualified_name == "`main`.`blade`.`blade_maintenance_data`"
     assert maint.catalog_data_source == "BLADE:maintenance"

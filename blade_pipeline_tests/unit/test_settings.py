@@ -19,10 +19,12 @@ VARIABLES = ("BLADE_DEPLOYMENT", "BLADE_WAREHOUSE_URL", "DATABRICKS_SERVER_HOSTN
              "DATABRICKS_HTTP_PATH", "DATABRICKS_TOKEN", "BLADE_CATALOG_URL",
              "BLADE_CATALOG_TOKEN", "BLADE_LAKE_URI", "BLADE_CATALOG_BATCH_SIZE",
              "BLADE_CATALOG_PARALLEL_UPLOADS", "BLADE_EXECUTOR", "BLADE_CELERY_BROKER_URL",
-             "BLADE_LOG_FORMAT")
+             "BLADE_LOG_FORMAT", "BLADE_POSTGRES_URL", "BLADE_MYSQL_URL", "BLADE_LANDING_URI")
 PROD = {"BLADE_DEPLOYMENT": "prod", "BLADE_WAREHOUSE_URL": "https://wh.example/sql/1.0/x",
         "DATABRICKS_TOKEN": "dapi-secret-1234", "BLADE_CATALOG_URL": "https://catalog.example",
-        "BLADE_CATALOG_TOKEN": "catalog-secret-5678", "BLADE_LAKE_URI": "s3://lake/blade"}
+        "BLADE_CATALOG_TOKEN": "catalog-secret-5678", "BLADE_LAKE_URI": "s3://lake/blade",
+        "BLADE_POSTGRES_URL": "postgresql://blade:pg-secret-9012@db.example:5432/units",
+        "BLADE_LANDING_URI": "s3://drops/landing"}
 
 
 @pytest.fixture
@@ -59,6 +61,8 @@ def test_prod_fully_set_reads_secrets_through_envvars_only(env):
     resources = resources_from_env()
     shown = repr(resources) + str({k: r.model_dump() for k, r in resources.items()})
     assert "dapi-secret-1234" not in shown and "catalog-secret-5678" not in shown
+    assert "pg-secret-9012" not in shown
+    assert resources["csv"].lake is resources["lake"]  # landed rows live in the lake
     assert BladeSettings.load().missing_for_deployment() == []
 
 

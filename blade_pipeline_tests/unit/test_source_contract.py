@@ -15,7 +15,10 @@ from blade_pipeline.devservices.warehouse.tables import COLUMNS, PRIMARY_KEYS, T
 from blade_pipeline.schemas import SCHEMAS
 from blade_pipeline.sources import load_sources
 
-SOURCES = {source.data_type: source for source in load_sources()}
+#: the Databricks sources (each reads the mock table of its data type); other kinds read a
+#: model's table elsewhere (PostgreSQL seeded from the same generator, CSV drops of it)
+SOURCES = {s.data_type: s for s in load_sources() if s.kind == "databricks"}
+OTHER_KINDS = [s for s in load_sources() if s.kind != "databricks"]
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +30,22 @@ def seeded() -> duckdb.DuckDBPyConnection:
 
 def test_every_source_has_a_mock_table_and_a_model_and_nothing_else_does():
     assert set(SOURCES) == set(TABLES) == set(COLUMNS) == set(SCHEMAS)
+    assert {s.model_name for s in OTHER_KINDS} <= set(SCHEMAS)
+
+
+@pytest.mark.parametrize("source", OTHER_KINDS, ids=lambda s: s.data_type)
+def test_a_source_of_another_kind_reads_its_model_s_generated_table(source):
+    """The PostgreSQL source reads the table the generator seeds there; the CSV source
+    declares that table's columns, each with the type the drops' text is parsed as."""
+    columns = dict(COLUMNS[source.model_name])
+    assert source.primary_key == PRIMARY_KEYS[source.model_name]
+    if source.kind == "postgres":
+        assert source.database.table == TABLES[source.model_name]
+        return
+    declared = source.csv.duckdb_types()
+    assert list(declared) == list(columns)  # the order the generator's CSV is written in
+    same = {"INTEGER": "BIGINT", "TIMESTAMP": "TIMESTAMPTZ"}
+    assert {n: same.get(t, t) for n, t in columns.items()} == declared
 
 
 @pytest.mark.parametrize("data_type", sorted(TABLES))

@@ -1,0 +1,179 @@
+"""Bench stages of the other source kinds (`blade bench --source postgres | csv`, issue 21).
+
+    stage_postgres  our staging path reading the bench's rows from PostgreSQL (ADBC):
+                    extract -> validate -> items -> Parquet, as ``stage`` does from Databricks
+    dlt_pyarrow     dlt's ``sql_table`` (backend pyarrow) of the same table -> Parquet files,
+    dlt_connectorx  and with backend connectorx: the peer, in its own venv (``dlt_peer.py``)
+    ceiling_csv     pyarrow.csv (streaming, the declared types) -> Parquet: the plain copy
+    land_csv        our landing of the same file (DuckDB's reader, quarantine, lake write)
+    stage_csv       landing + staging of its day from the landed rows
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from blade_pipeline import ingest
+from blade_pipeline.csv_landing import land_file
+from blade_pipeline.devservices.warehouse.tables import COLUMNS, TABLES
+from blade_pipeline.items import IngestRun
+from blade_pipeline.resources.csv_drops import CsvDrops
+from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline.resources.postgres import PostgresDatabase
+from blade_pipeline.resources.warehouse import Warehouse
+from blade_pipeline.sources import BladeSource, CsvDrop, DatabaseTable, source_for
+
+#: what a generated table's column is declared as in a CSV source
+_CSV_TYPES = {"VARCHAR": "string", "INTEGER": "int", "BIGINT": "int", "SMALLINT": "int",
+              "DOUBLE": "double", "FLOAT": "float", "TIMESTAMP": "timestamp", "DATE": "date",
+              "BOOLEAN": "boolean"}
+_ARROW = {"string": pa.string(), "int": pa.int64(), "double": pa.float64(),
+          "float": pa.float64(), "timestamp": pa.timestamp("us"), "date": pa.date32(),
+          "boolean": pa.bool_()}
+DLT_PEER = Path(__file__).with_name("dlt_peer.py")
+#: dlt and its drivers, installed in their own venv (a peer measured, not a dependency)
+DLT_REQUIREMENTS = ["dlt[parquet,sql_database]>=1.5", "sqlalchemy>=2", "psycopg2-binary>=2.9",
+                    "connectorx>=0.4", "pyarrow>=18"]
+
+
+def csv_columns(data_type: str) -> dict[str, str]:
+    """The generated table's columns, as a CSV source declares them."""
+    return {name: (kind.lower() if kind.startswith("DECIMAL") else _CSV_TYPES[kind])
+            for name, kind in COLUMNS[data_type]}
+
+
+def kind_source(data_type: str, kind: str) -> BladeSource:
+    """The bench's data type read from PostgreSQL (the generator's table) or CSV drops."""
+    base = source_for(data_type)
+    if kind == "postgres":
+        return base.model_copy(update={"kind": "postgres", "warehouse": None, "database":
+                                       DatabaseTable(schema="blade", table=TABLES[data_type])})
+    return base.model_copy(update={"kind": "csv", "warehouse": None, "csv": CsvDrop(
+        folder="bench", columns=csv_columns(data_type))})
+
+
+def stage_day(cfg: dict, source: BladeSource, reader: Warehouse,
+              lake: ParquetLake) -> ingest.StageResult:
+    """The bench day of ``source`` staged from ``reader``, as the staged asset does it."""
+    day = (dt.date.fromisoformat(cfg["end"]) - dt.timedelta(days=1)).isoformat()
+    sql, bounds = ingest.partition_sql(source), ingest.day_bounds(day)
+    duplicates = ingest.duplicate_keys(reader, source, sql, bounds)
+    batches = ingest.extract(reader, sql, bounds, cfg["batch_rows"])
+    return ingest.stage(source, batches, lake, lake.partition_dir(source.data_type, day),
+                        lake.partition_dir(source.data_type, day, "quarantine"),
+                        IngestRun.now("bench"), duplicates=duplicates)
+
+
+def prepare_stage_postgres(cfg: dict) -> Callable[[], int]:
+    source = kind_source(cfg["data_type"], "postgres")
+    database = PostgresDatabase(url=cfg["postgres_url"])
+    lake = ParquetLake(uri=str(Path(cfg["workdir"]) / "lake_postgres"))
+    return lambda: stage_day(cfg, source, database, lake).extracted
+
+
+def dlt_python(home: Path) -> str:
+    """The python of the dlt venv: ``BLADE_BENCH_DLT_PYTHON``, or ``<home>/dlt-venv`` created
+    (and dlt installed) on first use."""
+    if os.environ.get("BLADE_BENCH_DLT_PYTHON"):
+        return os.environ["BLADE_BENCH_DLT_PYTHON"]
+    venv = home / "dlt-venv"
+    python = venv / "bin" / "python"
+    if not (venv / ".installed").exists():
+        print(f"blade bench: installing dlt in {venv} (once) ...", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *DLT_REQUIREMENTS],
+                       check=True)
+        (venv / ".installed").write_text("")
+    return str(python)
+
+
+def run_dlt(cfg: dict, backend: str) -> dict[str, Any]:
+    """dlt's sql_table of the bench's PostgreSQL table to Parquet, in the dlt venv."""
+    out = Path(cfg["workdir"]) / f"dlt_{backend}"
+    shutil.rmtree(out, ignore_errors=True)
+    settings = {"url": cfg["postgres_url"].replace("postgresql://", "postgresql+psycopg2://", 1),
+                "schema": "blade",
+                "table": TABLES[cfg["data_type"]], "backend": backend,
+                "chunk_size": cfg["batch_rows"], "out": str(out)}
+    proc = subprocess.run([cfg["dlt_python"], str(DLT_PEER), json.dumps(settings)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dlt ({backend}) failed:\n{proc.stderr[-4000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"stage": f"dlt_{backend}", "server_cpu_s": {}, **result}
+
+
+def bench_csv(cfg: dict) -> Path:
+    """The bench's rows as one CSV file (written once per run, outside every clock)."""
+    path = Path(cfg["workdir"]) / "bench.csv"
+    if not path.exists():
+        from blade_pipeline.bench.stages import _local_rows
+
+        con, sql = _local_rows(cfg)
+        con.execute(f"COPY ({sql}) TO '{path}' (HEADER, DELIMITER ',')")
+    return path
+
+
+def prepare_ceiling_csv(cfg: dict) -> Callable[[], int]:
+    path = bench_csv(cfg)
+    types = {name: (pa.decimal128(*map(int, t[8:-1].split(","))) if t.startswith("decimal")
+                    else _ARROW[t]) for name, t in csv_columns(cfg["data_type"]).items()}
+    out = Path(cfg["workdir"]) / "ceiling_csv.parquet"
+
+    def run() -> int:
+        reader = pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(
+            column_types=types, strings_can_be_null=False),
+            read_options=pacsv.ReadOptions(block_size=16 << 20))
+        rows = 0
+        with pq.ParquetWriter(out, reader.schema, compression="zstd") as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        return rows
+    return run
+
+
+def _drops(cfg: dict, name: str) -> tuple[CsvDrops, BladeSource, str]:
+    """A landing folder holding the bench file, and the lake beside it."""
+    source = kind_source(cfg["data_type"], "csv")
+    root = Path(cfg["workdir"]) / name
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "landing" / "bench").mkdir(parents=True)
+    dropped = root / "landing" / "bench" / "bench.csv"
+    shutil.copy(bench_csv(cfg), dropped)
+    drops = CsvDrops(landing_uri=str(root / "landing"),
+                     lake=ParquetLake(uri=str(root / "lake")))
+    return drops, source, str(dropped)
+
+
+def prepare_land_csv(cfg: dict) -> Callable[[], int]:
+    drops, source, path = _drops(cfg, "land_csv")
+    return lambda: land_file(drops, source, path, "bench").rows
+
+
+def prepare_stage_csv(cfg: dict) -> Callable[[], int]:
+    drops, source, path = _drops(cfg, "stage_csv")
+
+    def run() -> int:
+        land_file(drops, source, path, "bench")
+        return stage_day(cfg, source, drops, drops.lake).extracted
+    return run
+
+
+STAGES: dict[str, Callable[[dict], Callable[[], Any]]] = {
+    "stage_postgres": prepare_stage_postgres, "ceiling_csv": prepare_ceiling_csv,
+    "land_csv": prepare_land_csv, "stage_csv": prepare_stage_csv,
+}
+PEER_STAGES = ("dlt_pyarrow", "dlt_connectorx")  # run by run.py in the dlt venv

@@ -115,15 +115,17 @@ def run_dlt(cfg: dict, backend: str) -> dict[str, Any]:
     return {"stage": f"dlt_{backend}", "server_cpu_s": {}, **result}
 
 
-def bench_csv(cfg: dict) -> Path:
-    """The bench's rows as one CSV file (written once per run, outside every clock)."""
-    path = Path(cfg["workdir"]) / "bench.csv"
-    if not path.exists():
-        from blade_pipeline.bench.stages import _local_rows
+def write_bench_csv(cfg: dict, path: Path) -> None:
+    """The bench's rows as one CSV file (``python -m blade_pipeline.bench.kinds``: run.py
+    writes it in a child process once, so no stage's peak RSS holds the generator's)."""
+    from blade_pipeline.bench.stages import _local_rows
 
-        con, sql = _local_rows(cfg)
-        con.execute(f"COPY ({sql}) TO '{path}' (HEADER, DELIMITER ',')")
-    return path
+    con, sql = _local_rows(cfg)
+    con.execute(f"COPY ({sql}) TO '{path}' (HEADER, DELIMITER ',')")
+
+
+def bench_csv(cfg: dict) -> Path:
+    return Path(cfg["csv_path"])
 
 
 def prepare_ceiling_csv(cfg: dict) -> Callable[[], int]:
@@ -177,3 +179,7 @@ STAGES: dict[str, Callable[[dict], Callable[[], Any]]] = {
     "land_csv": prepare_land_csv, "stage_csv": prepare_stage_csv,
 }
 PEER_STAGES = ("dlt_pyarrow", "dlt_connectorx")  # run by run.py in the dlt venv
+
+
+if __name__ == "__main__":
+    write_bench_csv(json.loads(sys.argv[1]), Path(sys.argv[2]))

@@ -102,7 +102,7 @@ def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_0
         workdir = Path(tmp)
         warehouses = ({"warehouse": _warehouse(workdir, "warehouse", rows, 1)}
                       if WAREHOUSE_STAGES & set(stages) else {})
-        kind_cfg = _prepare_kinds(stages, rows, data_type)
+        kind_cfg = _prepare_kinds(stages, rows, data_type, workdir)
         s3: ServerProcess | None = None
         try:
             if lake == "s3":
@@ -148,11 +148,11 @@ def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_0
     return summarize(samples, rows, data_type, batch_rows, repeat)
 
 
-def _prepare_kinds(stages: tuple[str, ...], rows: int, data_type: str) -> dict:
+def _prepare_kinds(stages: tuple[str, ...], rows: int, data_type: str, workdir: Path) -> dict:
     """What the stages of other kinds need: the bench's rows in PostgreSQL
     (``BLADE_BENCH_POSTGRES_URL``, default the machine's ``blade_bench`` database), in one
     day as in the warehouse; dlt's venv (``BLADE_BENCH_DLT_PYTHON``, or created once under
-    ``BLADE_BENCH_HOME``, default ``.blade/bench``)."""
+    ``BLADE_BENCH_HOME``, default ``.blade/bench``); the rows as one CSV file."""
     import os
 
     from blade_pipeline.bench import kinds
@@ -165,6 +165,11 @@ def _prepare_kinds(stages: tuple[str, ...], rows: int, data_type: str) -> dict:
         subprocess.run([sys.executable, "-c", SEED_POSTGRES, url, str(rows), END_DATE,
                         data_type], check=True)
         cfg["postgres_url"] = url
+    if {"ceiling_csv", "land_csv", "stage_csv"} & set(stages):
+        cfg["csv_path"] = str(workdir / "bench.csv")
+        subprocess.run([sys.executable, "-m", "blade_pipeline.bench.kinds", json.dumps(
+            {"rows": rows, "seed": 42, "end": END_DATE, "data_type": data_type}),
+            cfg["csv_path"]], check=True)
     if set(kinds.PEER_STAGES) & set(stages):
         cfg["dlt_python"] = kinds.dlt_python(
             Path(os.environ.get("BLADE_BENCH_HOME") or ".blade/bench").resolve())

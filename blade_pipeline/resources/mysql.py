@@ -42,7 +42,16 @@ from blade_pipeline.resources.warehouse import (
 DEMO_MYSQL_URL = "mysql://root:@127.0.0.1:3306/blade_sources"
 _AUTH = ("access denied", "unknown database")
 _DOWN = ("connection refused", "can't connect", "timed out", "lost connection",
-         "gone away", "broken pipe", "connection reset")
+         "gone away", "broken pipe", "connection reset", "server disconnected",
+         "connection was killed")
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    """connectorx's errors: RuntimeError, OSError, and pyo3's PanicException (a connection
+    dropped mid-read: "cx writer failed: ... server disconnected"), which derives from
+    BaseException, so ``except Exception`` misses it; pyo3 creates its type lazily, so it is
+    known by name."""
+    return isinstance(exc, RuntimeError | OSError) or type(exc).__name__ == "PanicException"
 
 
 @functools.lru_cache(maxsize=512)
@@ -129,7 +138,9 @@ class MySQLDatabase(Warehouse):
             self._probe(doing)
         try:
             return connectorx.read_sql(self.url, sql, **options)
-        except (RuntimeError, OSError) as exc:
+        except BaseException as exc:
+            if not _is_driver_error(exc):
+                raise
             raise self._wrap(exc, doing) from None
 
     def stream_arrow(self, sql: str, params: Mapping[str, Any] | None = None,
@@ -140,7 +151,9 @@ class MySQLDatabase(Warehouse):
                             return_type="arrow_stream", batch_size=batch_rows)
         try:
             yield from sized_batches(reader, batch_rows, first_batch_rows)
-        except (RuntimeError, OSError) as exc:
+        except BaseException as exc:
+            if not _is_driver_error(exc):
+                raise
             raise self._wrap(exc, "streaming rows") from None
 
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:

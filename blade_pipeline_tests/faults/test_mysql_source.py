@@ -5,6 +5,8 @@ connectorx must reach the catalog exact, with the Databricks kind's items and ha
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -134,3 +136,92 @@ def test_14c_bad_credentials_fail_at_once_naming_the_server_not_the_password(
     assert "hunter2-secret" not in message
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert len(failures) == 1  # refused credentials are not retried
+
+
+def _mariadb():
+    import pymysql
+
+    return pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
+                           autocommit=True)
+
+
+def test_14d_a_column_added_in_mysql_is_met_by_the_schema_policy(
+        mysql_schema, start_catalog, lake_dir, dagster_instance, recorded):
+    source = mysql_source(mysql_schema)
+    res = mysql_resources(mysql_schema, start_catalog(), lake_dir)
+    assert run(source, res, dagster_instance, recorded).success
+    db = _mariadb()
+    table = f"`{mysql_schema}`.`blade_supply_data`"
+    db.cursor().execute(f"ALTER TABLE {table} ADD COLUMN remarks TEXT")
+    try:
+        result = run(source, res, dagster_instance, recorded)
+        assert result.success, failure_messages(result)
+        check = checks(result)["schema_changed"]
+        assert check.severity.value == "WARN"
+        assert "ADD_COLUMN remarks string: evolved (on_new_column: evolve)" in \
+            check.description
+    finally:
+        db.cursor().execute(f"ALTER TABLE {table} DROP COLUMN remarks")
+        db.close()
+
+
+#: the lock holder and killer of case 14e, in a process of its own: connectorx holds the GIL
+#: while its query waits, so no thread of the run's process could do this
+KILLER = """
+import sys, time, pymysql
+schema = sys.argv[1]
+def connect():
+    return pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
+                           autocommit=True)
+admin, locker = connect(), connect()
+locker.cursor().execute(f"LOCK TABLES `{schema}`.`blade_supply_data` WRITE")
+print("locked", flush=True)
+def waiting():
+    cursor = admin.cursor()
+    cursor.execute("SELECT id FROM information_schema.processlist WHERE db = %s AND "
+                   "state LIKE 'Waiting for table%%'", (schema,))
+    return [pid for (pid,) in cursor.fetchall()]
+def wait_for(predicate, what):
+    deadline = time.monotonic() + 60
+    while not (found := predicate()):
+        if time.monotonic() > deadline:
+            print("timeout:", what, flush=True)
+            return []
+        time.sleep(0.1)
+    return found
+try:
+    killed = wait_for(waiting, "the run's query never waited on the lock")
+    for pid in killed:
+        admin.cursor().execute(f"KILL {int(pid)}")
+    print("killed", len(killed), flush=True)
+    again = wait_for(lambda: [p for p in waiting() if p not in killed], "no retry")
+    print("retried", len(again), flush=True)
+finally:
+    locker.cursor().execute("UNLOCK TABLES")
+"""
+
+
+def test_14e_mysql_killing_the_extract_is_retried_by_the_step_and_ends_exact(
+        mysql_schema, start_catalog, lake_dir, dagster_instance, reference_db, recorded):
+    """The run's query waits on a table lock; its connection is killed (KILL, as a failover
+    or an operator does); the step's RetryPolicy runs it again once the table is free."""
+    source = mysql_source(mysql_schema)
+    res = mysql_resources(mysql_schema, start_catalog(), lake_dir)
+    killer = subprocess.Popen([sys.executable, "-c", KILLER, mysql_schema],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert killer.stdout.readline().strip() == "locked"
+        result = run(source, res, dagster_instance, recorded)
+        said = killer.communicate(timeout=120)[0]
+    finally:
+        killer.kill()
+    assert "killed" in said and "retried" in said and "timeout" not in said, said
+    assert result.success, failure_messages(result)
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retried, "the step was not retried by its RetryPolicy"
+    chain, error = [], retried[0].event_specific_data.error
+    while error is not None:  # the Failure the policy retried, under Dagster's wrapper
+        chain.append(error.message)
+        error = error.cause or error.context
+    assert f"MySQL mysql://127.0.0.1:3306/{mysql_schema}" in " ".join(chain)
+    assert_exact(res, reference_db, "supply")

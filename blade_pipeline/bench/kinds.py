@@ -66,7 +66,8 @@ def kind_source(data_type: str, kind: str) -> BladeSource:
 
 def stage_day(cfg: dict, source: BladeSource, reader: Warehouse,
               lake: ParquetLake) -> ingest.StageResult:
-    """The bench day of ``source`` staged from ``reader``, as the staged asset does it."""
+    """The bench day of ``source`` staged from ``reader`` (the Databricks warehouse, the
+    PostgreSQL database, the landed CSV rows), as the staged asset does it."""
     day = (dt.date.fromisoformat(cfg["end"]) - dt.timedelta(days=1)).isoformat()
     sql, bounds = ingest.partition_sql(source), ingest.day_bounds(day)
     duplicates = ingest.duplicate_keys(reader, source, sql, bounds)

@@ -142,13 +142,9 @@ def prepare_validate(cfg: dict) -> Callable[[], int]:
 
 
 def _stage(cfg: dict, lake: ParquetLake) -> ingest.StageResult:
-    source, day = source_for(cfg["data_type"]), _day(cfg)
-    warehouse, sql, bounds = _warehouse(cfg), ingest.partition_sql(source), ingest.day_bounds(day)
-    duplicates = ingest.duplicate_keys(warehouse, source, sql, bounds)
-    batches = ingest.extract(warehouse, sql, bounds, cfg["batch_rows"])
-    return ingest.stage(source, batches, lake, lake.partition_dir(source.data_type, day),
-                        lake.partition_dir(source.data_type, day, "quarantine"),
-                        IngestRun.now("bench"), duplicates=duplicates)
+    from blade_pipeline.bench.kinds import stage_day
+
+    return stage_day(cfg, source_for(cfg["data_type"]), _warehouse(cfg), lake)
 
 
 def _lake(cfg: dict, name: str, s3: bool = False) -> ParquetLake:

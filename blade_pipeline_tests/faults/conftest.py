@@ -140,6 +140,27 @@ def run(source: BladeSource, res: dict[str, Any], instance: dg.DagsterInstance,
     return result
 
 
+def retried_because(result: dg.ExecuteInProcessResult) -> str:
+    """The error chain of the run's first step retry (the Failure the RetryPolicy retried sits
+    under Dagster's wrapper); AssertionError when no step was retried."""
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retried, "the step was not retried by its RetryPolicy"
+    chain, error = [], retried[0].event_specific_data.error
+    while error is not None:
+        chain.append(error.message)
+        error = error.cause or error.context
+    return " ".join(chain)
+
+
+def assert_remarks_column_evolved(result: dg.ExecuteInProcessResult) -> None:
+    """The run met a text column ``remarks`` added at the source: carried (the default
+    ``on_new_column: evolve``), ``schema_changed`` WARN naming it."""
+    assert result.success, failure_messages(result)
+    check = checks(result)["schema_changed"]
+    assert check.severity.value == "WARN"
+    assert "ADD_COLUMN remarks string: evolved (on_new_column: evolve)" in check.description
+
+
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     """Text of every step failure of the run (message, cause chain, stack)."""
     out = []

@@ -28,9 +28,11 @@ from blade_pipeline_tests.faults.conftest import (
     RANGE,
     ROWS,
     assert_exact,
+    assert_remarks_column_evolved,
     checks,
     failure_messages,
     make_resources,
+    retried_because,
     run,
     staged_hashes,
 )
@@ -154,12 +156,7 @@ def test_14d_a_column_added_in_mysql_is_met_by_the_schema_policy(
     table = f"`{mysql_schema}`.`blade_supply_data`"
     db.cursor().execute(f"ALTER TABLE {table} ADD COLUMN remarks TEXT")
     try:
-        result = run(source, res, dagster_instance, recorded)
-        assert result.success, failure_messages(result)
-        check = checks(result)["schema_changed"]
-        assert check.severity.value == "WARN"
-        assert "ADD_COLUMN remarks string: evolved (on_new_column: evolve)" in \
-            check.description
+        assert_remarks_column_evolved(run(source, res, dagster_instance, recorded))
     finally:
         db.cursor().execute(f"ALTER TABLE {table} DROP COLUMN remarks")
         db.close()
@@ -217,11 +214,5 @@ def test_14e_mysql_killing_the_extract_is_retried_by_the_step_and_ends_exact(
         killer.kill()
     assert "killed" in said and "retried" in said and "timeout" not in said, said
     assert result.success, failure_messages(result)
-    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert retried, "the step was not retried by its RetryPolicy"
-    chain, error = [], retried[0].event_specific_data.error
-    while error is not None:  # the Failure the policy retried, under Dagster's wrapper
-        chain.append(error.message)
-        error = error.cause or error.context
-    assert f"MySQL mysql://127.0.0.1:3306/{mysql_schema}" in " ".join(chain)
+    assert f"MySQL mysql://127.0.0.1:3306/{mysql_schema}" in retried_because(result)
     assert_exact(res, reference_db, "supply")

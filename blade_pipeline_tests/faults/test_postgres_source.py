@@ -31,11 +31,13 @@ from blade_pipeline_tests.faults.conftest import (
     RANGE,
     ROWS,
     assert_exact,
+    assert_remarks_column_evolved,
     checks,
     failure_messages,
     make_resources,
     materialization,
     materialized,
+    retried_because,
     run,
     staged_hashes,
 )
@@ -138,12 +140,7 @@ def test_13d_a_column_added_in_postgres_is_met_by_the_schema_policy(
         cursor.execute("ALTER TABLE blade.blade_supply_data ADD COLUMN remarks text")
         pg.commit()
     try:
-        result = run(PG_SUPPLY, res, dagster_instance, recorded)
-        assert result.success, failure_messages(result)
-        check = checks(result)["schema_changed"]
-        assert check.severity.value == "WARN"
-        assert "ADD_COLUMN remarks string: evolved (on_new_column: evolve)" in \
-            check.description
+        assert_remarks_column_evolved(run(PG_SUPPLY, res, dagster_instance, recorded))
     finally:
         with adbc_pg.connect(pg_source_url) as pg, pg.cursor() as cursor:
             cursor.execute("ALTER TABLE blade.blade_supply_data DROP COLUMN remarks")
@@ -195,13 +192,7 @@ def test_13e_postgres_dropping_the_extract_is_retried_by_the_step_and_ends_exact
         admin.close()
     [result] = outcome
     assert result.success, failure_messages(result)
-    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert retried, "the step was not retried by its RetryPolicy"
-    chain, error = [], retried[0].event_specific_data.error
-    while error is not None:  # the Failure the policy retried, under Dagster's wrapper
-        chain.append(error.message)
-        error = error.cause or error.context
-    why = " ".join(chain)
+    why = retried_because(result)
     assert "[supply] PostgreSQL postgresql://127.0.0.1:5432/" in why
     assert "dropped the connection" in why and "(the step retries)" in why
     assert_exact(res, reference_db, "supply")

@@ -34,6 +34,7 @@ from blade_pipeline.settings import BladeSettings
 
 BACKFILL_TAG = "dagster/backfill"
 WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run that run retries re-run
+RUN_FAILURE_REASON_TAG = "dagster/failure_reason"
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ def failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, fallback_cau
             action=f"look at the day's quarantine (lake/{data_type}/quarantine/date=...) and the "
                    "check's metadata; fix the source (or the threshold in sources.yaml), then "
                    "re-run the day")
-    if run.tags.get(WILL_RETRY_TAG) == "true":  # instance run retries will re-execute it
+    if will_retry(instance, run):  # instance run retries will re-execute it
         title += " (retried automatically)"
         action = ("nothing yet: run retries re-execute it from failure (the upload resumes from "
                   "its checkpoints); the retry alerts too if it fails. If it keeps failing, fix "
@@ -238,6 +239,27 @@ def failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, fallback_cau
         else fallback_cause) or "the run failed (see its event log)"
     return Alert(title=title, data_type=data_type, days=days, run_id=run.run_id, url=url,
                  cause=cause, action=action)
+
+
+def will_retry(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Whether run retries re-execute this failed run.
+
+    Dagster stores the run's failure first and tags it ``dagster/will_retry`` a moment later,
+    so a sensor tick in between sees no tag: read the run again, and if it is still untagged
+    decide as Dagster's retry daemon does in that case (same function)."""
+    tag = run.tags.get(WILL_RETRY_TAG)
+    if tag is None and (fresh := instance.get_run_by_id(run.run_id)) is not None:
+        run, tag = fresh, fresh.tags.get(WILL_RETRY_TAG)
+    if tag is not None:
+        return tag == "true"
+    if not instance.run_retries_enabled:
+        return False
+    from dagster._core.events import RunFailureReason
+    from dagster._core.execution.retries import auto_reexecution_should_retry_run
+
+    reason = run.tags.get(RUN_FAILURE_REASON_TAG)
+    return auto_reexecution_should_retry_run(
+        instance, run, RunFailureReason(reason) if reason else None)
 
 
 _FAILED_OUTSIDE = "This run has been marked as failed from outside"  # Dagster's generic text

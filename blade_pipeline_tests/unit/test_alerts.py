@@ -1,8 +1,9 @@
 """Alert delivery failures name the channel, never its secret; unconfigured is off."""
 
+import dagster as dg
 import pytest
 
-from blade_pipeline.alerts import Alert, AlertError, AlertSender
+from blade_pipeline.alerts import WILL_RETRY_TAG, Alert, AlertError, AlertSender, will_retry
 
 ALERT = Alert(title="[supply] blade_supply_job failed for 2026-06-29", data_type="supply",
               days="2026-06-29", run_id="0123456789abcdef", url="http://ui/runs/0123",
@@ -50,3 +51,21 @@ def test_problems_starting_in_one_tick_go_out_as_one_alert_and_clear_as_one():
     assert cleared.as_email("a@x", ["b@x"])["Subject"].startswith("[blade] RESOLVED: ")
     assert ":large_green_circle:" in cleared.as_slack()["blocks"][0]["text"]["text"]
     assert _grouped([], "firing") is None
+
+
+@pytest.mark.parametrize(("max_retries", "stored_tag", "expected"), [
+    (2, None, True), (0, None, False), (2, "false", False), (0, "true", True)],
+    ids=["untagged-retries-left", "untagged-no-retries", "stored-false", "stored-true"])
+def test_will_retry_when_the_sensor_sees_the_run_before_dagster_tags_it(
+        max_retries, stored_tag, expected):
+    """Dagster tags a failed run ``dagster/will_retry`` just after storing its failure: a tick
+    in between holds an untagged snapshot; the answer comes from the stored run, else from
+    Dagster's own retry rule."""
+    overrides = {"run_retries": {"enabled": True, "max_retries": max_retries}}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        tags = {WILL_RETRY_TAG: stored_tag} if stored_tag else {}
+        stored = instance.add_run(dg.DagsterRun(
+            job_name="blade_maintenance_job", status=dg.DagsterRunStatus.FAILURE, tags=tags))
+        snapshot = dg.DagsterRun(job_name=stored.job_name, run_id=stored.run_id,
+                                 status=dg.DagsterRunStatus.FAILURE)
+        assert will_retry(instance, snapshot) is expected

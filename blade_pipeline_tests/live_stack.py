@@ -49,6 +49,7 @@ class LiveStack:
     daemon: ServerProcess
     catalog_server: ServerProcess
     warehouse_server: ServerProcess
+    landing: Path  # the kind: csv sources' landing folder (BLADE_LANDING_URI)
 
     @property
     def base_url(self) -> str:
@@ -88,8 +89,9 @@ def _live_dagster(warehouse: ServerProcess, catalog: ServerProcess, dagster_home
                   pg_url: str, workdir: Path, lake_uri: str, s3_endpoint: str | None,
                   source_url: str, extra_env: dict[str, str]) -> Iterator[LiveStack]:
     # the kind: csv source's landing folder is empty until a test drops a file
+    landing = workdir / "landing"
     env = {"DAGSTER_HOME": str(dagster_home), "DAGSTER_PG_URL": pg_url,
-           "BLADE_POSTGRES_URL": source_url, "BLADE_LANDING_URI": str(workdir / "landing"),
+           "BLADE_POSTGRES_URL": source_url, "BLADE_LANDING_URI": str(landing),
            "BLADE_WAREHOUSE_URL": warehouse_url(warehouse), "DATABRICKS_TOKEN": WAREHOUSE_TOKEN,
            "BLADE_CATALOG_URL": catalog.base_url, "BLADE_CATALOG_TOKEN": CATALOG_TOKEN,
            "BLADE_LAKE_URI": lake_uri, **({"BLADE_S3_ENDPOINT": s3_endpoint} if s3_endpoint
@@ -113,7 +115,7 @@ def _live_dagster(warehouse: ServerProcess, catalog: ServerProcess, dagster_home
                         warehouse=DatabricksWarehouse(url=warehouse_url(warehouse),
                                                       token=WAREHOUSE_TOKEN),
                         web=web, daemon=daemon, catalog_server=catalog,
-                        warehouse_server=warehouse)
+                        warehouse_server=warehouse, landing=landing)
     finally:
         daemon.stop(timeout=30)
         web.stop(timeout=30)

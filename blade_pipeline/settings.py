@@ -19,6 +19,7 @@ that their values never reach run config, the UI or logs.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
@@ -67,6 +68,8 @@ class BladeSettings(BaseSettings):
     s3_endpoint: str | None = Field(default=None, validation_alias=_env("BLADE_S3_ENDPOINT"))
     landing_uri: str | None = Field(default=None,
                                     validation_alias=_env("BLADE_LANDING_URI"))
+    sources_file: Path | None = Field(default=None,
+                                      validation_alias=_env("BLADE_SOURCES_FILE"))
     sensor_interval_seconds: int = Field(
         default=30, ge=1, validation_alias=_env("BLADE_SENSOR_INTERVAL_SECONDS"))
     alert_interval_seconds: int = Field(

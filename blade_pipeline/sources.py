@@ -14,6 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from blade_pipeline.settings import BladeSettings
+
 SOURCES_FILE = Path(__file__).with_name("sources.yaml")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -338,10 +340,15 @@ def load_sources(path: Path | str = SOURCES_FILE) -> list[BladeSource]:
         raise SourcesFileError(f"{path} is invalid:\n{_describe(exc, raw)}") from None
 
 
+def configured_sources_file() -> Path:
+    """``BLADE_SOURCES_FILE`` when set, else the package's sources.yaml."""
+    return BladeSettings().sources_file or SOURCES_FILE
+
+
 @functools.cache
 def default_sources() -> tuple[BladeSource, ...]:
-    """The package's sources.yaml, loaded once."""
-    return tuple(load_sources())
+    """The sources of this deployment (:func:`configured_sources_file`), loaded once."""
+    return tuple(load_sources(configured_sources_file()))
 
 
 def source_for(data_type: str, sources: tuple[BladeSource, ...] | None = None) -> BladeSource:

@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from blade_pipeline.devservices.relational_seed import seed_postgres
+import yaml
+
+from blade_pipeline.devservices.relational_seed import seed_mysql, seed_postgres
 from blade_pipeline.resources.catalog import CatalogClient
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.resources.warehouse import DatabricksWarehouse
-from blade_pipeline.sources import default_sources
+from blade_pipeline.sources import SOURCES_FILE, default_sources, load_sources
 from blade_pipeline_tests.conftest import (
     CATALOG_TOKEN,
     END_DATE,
@@ -29,10 +31,20 @@ from blade_pipeline_tests.conftest import (
 )
 from blade_pipeline_tests.dagster_gql import DagsterGraphQL
 from blade_pipeline_tests.expectations import catalog_items
+from blade_pipeline_tests.mysql import MYSQL_SERVER, fresh_mysql_database
 from blade_pipeline_tests.postgres import fresh_pg_database
 from blade_pipeline_tests.servers import ServerProcess, catalog_reader, free_port
 
 LIVE_PG_ROWS = 2_000  # rows of the PostgreSQL source's table in a live stack
+#: The ``kind: mysql`` source a live stack adds to the packaged sources when asked
+#: (``live_dagster(mysql_source=True)``): unit C's maintenance records on MariaDB.
+LIVE_MYSQL_SOURCE = {
+    "name": "unit_c_maintenance", "display_name": "Aircraft maintenance (unit C, MariaDB)",
+    "data_type": "maintenance_unit_c", "model": "maintenance", "kind": "mysql",
+    "enabled": True, "database": {"table": "blade_maintenance_data"},
+    "primary_key": "record_id", "watermark_column": "last_modified", "item_id_prefix": "MAINTC",
+    "classification": {"column": "classification", "default": "UNCLASS"},
+    "partition_start": "2024-01-01", "max_invalid_fraction": 0.05}
 DAEMON_HEALTH = """
 { instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"""
 
@@ -68,21 +80,44 @@ def make_pg_dagster_home(directory: Path) -> Path:
 def live_dagster(warehouse: ServerProcess, catalog: ServerProcess, dagster_home: Path,
                  pg_url: str, workdir: Path, *, lake_uri: str | None = None,
                  s3_endpoint: str | None = None, source_rows: int = LIVE_PG_ROWS,
-                 source_days: int = 30, **extra_env: str) -> Iterator[LiveStack]:
+                 source_days: int = 30, mysql_source: bool = False,
+                 **extra_env: str) -> Iterator[LiveStack]:
     """Start webserver + daemon on ``dagster_home`` (PostgreSQL at ``pg_url``) with the
     pipeline pointed at ``warehouse``, ``catalog`` and a lake under ``workdir`` (or at
     ``lake_uri``, e.g. ``s3://bucket/lake`` on ``s3_endpoint``); stop them on exit.
     ``extra_env`` adds environment variables (e.g. BLADE_SENSOR_INTERVAL_SECONDS). The
     ``kind: postgres`` sources read a fresh database holding ``source_rows`` generated rows
-    over the ``source_days`` days before END_DATE."""
+    over the ``source_days`` days before END_DATE; with ``mysql_source`` the stack's sources
+    file (``BLADE_SOURCES_FILE``) adds LIVE_MYSQL_SOURCE, read from a fresh MariaDB database
+    seeded the same way."""
     lake_uri = lake_uri or str(workdir / "lake")
-    with fresh_pg_database("blade_units") as source_db:
+    with contextlib.ExitStack() as stack:
+        source_db = stack.enter_context(fresh_pg_database("blade_units"))
         source_url = source_db.replace("postgresql+psycopg2://", "postgresql://")
         seed_postgres(source_url, source_rows, 5, end=END_DATE, days=source_days,
                       data_types=sorted({s.model_name for s in default_sources()
                                          if s.kind == "postgres"}))
+        if mysql_source:
+            schema = stack.enter_context(fresh_mysql_database("blade_unit_c"))
+            seed_mysql(f"{MYSQL_SERVER}/", source_rows, 5, end=END_DATE, days=source_days,
+                       schema=schema, data_types=[LIVE_MYSQL_SOURCE["model"]])
+            entry = {**LIVE_MYSQL_SOURCE,
+                     "database": {**LIVE_MYSQL_SOURCE["database"], "schema": schema}}
+            extra_env = {"BLADE_SOURCES_FILE": str(_sources_file_with(workdir, entry)),
+                         "BLADE_MYSQL_URL": f"{MYSQL_SERVER}/{schema}", **extra_env}
         yield from _live_dagster(warehouse, catalog, dagster_home, pg_url, workdir, lake_uri,
                                  s3_endpoint, source_url, extra_env)
+
+
+def _sources_file_with(workdir: Path, *entries: dict) -> Path:
+    """A sources file holding the packaged sources and ``entries`` (validated here, as the
+    code location will)."""
+    sources = yaml.safe_load(SOURCES_FILE.read_text())
+    sources["sources"] += list(entries)
+    path = workdir / "sources.yaml"
+    path.write_text(yaml.safe_dump(sources, sort_keys=False))
+    load_sources(path)
+    return path
 
 
 def _live_dagster(warehouse: ServerProcess, catalog: ServerProcess, dagster_home: Path,

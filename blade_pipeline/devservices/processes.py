@@ -49,8 +49,11 @@ class ServerProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, ready_path: str, timeout: float = 60.0, env: dict | None = None) -> None:
-        """Launch the process and wait until GET ``ready_path`` answers (any HTTP status)."""
+    def start(self, ready_path: str | None, timeout: float = 60.0,
+              env: dict | None = None) -> None:
+        """Launch the process and wait until GET ``ready_path`` answers (any HTTP status), or
+        with ``ready_path=None`` (a server that does not speak HTTP) until its port accepts
+        connections."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
@@ -61,9 +64,13 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"{self.args} exited early:\n{self.log_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                httpx.get(self.base_url + ready_path, timeout=1.0)
-                return
+            if ready_path is None:
+                if port_in_use(self.port):
+                    return
+            else:
+                with contextlib.suppress(httpx.TransportError):
+                    httpx.get(self.base_url + ready_path, timeout=1.0)
+                    return
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"{self.args} not ready after {timeout}s:\n{self.log_text()}")

@@ -101,7 +101,7 @@ class MySQLDatabase(Warehouse):
         text = text.replace(self.url, self.endpoint)
         return text.replace(password, "***") if password else text
 
-    def _wrap(self, exc: Exception, doing: str) -> WarehouseError:
+    def _wrap(self, exc: BaseException, doing: str) -> WarehouseError:
         text = self._scrub(" ".join(str(exc).split()) or type(exc).__name__)
         lowered = text.lower()
         if any(s in lowered for s in _AUTH):
@@ -114,10 +114,18 @@ class MySQLDatabase(Warehouse):
                 f"{doing} (the step retries): {text}")
         return WarehouseQueryError(f"MySQL {self.endpoint} failed {doing}: {text}")
 
+    def _failed(self, exc: BaseException, doing: str) -> WarehouseError:
+        """The driver's error as ours; after a lost server the next read probes again."""
+        error = self._wrap(exc, doing)
+        if isinstance(error, WarehouseResultLostError):
+            self._probed = False
+        return error
+
     def _probe(self, doing: str) -> None:
-        """One login through PyMySQL before the first read: connectorx's connection pool
-        keeps retrying a refused login or an unreachable server for ~30 s before it fails;
-        this answers in one round trip (once per resource instance, i.e. per step)."""
+        """One login through PyMySQL before the first read, and again after the server was
+        lost: connectorx's connection pool keeps retrying a refused login or an unreachable
+        server for ~30 s before it fails (so each retry of a step would wait that long);
+        this answers in one round trip."""
         import pymysql
 
         parts = urlsplit(self.url)
@@ -128,7 +136,7 @@ class MySQLDatabase(Warehouse):
                             database=parts.path.lstrip("/") or None,
                             connect_timeout=self.connect_timeout_s).close()
         except pymysql.err.MySQLError as exc:
-            raise self._wrap(exc, doing) from None
+            raise self._failed(exc, doing) from None
         self._probed = True
 
     def _read(self, sql: str, doing: str, **options: Any) -> Any:
@@ -141,7 +149,7 @@ class MySQLDatabase(Warehouse):
         except BaseException as exc:
             if not _is_driver_error(exc):
                 raise
-            raise self._wrap(exc, doing) from None
+            raise self._failed(exc, doing) from None
 
     def stream_arrow(self, sql: str, params: Mapping[str, Any] | None = None,
                      batch_rows: int = 250_000,
@@ -154,7 +162,7 @@ class MySQLDatabase(Warehouse):
         except BaseException as exc:
             if not _is_driver_error(exc):
                 raise
-            raise self._wrap(exc, "streaming rows") from None
+            raise self._failed(exc, "streaming rows") from None
 
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         return self._read(mysql_sql(sql, params), "running a query", return_type="arrow")

@@ -8,7 +8,6 @@ import datetime as dt
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 
 import dagster as dg
@@ -36,19 +35,15 @@ from blade_pipeline_tests.faults.conftest import (
     run,
     staged_hashes,
 )
+from blade_pipeline_tests.mysql import (
+    MYSQL_SERVER,
+    fresh_mysql_database,
+    mariadb_answers,
+    private_mariadb,
+)
+from blade_pipeline_tests.servers import ServerProcess
 
-SERVER = "mysql://root:@127.0.0.1:3306"
-
-
-def mariadb_answers() -> bool:
-    import pymysql
-
-    try:
-        pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
-                        connect_timeout=3).close()
-        return True
-    except pymysql.err.OperationalError:
-        return False
+SERVER = MYSQL_SERVER
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +51,10 @@ def mysql_schema() -> Iterator[str]:
     """A fresh MySQL database seeded like the suite's mock warehouse (``reference_db``)."""
     if not mariadb_answers():
         pytest.skip("MariaDB does not answer on 127.0.0.1:3306 (root, empty password)")
-    import pymysql
-
-    name = f"blade_source_{uuid.uuid4().hex[:10]}"
-    seed_mysql(f"{SERVER}/", ROWS, 7, end=END_DATE, days=DAYS, invalid_fraction=INVALID,
-               schema=name, data_types=["supply"])
-    yield name
-    db = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="")
-    db.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
-    db.close()
+    with fresh_mysql_database("blade_source") as name:
+        seed_mysql(f"{SERVER}/", ROWS, 7, end=END_DATE, days=DAYS, invalid_fraction=INVALID,
+                   schema=name, data_types=["supply"])
+        yield name
 
 
 def mysql_source(schema: str):
@@ -73,8 +63,8 @@ def mysql_source(schema: str):
         "database": DatabaseTable(schema=schema, table="blade_supply_data")})
 
 
-def mysql_resources(schema: str, catalog, lake_dir) -> dict:
-    return {"mysql": MySQLDatabase(url=f"{SERVER}/{schema}"),
+def mysql_resources(schema: str, catalog, lake_dir, server: str = SERVER) -> dict:
+    return {"mysql": MySQLDatabase(url=f"{server}/{schema}"),
             "catalog": CatalogClient(base_url=catalog.base_url, token=CATALOG_TOKEN,
                                      backoff_base_s=0.05, backoff_max_s=0.5),
             "lake": ParquetLake(uri=str(lake_dir))}
@@ -162,13 +152,15 @@ def test_14d_a_column_added_in_mysql_is_met_by_the_schema_policy(
         db.close()
 
 
-#: the lock holder and killer of case 14e, in a process of its own: connectorx holds the GIL
-#: while its query waits, so no thread of the run's process could do this
+#: the lock holder and killer of cases 14e and 14f, in a process of its own: connectorx holds
+#: the GIL while its query waits, so no thread of the run's process could do this. Arguments:
+#: schema, port, and (14f) the server's pid: the server is killed instead of the query.
 KILLER = """
-import sys, time, pymysql
-schema = sys.argv[1]
+import os, signal, sys, time, pymysql
+schema, port = sys.argv[1], int(sys.argv[2])
+server_pid = int(sys.argv[3]) if len(sys.argv) > 3 else None
 def connect():
-    return pymysql.connect(host="127.0.0.1", port=3306, user="root", password="",
+    return pymysql.connect(host="127.0.0.1", port=port, user="root", password="",
                            autocommit=True)
 admin, locker = connect(), connect()
 locker.cursor().execute(f"LOCK TABLES `{schema}`.`blade_supply_data` WRITE")
@@ -186,6 +178,11 @@ def wait_for(predicate, what):
             return []
         time.sleep(0.1)
     return found
+if server_pid is not None:
+    if wait_for(waiting, "the run's query never waited on the lock"):
+        os.kill(server_pid, signal.SIGKILL)
+        print("server killed", flush=True)
+    sys.exit()
 try:
     killed = wait_for(waiting, "the run's query never waited on the lock")
     for pid in killed:
@@ -204,7 +201,7 @@ def test_14e_mysql_killing_the_extract_is_retried_by_the_step_and_ends_exact(
     or an operator does); the step's RetryPolicy runs it again once the table is free."""
     source = mysql_source(mysql_schema)
     res = mysql_resources(mysql_schema, start_catalog(), lake_dir)
-    killer = subprocess.Popen([sys.executable, "-c", KILLER, mysql_schema],
+    killer = subprocess.Popen([sys.executable, "-c", KILLER, mysql_schema, "3306"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert killer.stdout.readline().strip() == "locked"
@@ -216,3 +213,46 @@ def test_14e_mysql_killing_the_extract_is_retried_by_the_step_and_ends_exact(
     assert result.success, failure_messages(result)
     assert f"MySQL mysql://127.0.0.1:3306/{mysql_schema}" in retried_because(result)
     assert_exact(res, reference_db, "supply")
+
+
+@pytest.mark.slow
+@pytest.mark.extended
+def test_14f_mariadb_killed_mid_extract_fails_clearly_then_reexecution_after_restart_is_exact(
+        tmp_path, start_catalog, lake_dir, dagster_instance, reference_db, recorded):
+    """A server of its own is killed -9 while a range run's query runs, and stays down: the
+    step's retries fail fast naming the server (not ~30 s each in connectorx's pool); no day
+    is staged in part. Restarted (InnoDB recovers), the same run ends exact."""
+    with private_mariadb(tmp_path / "mariadb") as server:
+        url, schema = f"mysql://root:@127.0.0.1:{server.port}", "blade_units"
+        seed_mysql(f"{url}/", ROWS, 7, end=END_DATE, days=DAYS, invalid_fraction=INVALID,
+                   schema=schema, data_types=["supply"])
+        source = mysql_source(schema)
+        res = mysql_resources(schema, start_catalog(), lake_dir, server=url)
+        killer = subprocess.Popen([sys.executable, "-c", KILLER, schema, str(server.port),
+                                   str(server.popen.pid)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert killer.stdout.readline().strip() == "locked"
+            started = time.monotonic()
+            result = run(source, res, dagster_instance, recorded, days=RANGE)
+            failed_in = time.monotonic() - started
+            said = killer.communicate(timeout=60)[0]
+        finally:
+            killer.kill()
+        assert "server killed" in said, said
+        assert not result.success
+        message = " ".join(failure_messages(result))
+        assert f"MySQL mysql://127.0.0.1:{server.port}/{schema} cannot be reached" in message
+        assert failed_in < 60, f"the retries took {failed_in:.0f}s"
+        lake = res["lake"]
+        assert not list(lake_dir.rglob("*.parquet")), "a day was staged from a dead server"
+        assert not list(lake_dir.rglob(".tmp-*")), "temp files left behind"
+
+        restarted = ServerProcess(server.args, server.port, server.log_path)
+        restarted.start(None, timeout=120)
+        try:
+            again = run(source, res, dagster_instance, recorded, days=RANGE)
+            assert again.success, failure_messages(again)
+            assert_exact(res, reference_db, "supply", days=RANGE)
+            assert lake.exists(lake.partition_dir("supply", RANGE[0]) + "/part-0.parquet")
+        finally:
+            restarted.stop(timeout=30)

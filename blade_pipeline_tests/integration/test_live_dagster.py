@@ -4,8 +4,9 @@
   without anyone clicking;
 * a range run (three days in one run) is terminated mid-upload (pause) and re-executed from
   failure (resume): the catalog ends with exactly the staged items, each at version 1 (no loss,
-  no double upload) — from the Databricks warehouse, from PostgreSQL, and from a dropped CSV
-  file (whose range run the landing sensor launches);
+  no double upload) — from the Databricks warehouse, from PostgreSQL, from MariaDB (a
+  ``kind: mysql`` source the stack's BLADE_SOURCES_FILE adds) and from a dropped CSV file
+  (whose range run the landing sensor launches);
 * yesterday is late (the stack's data ends in June): the freshness checks fail and their alert
   reaches a webhook receiver;
 * the warehouse goes down: the change sensors' ticks fail and the daemon's health sensor posts
@@ -59,6 +60,7 @@ def stack(start_warehouse, start_catalog, pg_dagster_home, pg_url, s3_server, tm
     with live_dagster(warehouse, catalog, pg_dagster_home, pg_url,
                       tmp_path_factory.mktemp("live"), lake_uri=lake_uri,
                       s3_endpoint=s3_server.base_url, source_rows=BIG_ROWS, source_days=3,
+                      mysql_source=True,
                       BLADE_SENSOR_INTERVAL_SECONDS="3",
                       BLADE_ALERT_INTERVAL_SECONDS="3", BLADE_ALERT_WEBHOOK_URL=receiver.url
                       ) as live:
@@ -91,11 +93,13 @@ def test_change_sensor_brings_new_rows_to_the_catalog(stack):
         time.sleep(1)
 
 
-@pytest.mark.parametrize("data_type", ["maintenance", "maintenance_unit_b", "supply_drops"],
-                         ids=["databricks", "postgres", "csv"])
+@pytest.mark.parametrize("data_type", ["maintenance", "maintenance_unit_b", "maintenance_unit_c",
+                                       "supply_drops"],
+                         ids=["databricks", "postgres", "mysql", "csv"])
 def test_terminate_mid_upload_then_reexecute_from_failure_is_exact(stack, data_type):
-    """The same range, from the mock Databricks warehouse, from the PostgreSQL source and
-    from a CSV drop (there the landing sensor launches the range run of the file's days)."""
+    """The same range, from the mock Databricks warehouse, from the PostgreSQL source, from
+    the MariaDB source and from a CSV drop (there the landing sensor launches the range run of
+    the file's days)."""
     gql, lake = stack.gql, stack.lake
     if data_type == "supply_drops":
         run_id = _drop_and_wait_for_its_staging_run(stack, "supply-range.csv")

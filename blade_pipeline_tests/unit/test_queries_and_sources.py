@@ -2,12 +2,20 @@
 
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from blade_pipeline import warehouse_sql
 from blade_pipeline.queries import UnsafeFilterError, select_sql, validate_filter
-from blade_pipeline.sources import SourcesFileError, default_sources, load_sources, source_for
+from blade_pipeline.sources import (
+    SOURCES_FILE,
+    SourcesFileError,
+    configured_sources_file,
+    default_sources,
+    load_sources,
+    source_for,
+)
 
 
 def test_the_blade_sources_load():
@@ -19,6 +27,27 @@ def test_the_blade_sources_load():
     maint = source_for("maintenance")
     assert maint.warehouse.qualified_name == "`main`.`blade`.`blade_maintenance_data`"
     assert maint.catalog_data_source == "BLADE:maintenance"
+
+
+def test_blade_sources_file_replaces_the_packaged_file(tmp_path, monkeypatch):
+    """BLADE_SOURCES_FILE: a deployment's own sources (relative paths from the working
+    directory); unset, the packaged file."""
+    own = tmp_path / "sources.yaml"
+    own.write_text(SOURCES_FILE.read_text().replace("data_type: sortie", "data_type: sorties"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BLADE_SOURCES_FILE", "sources.yaml")
+    assert configured_sources_file() == Path("sources.yaml")
+    default_sources.cache_clear()
+    try:
+        assert "sorties" in [s.data_type for s in default_sources()]
+        monkeypatch.setenv("BLADE_SOURCES_FILE", str(tmp_path / "missing.yaml"))
+        default_sources.cache_clear()
+        with pytest.raises(SourcesFileError, match=r"cannot read .*missing\.yaml"):
+            default_sources()
+        monkeypatch.delenv("BLADE_SOURCES_FILE")
+        assert configured_sources_file() == SOURCES_FILE
+    finally:
+        default_sources.cache_clear()
 
 
 def test_unknown_data_type_names_the_known_ones():

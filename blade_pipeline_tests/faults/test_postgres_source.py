@@ -9,6 +9,7 @@ from Databricks.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -41,7 +42,12 @@ from blade_pipeline_tests.faults.conftest import (
     run,
     staged_hashes,
 )
-from blade_pipeline_tests.postgres import fresh_pg_database, pg_answers
+from blade_pipeline_tests.postgres import (
+    fresh_pg_database,
+    pg_answers,
+    private_postgres,
+    restart_private_postgres,
+)
 
 SUPPLY = source_for("supply")
 PG_SUPPLY = SUPPLY.model_copy(update={
@@ -147,6 +153,23 @@ def test_13d_a_column_added_in_postgres_is_met_by_the_schema_policy(
             pg.commit()
 
 
+def lock_waiters(admin, database: str) -> list[int]:
+    """Backends of ``database`` whose query on the supply table waits on a lock."""
+    cursor = admin.cursor()
+    cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND "
+                   "wait_event_type = 'Lock' AND query LIKE '%%blade_supply_data%%'",
+                   (database,))
+    return [pid for (pid,) in cursor.fetchall()]
+
+
+def wait_for(predicate, what: str, timeout: float = 60) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while not (found := predicate()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+    return found
+
+
 def test_13e_postgres_dropping_the_extract_is_retried_by_the_step_and_ends_exact(
         pg_source_url, start_catalog, lake_dir, dagster_instance, reference_db, recorded):
     """The run's query waits on a lock; its backend is terminated (what a failover or an
@@ -166,18 +189,7 @@ def test_13e_postgres_dropping_the_extract_is_retried_by_the_step_and_ends_exact
     runner.start()
 
     def waiting() -> list[int]:
-        cursor = admin.cursor()
-        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND "
-                       "wait_event_type = 'Lock' AND query LIKE '%%blade_supply_data%%'",
-                       (name,))
-        return [pid for (pid,) in cursor.fetchall()]
-
-    def wait_for(predicate, what: str) -> list[int]:
-        deadline = time.monotonic() + 60
-        while not (found := predicate()):
-            assert time.monotonic() < deadline, what
-            time.sleep(0.1)
-        return found
+        return lock_waiters(admin, name)
 
     try:
         killed = wait_for(waiting, "the run's query never waited on the lock")
@@ -211,3 +223,54 @@ def test_13f_the_cli_checks_the_postgres_connection_without_showing_the_password
     assert main(["test-connection", "--kind", "postgres"]) == 1
     err = capsys.readouterr().err
     assert "refused the connection" in err and "hunter2-secret" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.extended
+def test_13g_postgres_killed_mid_extract_fails_clearly_then_reexecution_after_restart_is_exact(
+        start_catalog, lake_dir, dagster_instance, reference_db, recorded):
+    """A server of its own is killed -9 (postmaster and the run's backend) while a range
+    run's query runs, and stays down: the step's retries fail naming the server; no day is
+    staged in part. Restarted (crash recovery), the same run ends exact."""
+    import signal
+
+    import psycopg2
+
+    with private_postgres() as server:
+        url = f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+        seed_postgres(url, ROWS, 7, end=END_DATE, days=DAYS, invalid_fraction=INVALID,
+                      data_types=["supply"])
+        res = pg_resources(url, start_catalog(), lake_dir)
+        admin = psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres",
+                                 dbname="postgres")
+        admin.autocommit = True
+        locker = psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres",
+                                  dbname="postgres")
+        locker.cursor().execute("LOCK TABLE blade.blade_supply_data IN ACCESS EXCLUSIVE MODE")
+        outcome: list = []
+        runner = threading.Thread(target=lambda: outcome.append(
+            run(PG_SUPPLY, res, dagster_instance, recorded, days=RANGE)))
+        runner.start()
+        try:
+            backends = wait_for(lambda: lock_waiters(admin, "postgres"),
+                                "the run's query never waited on the lock")
+            server.kill()  # the postmaster (reaped: a zombie's pid would look alive)
+            for pid in backends:
+                os.kill(pid, signal.SIGKILL)
+        finally:
+            runner.join(timeout=180)
+        [result] = outcome
+        assert not result.success
+        message = " ".join(failure_messages(result))
+        assert f"[supply] PostgreSQL postgresql://127.0.0.1:{server.port}/postgres cannot be " \
+               "reached" in message
+        assert not list(lake_dir.rglob("*.parquet")), "a day was staged from a dead server"
+        assert not list(lake_dir.rglob(".tmp-*")), "temp files left behind"
+
+        restarted = restart_private_postgres(server)
+        try:
+            again = run(PG_SUPPLY, res, dagster_instance, recorded, days=RANGE)
+            assert again.success, failure_messages(again)
+            assert_exact(res, reference_db, "supply", days=RANGE)
+        finally:
+            restarted.stop(timeout=30)

@@ -20,7 +20,7 @@ import datetime as dt
 import functools
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
@@ -28,22 +28,16 @@ import sqlglot
 from pydantic import PrivateAttr
 from sqlglot import exp
 
+from blade_pipeline.resources.database import SourceDatabase
 from blade_pipeline.resources.warehouse import (
     ConnectionCheck,
-    Warehouse,
-    WarehouseAuthError,
     WarehouseError,
-    WarehouseQueryError,
     WarehouseResultLostError,
     check_batch_sizes,
     sized_batches,
 )
 
 DEMO_MYSQL_URL = "mysql://root:@127.0.0.1:3306/blade_sources"
-_AUTH = ("access denied", "unknown database")
-_DOWN = ("connection refused", "can't connect", "timed out", "lost connection",
-         "gone away", "broken pipe", "connection reset", "server disconnected",
-         "connection was killed")
 
 
 def _is_driver_error(exc: BaseException) -> bool:
@@ -83,36 +77,19 @@ def mysql_sql(databricks_sql: str, params: Mapping[str, Any] | None = None) -> s
     return tree.sql(dialect="mysql")
 
 
-class MySQLDatabase(Warehouse):
+class MySQLDatabase(SourceDatabase):
     """A MySQL/MariaDB database holding source tables (``schema`` = the MySQL database)."""
 
-    url: str  # mysql://user:[password]@host:3306/database (a secret with a password)
-    connect_timeout_s: int = 10
+    product: ClassVar[str] = "MySQL"
+    scheme: ClassVar[str] = "mysql"
+    default_port: ClassVar[int] = 3306
+    url_variable: ClassVar[str] = "BLADE_MYSQL_URL"
+    auth_markers: ClassVar[tuple[str, ...]] = ("access denied", "unknown database")
+    down_markers: ClassVar[tuple[str, ...]] = (
+        "connection refused", "can't connect", "timed out", "lost connection", "gone away",
+        "broken pipe", "connection reset", "server disconnected", "connection was killed")
 
     _probed: bool = PrivateAttr(default=False)
-
-    @property
-    def endpoint(self) -> str:
-        parts = urlsplit(self.url)
-        return f"mysql://{parts.hostname or 'localhost'}:{parts.port or 3306}{parts.path}"
-
-    def _scrub(self, text: str) -> str:
-        password = urlsplit(self.url).password
-        text = text.replace(self.url, self.endpoint)
-        return text.replace(password, "***") if password else text
-
-    def _wrap(self, exc: BaseException, doing: str) -> WarehouseError:
-        text = self._scrub(" ".join(str(exc).split()) or type(exc).__name__)
-        lowered = text.lower()
-        if any(s in lowered for s in _AUTH):
-            return WarehouseAuthError(
-                f"MySQL {self.endpoint} refused the connection while {doing} (check "
-                f"BLADE_MYSQL_URL's user, password and database): {text}")
-        if any(s in lowered for s in _DOWN):  # connectorx retries nothing: the step does
-            return WarehouseResultLostError(
-                f"MySQL {self.endpoint} cannot be reached or dropped the connection while "
-                f"{doing} (the step retries): {text}")
-        return WarehouseQueryError(f"MySQL {self.endpoint} failed {doing}: {text}")
 
     def _failed(self, exc: BaseException, doing: str) -> WarehouseError:
         """The driver's error as ours; after a lost server the next read probes again."""

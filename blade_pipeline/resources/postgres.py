@@ -17,30 +17,17 @@ import contextlib
 import functools
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
-from blade_pipeline.resources.warehouse import (
-    ConnectionCheck,
-    Warehouse,
-    WarehouseAuthError,
-    WarehouseError,
-    WarehouseQueryError,
-    WarehouseResultLostError,
-    check_batch_sizes,
-    sized_batches,
-)
+from blade_pipeline.resources.database import SourceDatabase
+from blade_pipeline.resources.warehouse import ConnectionCheck, check_batch_sizes, sized_batches
 
 DEMO_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/blade_sources"
-_AUTH = ("password authentication failed", "no password supplied", "does not exist",
-         "permission denied", "pg_hba.conf")
-_DOWN = ("connection refused", "could not connect", "timeout expired", "server closed",
-         "connection to server", "terminating connection", "could not translate host")
 
 
 @functools.lru_cache(maxsize=512)
@@ -81,17 +68,19 @@ def as_pipeline_types(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
-class PostgresDatabase(Warehouse):
+class PostgresDatabase(SourceDatabase):
     """A PostgreSQL database holding source tables (``schema.table`` in sources.yaml)."""
 
-    url: str  # postgresql://user[:password]@host:port/database (a secret with a password)
-    connect_timeout_s: int = 10
-
-    @property
-    def endpoint(self) -> str:
-        parts = urlsplit(self.url)
-        host = parts.hostname or "localhost"
-        return f"postgresql://{host}:{parts.port or 5432}{parts.path}"
+    product: ClassVar[str] = "PostgreSQL"
+    scheme: ClassVar[str] = "postgresql"
+    default_port: ClassVar[int] = 5432
+    url_variable: ClassVar[str] = "BLADE_POSTGRES_URL"
+    auth_markers: ClassVar[tuple[str, ...]] = (
+        "password authentication failed", "no password supplied", "does not exist",
+        "permission denied", "pg_hba.conf")
+    down_markers: ClassVar[tuple[str, ...]] = (
+        "connection refused", "could not connect", "timeout expired", "server closed",
+        "connection to server", "terminating connection", "could not translate host")
 
     def _uri(self) -> str:
         if "connect_timeout=" in self.url:
@@ -99,25 +88,15 @@ class PostgresDatabase(Warehouse):
         return self.url + ("&" if "?" in self.url else "?") + \
             f"connect_timeout={self.connect_timeout_s}"
 
-    def _scrub(self, text: str) -> str:
-        password = urlsplit(self.url).password
-        text = text.replace(self.url, self.endpoint)
-        return text.replace(password, "***") if password else text
+    def _text(self, exc: BaseException) -> str:
+        """The first line of the driver's message (libpq adds detail lines)."""
+        lines = str(exc).strip().splitlines()
+        return lines[0] if lines else type(exc).__name__
 
-    def _wrap(self, exc: Exception, doing: str) -> WarehouseError:
-        text = self._scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else
-                           type(exc).__name__)
-        lowered = text.lower()
-        if any(s in lowered for s in _AUTH) and "relation" not in lowered \
-                and "column" not in lowered:
-            return WarehouseAuthError(
-                f"PostgreSQL {self.endpoint} refused the connection while {doing} (check "
-                f"BLADE_POSTGRES_URL's user, password and database): {text}")
-        if any(s in lowered for s in _DOWN):  # the driver does not retry: the step does
-            return WarehouseResultLostError(
-                f"PostgreSQL {self.endpoint} cannot be reached or dropped the connection "
-                f"while {doing} (the step retries): {text}")
-        return WarehouseQueryError(f"PostgreSQL {self.endpoint} failed {doing}: {text}")
+    def _refused(self, lowered: str) -> bool:
+        """A refused login ("relation … does not exist" is a query error, not a login)."""
+        return super()._refused(lowered) and "relation" not in lowered \
+            and "column" not in lowered
 
     @contextlib.contextmanager
     def _cursor(self, doing: str) -> Iterator[Any]:

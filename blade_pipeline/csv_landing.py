@@ -242,6 +242,5 @@ def quarantined_lines(drops: CsvDrops, drop: CsvDrop, sha: str) -> pa.Table | No
         return None
     import pyarrow.parquet as pq
 
-    fs, _ = drops.lake._filesystem()
     with drops.lake.errors("read", path):
-        return pq.read_table(path, filesystem=fs)
+        return pq.read_table(path, filesystem=drops.lake.filesystem)

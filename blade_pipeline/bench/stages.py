@@ -89,7 +89,7 @@ def prepare_ceiling(cfg: dict, s3: bool = False) -> Callable[[], int]:
     filesystem = None
     if s3:
         lake = _lake(cfg, "ceiling", s3=True)
-        filesystem, out = lake._filesystem()[0], lake.path("ceiling.parquet")
+        filesystem, out = lake.filesystem, lake.path("ceiling.parquet")
 
     def run() -> int:
         reader = con.cursor().sql(sql).to_arrow_reader(cfg["batch_rows"])

@@ -142,16 +142,10 @@ class CsvDrops(Warehouse):
 
     def test_connection(self) -> ConnectionCheck:
         """The landing root answers: its folders are listed (as "catalogs")."""
-        import pyarrow.fs as pafs
-
         started = time.perf_counter()
         try:
-            fs, _ = self.landing._filesystem()
-            root = self.landing.path()
-            with self.landing.errors("list", root):
-                found = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+            folders = self.landing.list_dirs(self.landing.path(), action="list")
         except LakeError as exc:
             raise WarehouseUnavailableError(str(exc)) from None
-        folders = sorted(i.base_name for i in found if i.type == pafs.FileType.Directory)
         return ConnectionCheck(self.endpoint, folders,
                                round(1000 * (time.perf_counter() - started), 1))

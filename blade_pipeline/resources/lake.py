@@ -186,6 +186,12 @@ class ParquetLake(dg.ConfigurableResource):
         return "BLADE_LANDING_URI" if self.role == "landing" else "BLADE_LAKE_URI"
 
     @property
+    def filesystem(self) -> pafs.FileSystem:
+        """The pyarrow filesystem of the lake (local or S3), for readers and writers that take
+        one; paths come from :meth:`path`."""
+        return self._filesystem()[0]
+
+    @property
     def is_local(self) -> bool:
         return isinstance(self._filesystem()[0], pafs.LocalFileSystem)
 
@@ -226,23 +232,30 @@ class ParquetLake(dg.ConfigurableResource):
 
     def delete_dir(self, directory: str) -> None:
         """Remove ``directory`` and everything under it (nothing if absent)."""
-        fs, _ = self._filesystem()
+        fs = self.filesystem
         with self.errors("delete", directory):
             if fs.get_file_info(directory).type != pafs.FileType.NotFound:
                 fs.delete_dir(directory)
 
     def list_files(self, directory: str) -> list[str]:
         """Paths of the files directly under ``directory`` (sorted; [] if absent)."""
-        fs, _ = self._filesystem()
+        fs = self.filesystem
         with self.errors("read", directory):
             found = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
         return sorted(i.path for i in found if i.type == pafs.FileType.File
                       and not i.base_name.startswith("."))
 
+    def list_dirs(self, directory: str, action: str = "read") -> list[str]:
+        """Names of the folders directly under ``directory`` (sorted; [] if absent)."""
+        fs = self.filesystem
+        with self.errors(action, directory):
+            found = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+        return sorted(i.base_name for i in found if i.type == pafs.FileType.Directory)
+
     def file_entries(self, directory: str) -> list[FileEntry]:
         """The files directly under ``directory`` with size and modification time (sorted by
         name; hidden ones left out; [] if absent)."""
-        fs, _ = self._filesystem()
+        fs = self.filesystem
         with self.errors("read", directory):
             found = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
         return sorted((FileEntry(i.path, i.base_name, i.size or 0, i.mtime_ns or 0)
@@ -251,7 +264,7 @@ class ParquetLake(dg.ConfigurableResource):
 
     def move(self, source: str, target: str) -> None:
         """Move a file (a rename locally; a server-side copy, then delete, on S3)."""
-        fs, _ = self._filesystem()
+        fs = self.filesystem
         with self.errors("move", source):
             fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
             fs.move(source, target)
@@ -265,7 +278,7 @@ class ParquetLake(dg.ConfigurableResource):
         import shutil
         import tempfile
 
-        fs, _ = self._filesystem()
+        fs = self.filesystem
         with tempfile.TemporaryDirectory(prefix="blade-") as tmp:
             local = os.path.join(tmp, path.rsplit("/", 1)[-1])
             with self.errors("read", path), fs.open_input_stream(path) as src, \
@@ -278,7 +291,7 @@ class ParquetLake(dg.ConfigurableResource):
         unified: a column one file lacks reads as NULL there), or None when there are none."""
         import pyarrow.dataset as pads
 
-        fs, _ = self._filesystem()
+        fs = self.filesystem
         with self.errors("read", directory):
             if fs.get_file_info(directory).type == pafs.FileType.NotFound:
                 return None
@@ -320,7 +333,7 @@ class ParquetLake(dg.ConfigurableResource):
         ``create_only``: raise ``FileExistsError`` if ``path`` exists (a new schema version
         number is taken once). Atomic on a local lake (a hard link); on S3 the object is
         looked for first, so two writers in the same instant could both succeed."""
-        fs, _ = self._filesystem()
+        fs = self.filesystem
         data = json.dumps(value, sort_keys=True).encode()
         parent = path.rsplit("/", 1)[0]
         if not self.is_local:
@@ -361,13 +374,13 @@ class ParquetLake(dg.ConfigurableResource):
 
     # ---- reads ------------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
-        fs, _ = self._filesystem()
+        fs = self.filesystem
         with self.errors("read", path):
             return fs.get_file_info(path).type != pafs.FileType.NotFound
 
     def read_json(self, path: str) -> Any | None:
         """A JSON document, or None when absent."""
-        fs, _ = self._filesystem()
+        fs = self.filesystem
         if not self.exists(path):
             return None
         with self.errors("read", path), fs.open_input_stream(path) as handle:
@@ -375,7 +388,7 @@ class ParquetLake(dg.ConfigurableResource):
 
     def parquet_file(self, directory: str) -> pq.ParquetFile | None:
         """The partition's Parquet file (footer only is read until iterated), or None."""
-        fs, _ = self._filesystem()
+        fs = self.filesystem
         target = f"{directory}/{DATA_FILE}"
         if not self.exists(target):
             return None
@@ -429,7 +442,7 @@ class PartitionWriter:
         self.rows = 0
         self._synced = 0  # bytes of the temp file handed to a background fdatasync
         self._syncing: threading.Thread | None = None
-        fs, _ = lake._filesystem()
+        fs = lake.filesystem
         self.local = lake.is_local
         try:
             if self.local:
@@ -508,7 +521,7 @@ class PartitionWriter:
     def _publish_object(self) -> WriteResult:
         """Object stores: finish the temp object (closing raises if a part failed), check it
         is the whole file, copy it over the target, delete it."""
-        fs = self.lake._filesystem()[0]
+        fs = self.lake.filesystem
         self._sink.close()
         with fs.open_input_file(self.temp) as handle:
             try:
@@ -536,7 +549,7 @@ class PartitionWriter:
                 if self.local:
                     os.unlink(self.temp)
                 else:
-                    self.lake._filesystem()[0].delete_file(self.temp)
+                    self.lake.filesystem.delete_file(self.temp)
 
 
 #: Long unique text (JSON documents, hashes) gains nothing from dictionaries or min/max stats.

@@ -199,14 +199,14 @@ def invalid_of_day(reference: duckdb.DuckDBPyConnection, data_type: str,
 
 def staged_hashes(lake: ParquetLake, data_type: str, day: str = DAY) -> dict[str, str]:
     table = pq.read_table(lake.partition_dir(data_type, day) + "/part-0.parquet",
-                          columns=["item_id", "content_hash"], filesystem=lake._filesystem()[0])
+                          columns=["item_id", "content_hash"], filesystem=lake.filesystem)
     return dict(zip(table.column("item_id").to_pylist(),
                     table.column("content_hash").to_pylist(), strict=True))
 
 
 def quarantine(lake: ParquetLake, data_type: str, day: str = DAY):
     return pq.read_table(lake.partition_dir(data_type, day, "quarantine") + "/part-0.parquet",
-                         filesystem=lake._filesystem()[0])
+                         filesystem=lake.filesystem)
 
 
 def assert_exact(res: dict[str, Any], reference: duckdb.DuckDBPyConnection, data_type: str,

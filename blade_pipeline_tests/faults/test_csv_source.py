@@ -285,7 +285,7 @@ def test_15g_drops_in_an_object_store_land_and_an_unreachable_one_fails_the_tick
            "catalog": CatalogClient(base_url=start_catalog().base_url, token=CATALOG_TOKEN,
                                     backoff_base_s=0.05, backoff_max_s=0.5)}
     local = drop_csv(reference_db, tmp_path, "remote.csv", [DAY], broken=True)
-    fs, _ = drops.landing._filesystem()
+    fs = drops.landing.filesystem
     with fs.open_output_stream(drops.landing.path("supply", "remote.csv")) as out:
         out.write(local.read_bytes())
     landing = Landing(CSV_SUPPLY, res, dagster_instance, recorded)

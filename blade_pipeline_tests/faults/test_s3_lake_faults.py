@@ -91,7 +91,7 @@ def test_3s_warehouse_killed_mid_extract_leaves_the_s3_partition_exactly_as_it_w
     source = source_for("sortie")
     first = run(source, res, dagster_instance, recorded, batch_rows=100)
     assert first.success, failure_messages(first)
-    fs, _ = lake._filesystem()
+    fs = lake.filesystem
     staged = f"{lake.partition_dir('sortie', DAY)}/part-0.parquet"
     before = fs.open_input_file(staged).read()
     listed = objects(lake)

@@ -46,7 +46,7 @@ def test_a_partition_is_written_read_and_replaced_whole(lake):
 def test_a_write_that_fails_half_way_leaves_the_previous_partition_exactly(lake):
     directory = lake.partition_dir("sortie", "2026-06-29")
     lake.write_parquet(directory, SCHEMA, [table(3000)], metadata={"valid": 3000})
-    fs, _ = lake._filesystem()
+    fs = lake.filesystem
     before = fs.open_input_file(f"{directory}/part-0.parquet").read()
 
     def failing():
@@ -106,7 +106,7 @@ def proxied(s3_server, s3_lake_uri):
 
 
 def staged_bytes(lake: ParquetLake, directory: str) -> bytes:
-    return lake._filesystem()[0].open_input_file(f"{directory}/part-0.parquet").read()
+    return lake.filesystem.open_input_file(f"{directory}/part-0.parquet").read()
 
 
 def test_slowdown_and_5xx_bursts_are_retried_by_the_sdk_and_the_write_lands(proxied):

@@ -264,9 +264,11 @@ def build_landing_sensor(source: BladeSource, landing_job: "UnresolvedAssetJobDe
         try:
             files, markers = drops.dropped(drop)
         except LakeError as exc:
+            then = ("the next tick retries" if exc.transient else
+                    "every tick fails until it is fixed")
             raise SensorTickError(f"[{source.data_type}] landing sensor: cannot list "
-                                  f"{drops.landing_uri}/{drop.folder} (the next tick "
-                                  f"retries): {exc}") from None
+                                  f"{drops.landing_uri}/{drop.folder} ({then}): {exc}"
+                                  ) from None
         requests, keys, unfit = landing_requests(source, files, markers, cursor,
                                                  landing_job.name)
         if unfit:

@@ -34,7 +34,7 @@ from blade_pipeline.resources.csv_drops import CsvDrops
 from blade_pipeline.resources.lake import ParquetLake
 from blade_pipeline.sensors import SensorTickError
 from blade_pipeline.sources import CsvDrop, source_for
-from blade_pipeline_tests.conftest import CATALOG_TOKEN, make_bucket
+from blade_pipeline_tests.conftest import CATALOG_TOKEN, S3_ENV, make_bucket
 from blade_pipeline_tests.faults.conftest import (
     DAY,
     RANGE,
@@ -46,6 +46,7 @@ from blade_pipeline_tests.faults.conftest import (
     run,
     staged_hashes,
 )
+from blade_pipeline_tests.s3_faults import s3_fault_proxy
 
 SUPPLY = source_for("supply")
 COLUMNS = {"part_number": "string", "nomenclature": "string", "quantity_on_hand": "int",
@@ -305,6 +306,29 @@ def test_15g_drops_in_an_object_store_land_and_an_unreachable_one_fails_the_tick
             f"[supply] landing sensor: cannot list {bucket}/landing/supply (the next tick "
             f"retries): cannot reach the landing bucket {bucket} at http://127.0.0.1:9")):
         cut.tick()
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "InvalidAccessKeyId"])
+def test_15j_refused_credentials_of_the_landing_store_fail_the_tick_at_once(
+        s3_server, start_catalog, dagster_instance, recorded, code):
+    """The landing bucket refuses the AWS credentials (403): the landing sensor's tick fails
+    at once (not retried) naming the landing root and the credentials, never the secret."""
+    bucket = make_bucket(s3_server, "blade-refused")
+    lake = ParquetLake(uri=f"{bucket}/lake", s3_endpoint=s3_server.base_url)
+    with s3_fault_proxy(s3_server.base_url) as (proxy, url):
+        drops = CsvDrops(landing_uri=f"{bucket}/landing", s3_endpoint=url, lake=lake)
+        rule = proxy.fail("GET", 403, code)
+        catalog = CatalogClient(base_url=start_catalog().base_url, token=CATALOG_TOKEN)
+        landing = Landing(CSV_SUPPLY, {"csv": drops, "lake": lake, "catalog": catalog},
+                          dagster_instance, recorded)
+        with pytest.raises(SensorTickError) as caught:
+            landing.tick()
+    message = str(caught.value)
+    assert rule.hits == 1, "a refusal was retried"
+    assert f"[supply] landing sensor: cannot list {bucket}/landing/supply (every tick fails " \
+           "until it is fixed)" in message
+    assert "fatal" in message and "credentials" in message
+    assert S3_ENV["AWS_SECRET_ACCESS_KEY"] not in message, message
 
 
 def test_15h_a_landing_that_died_before_moving_its_file_is_finished_by_the_next_run(

@@ -106,9 +106,12 @@ def seed_mysql(url: str, rows: int, seed: int = 42, *, end: dt.date | None = Non
                days: int = 730, invalid_fraction: float = 0.01, schema: str = "blade",
                data_types: list[str] | None = None) -> dict[str, int]:
     """(Re)create the tables in MySQL database ``schema`` on the server of ``url``
-    (``mysql://user:password@host:port/...``) with the generator's rows (a dev seeder:
-    multi-row INSERTs through PyMySQL)."""
-    from urllib.parse import urlsplit
+    (``mysql://user:password@host:port/...``) with the generator's rows: DuckDB writes each
+    table as CSV, the server loads it (``LOAD DATA LOCAL INFILE``, through PyMySQL; every
+    value quoted, NULL as the bare word, so no text is mistaken for a NULL)."""
+    import tempfile
+    from pathlib import Path
+    from urllib.parse import unquote, urlsplit
 
     import pymysql
 
@@ -116,9 +119,10 @@ def seed_mysql(url: str, rows: int, seed: int = 42, *, end: dt.date | None = Non
     con = _generated(rows, seed, end, days, invalid_fraction)
     counts: dict[str, int] = {}
     db = pymysql.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
-                         user=parts.username or "root", password=parts.password or "")
+                         user=unquote(parts.username or "root"),
+                         password=unquote(parts.password or ""), local_infile=True)
     try:
-        with db.cursor() as cursor:
+        with db.cursor() as cursor, tempfile.TemporaryDirectory() as tmp:
             cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{schema}`")
             for data_type in data_types or list(generator.TABLES):
                 name = generator.TABLES[data_type]
@@ -127,11 +131,17 @@ def seed_mysql(url: str, rows: int, seed: int = 42, *, end: dt.date | None = Non
                 columns = ", ".join(f"`{f.name}` {_mysql_type(f.type)}" for f in table.schema)
                 cursor.execute(f"DROP TABLE IF EXISTS {target}")
                 cursor.execute(f"CREATE TABLE {target} ({columns})")
-                marks = ", ".join(["%s"] * table.num_columns)
+                csv = Path(tmp) / f"{name}.csv"
+                selects = ", ".join(
+                    f'CAST("{f.name}" AS INTEGER)' if pa.types.is_boolean(f.type)
+                    else f'"{f.name}"' for f in table.schema)
+                con.execute(f"COPY (SELECT {selects} FROM blade.{name}) TO '{csv}' "
+                            "(FORMAT csv, HEADER false, NULLSTR 'NULL', FORCE_QUOTE *)")
                 names = ", ".join(f"`{n}`" for n in table.schema.names)
-                for batch in table.to_batches(max_chunksize=5_000):
-                    cursor.executemany(f"INSERT INTO {target} ({names}) VALUES ({marks})",
-                                       [tuple(r.values()) for r in batch.to_pylist()])
+                cursor.execute(f"LOAD DATA LOCAL INFILE %s INTO TABLE {target} "
+                               "CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' ENCLOSED BY "
+                               "'\"' ESCAPED BY '' LINES TERMINATED BY '\\n' "
+                               f"({names})", (str(csv),))
                 counts[data_type] = table.num_rows
         db.commit()
     finally:

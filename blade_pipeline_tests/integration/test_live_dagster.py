@@ -93,13 +93,10 @@ def test_change_sensor_brings_new_rows_to_the_catalog(stack):
         time.sleep(1)
 
 
-#: the other kinds' runs take ~1 min each: they are in the extended tier (CI runs it too)
-@pytest.mark.parametrize("data_type", [
-    "maintenance",
-    pytest.param("maintenance_unit_b", marks=pytest.mark.extended),
-    pytest.param("maintenance_unit_c", marks=pytest.mark.extended),
-    pytest.param("supply_drops", marks=pytest.mark.extended)],
-    ids=["databricks", "postgres", "mysql", "csv"])
+@pytest.mark.extended  # ~1 min a kind (make test has the browser's terminate + re-execute)
+@pytest.mark.parametrize("data_type", ["maintenance", "maintenance_unit_b", "maintenance_unit_c",
+                                       "supply_drops"],
+                         ids=["databricks", "postgres", "mysql", "csv"])
 def test_terminate_mid_upload_then_reexecute_from_failure_is_exact(stack, data_type):
     """The same range, from the mock Databricks warehouse, from the PostgreSQL source, from
     the MariaDB source and from a CSV drop (there the landing sensor launches the range run of

@@ -208,6 +208,7 @@ def test_launch_a_partition_from_the_partitions_view_and_see_its_metadata(page, 
     screenshot(page, "asset-check-reconciled")
 
 
+@pytest.mark.extended  # ~1 min: the extended tier (make test stays ~15 min)
 def test_a_backfill_of_a_range_launched_by_clicks_is_one_run(page, ui_stack):
     """Materialize… with a range of days -> Launch backfill: the backfill is one run over
     the range (single-run backfill policy), and each day reaches the catalog."""
@@ -352,6 +353,7 @@ def test_toggle_a_sensor_and_a_schedule_off_and_on(page, ui_stack):
 # -- a schema change -------------------------------------------------------------------------
 
 
+@pytest.mark.extended  # ~1 min: the extended tier (make test stays ~15 min)
 def test_a_column_added_while_the_stack_runs_shows_on_the_schema_changed_check(page, ui_stack):
     stack: LiveStack = ui_stack
     first = launch_partition(page, "blade_maintenance_job", SMALL_DAY)  # v1: the table as seeded

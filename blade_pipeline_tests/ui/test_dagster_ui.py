@@ -338,7 +338,8 @@ def test_toggle_a_sensor_and_a_schedule_off_and_on(page, ui_stack):
                           row.locator("label").filter(has=page.locator("input")).last)
     for name in (sensor, schedule):
         state, clickable = switches[name]
-        expect(state).to_be_checked()
+        # (a CI run of 4adaba5 saw the switch unchecked for 5 s after GraphQL said RUNNING)
+        expect(state).to_be_checked(timeout=UI_TIMEOUT)
         clickable.click()
         expect(state).not_to_be_checked()
     wait_instigators(ui_stack, sensor, schedule, ("STOPPED", "STOPPED"))

@@ -216,12 +216,15 @@ def failure_alert(instance: dg.DagsterInstance, run: dg.DagsterRun, fallback_cau
         f" (backfill {backfill}: its later failures are not alerted)" if backfill else "")
     if failed_checks:
         check = failed_checks[0]
+        # the staged step's checks are evaluated once per run: the day is in the metadata
+        day = check.partition or (str(check.metadata["day"].value)
+                                  if "day" in check.metadata else "")
+        description = (check.description or "").removeprefix(f"{day}: ")
         return Alert(
             title=title, data_type=data_type, days=days, run_id=run.run_id, url=url,
             kind="check_failure",
             cause=f"blocking check {check.check_name} failed"
-                  + (f" for {check.partition}" if check.partition else "")
-                  + f": {check.description}",
+                  + (f" for {day}" if day else "") + f": {description}",
             action=f"look at the day's quarantine (lake/{data_type}/quarantine/date=...) and the "
                    "check's metadata; fix the source (or the threshold in sources.yaml), then "
                    "re-run the day")

@@ -13,19 +13,18 @@ Dagster glue (retry rule, failures, metadata) in ``dagster_glue``.
 
 
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
 
-from blade_pipeline import csv_drop_defs, day_checks, ingest, schema_policy
+from blade_pipeline import csv_drop_defs, day_check_specs, day_checks, ingest, schema_policy
 from blade_pipeline.dagster_glue import (
     POOL,
     RETRY_POLICY,
     UploadReport,
     catalog_key,
-    check_metadata,
     paused_on_terminate,
     range_stage_metadata,
     run_label,
@@ -75,13 +74,14 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
         deps=landed_dep,
         retry_policy=RETRY_POLICY, kinds={source.kind, "parquet"}, tags=tags,
         backfill_policy=policy, required_resource_keys={source.resource_key, "lake"},
+        check_specs=day_check_specs.check_specs(source, staged_asset_key),
         description=f"{source.display_name}: each day of `{source.location.table}` validated "
                     "with Pandera and staged as BLADE items in Parquet (invalid rows "
                     "quarantined with a reason each); a range of days is one query.",
         metadata={"source_table": source.table_label, "source_kind": source.kind,
                   "primary_key": source.primary_key, "watermark": source.watermark_column},
     )
-    def staged(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def staged(context: dg.AssetExecutionContext) -> Iterator[Any]:
         # the source's own resource: the Databricks warehouse, or the kind's database
         warehouse: Warehouse = getattr(context.resources, source.resource_key)
         lake: ParquetLake = context.resources.lake
@@ -139,64 +139,21 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                 + "; ".join(d.describe() for d in plan.decisions)
                 + (f" -- v{plan.observed} is now the expected version" if run_schema.adopted
                    else ""))
+        # the blocking checks, on the footers just written (day_check_specs)
+        expected = SchemaHistory(lake, source.data_type).expected_number()
+        outcomes = {day: [check(source, results[day].footer(), expected)
+                          for check in day_checks.CHECKS] for day in days}
         if single:
-            return dg.MaterializeResult(metadata={
-                **stage_metadata(results[days[0]], schema), **versioned})
+            yield dg.MaterializeResult(
+                metadata={**stage_metadata(results[days[0]], schema), **versioned},
+                check_results=[day_check_specs.day_result(days[0], outcome)
+                               for outcome in outcomes[days[0]]])
+            return
         context.log.info(f"[{label}] {len(days)} days staged in "
                          f"{time.perf_counter() - started:.1f}s")
-        return dg.MaterializeResult(metadata={**range_stage_metadata(
+        yield dg.MaterializeResult(metadata={**range_stage_metadata(
             results, time.perf_counter() - started, schema), **versioned})
-
-    def day_check(check: Callable[[BladeSource, dict[str, Any] | None, int | None],
-                                  day_checks.CheckOutcome], description: str
-                  ) -> dg.AssetChecksDefinition:
-        """A blocking check of each staged day. One day: Dagster blocks the catalog step when
-        it fails. A range: one evaluation per day (non-blocking for Dagster, so the good days
-        go on), and the catalog step leaves out the days that fail."""
-
-        @dg.asset_check(asset=staged_asset_key, name=check.__name__, blocking=True,
-                        partitions_def=partitions, description=description)
-        def _check(context: dg.AssetCheckExecutionContext, lake: ParquetLake):
-            op_context = context.op_execution_context
-            expected = SchemaHistory(lake, source.data_type).expected_number()
-            if op_context.has_partition_key:
-                outcome = check(source, _footer(lake, op_context.partition_key), expected)
-                yield dg.AssetCheckResult(passed=outcome.passed,
-                                          description=outcome.description,
-                                          severity=dg.AssetCheckSeverity(outcome.severity),
-                                          metadata=check_metadata(outcome))
-                return
-            for day in op_context.partition_keys:
-                outcome = check(source, _footer(lake, day), expected)
-                yield dg.AssetCheckEvaluation(
-                    asset_key=staged_asset_key, check_name=check.__name__,
-                    passed=outcome.passed, partition=day, blocking=False,
-                    severity=dg.AssetCheckSeverity(outcome.severity),
-                    description=f"{day}: {outcome.description}",
-                    metadata=check_metadata(outcome))
-            yield dg.Output(None)
-
-        return _check
-
-    def _footer(lake: ParquetLake, day: str) -> dict[str, Any] | None:
-        return lake.footer_metadata(lake.partition_dir(source.data_type, day))
-
-    schema_conforms = day_check(
-        day_checks.schema_conforms,
-        "The warehouse rows carry every column the Pandera model requires, with its type "
-        "(added columns are allowed).")
-    invalid_fraction = day_check(
-        day_checks.invalid_fraction,
-        f"Quarantined rows are at most max({source.invalid_rows_allowed} rows, "
-        f"{source.max_invalid_fraction:.1%} of the extracted rows) per day.")
-
-    policy_text = ", ".join(f"{k}: {v}" for k, v in source.schema_policy.model_dump().items())
-    schema_changed = day_check(
-        day_checks.schema_changed,
-        "The schema the day was read in against the expected version, under the source's "
-        f"schema_policy ({policy_text}): ERROR (blocks the upload) when the policy blocks a "
-        "change, WARN when it lets one through; `blade schema accept` / `pin` choose the "
-        "expected version.")
+        yield from day_check_specs.range_results(context, staged_asset_key, outcomes)
 
     @dg.asset(
         key=catalog_asset_key, deps=[staged_asset_key], partitions_def=partitions,
@@ -255,5 +212,15 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                           **upload_metadata(outcome.progress)},
                 allow_retries=False)
 
-    built = [staged, schema_conforms, invalid_fraction, schema_changed, catalog]
+    built = [staged, catalog]
     return [csv_drop_defs.build_landed_asset(source), *built] if source.kind == "csv" else built
+
+
+def build_source_checks(source: BladeSource) -> list[dg.AssetChecksDefinition]:
+    """The checks with steps of their own: ``reconciled`` on the catalog asset (after the
+    upload) and, for an enabled source, ``freshness`` on both assets."""
+    from blade_pipeline.freshness import build_freshness_check
+    from blade_pipeline.reconciliation_check import build_reconciliation_check
+
+    checks = [build_reconciliation_check(source)]
+    return [*checks, build_freshness_check(source)] if source.enabled else checks

@@ -27,6 +27,7 @@ from blade_pipeline.dagster_glue import POOL, RETRY_POLICY, step_failure
 from blade_pipeline.resources.csv_drops import CsvDrops
 from blade_pipeline.resources.lake import FileEntry, LakeError
 from blade_pipeline.sensors import (
+    AUTOMATED_RUN_TAGS,
     MINIMUM_INTERVAL_SECONDS,
     SensorTickError,
     day_groups,
@@ -181,7 +182,8 @@ def landing_requests(source: BladeSource, files: list[FileEntry], markers: set[s
         requests.append(dg.RunRequest(
             partition_key=entry.name, job_name=job_name,
             run_key=f"land:{entry.name}:{entry.size}:{entry.mtime_ns}",
-            tags={"blade/trigger": "landing-sensor", "blade/landed_file": entry.name}))
+            tags={**AUTOMATED_RUN_TAGS, "blade/trigger": "landing-sensor",
+                  "blade/landed_file": entry.name}))
     return requests, keys, unfit
 
 

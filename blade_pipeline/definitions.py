@@ -5,10 +5,10 @@ from __future__ import annotations
 import dagster as dg
 
 from blade_pipeline.alerts import build_failure_alert_sensor
-from blade_pipeline.assets import build_blade_assets
+from blade_pipeline.assets import build_blade_assets, build_source_checks
 from blade_pipeline.csv_drop_defs import build_landing_job, build_landing_sensor
 from blade_pipeline.executors import executor_from_env
-from blade_pipeline.freshness import build_freshness_check, build_freshness_sensor
+from blade_pipeline.freshness import build_freshness_sensor
 from blade_pipeline.health_alerts import build_health_alert_sensor
 from blade_pipeline.jobs import (
     blade_item_job,
@@ -17,7 +17,6 @@ from blade_pipeline.jobs import (
     build_reconcile_job,
 )
 from blade_pipeline.partitions import daily_partitions
-from blade_pipeline.reconciliation_check import build_reconciliation_check
 from blade_pipeline.resources import resources_from_env
 from blade_pipeline.schedules import build_daily_schedule, build_reconcile_schedule
 from blade_pipeline.sensors import build_change_sensor
@@ -30,14 +29,11 @@ def build_definitions() -> dg.Definitions:
     assets, checks, jobs, sensors, schedules = [], [], [blade_query_job, blade_item_job], [], []
     freshness = []
     for source in default_sources():
-        for definition in build_blade_assets(source):
-            (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(
-                definition)
+        assets += build_blade_assets(source)  # (their blocking checks run in the staged step)
+        # reconciled (also in `job`, after the upload); freshness unless disabled (never due)
+        for check in build_source_checks(source):
+            (freshness if check.node_def.name.endswith("_freshness") else checks).append(check)
         job = build_partition_job(source)
-        reconciled = build_reconciliation_check(source)  # also runs in `job`, after the upload
-        checks.append(reconciled)
-        if source.enabled:  # a disabled source is never due
-            freshness.append(build_freshness_check(source))
         reconcile_job = build_reconcile_job(source)
         jobs += [job, reconcile_job]
         if source.kind == "csv":  # file-driven: a landing sensor, no nightly re-run

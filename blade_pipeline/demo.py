@@ -19,22 +19,46 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, port_in_use
 from blade_pipeline.devservices.s3 import LOOPBACK_S3_ENV, create_bucket, start_s3
 
+if TYPE_CHECKING:
+    from blade_pipeline.sources import BladeSource
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HISTORY_DAYS = 730  # what the mock warehouse's generator seeds: the days before today
 BACKFILL_STATUS = """
 query Status($id: String!) {
   partitionBackfillOrError(backfillId: $id) {
-    ... on PartitionBackfill { status numPartitions }
+    ... on PartitionBackfill { status numPartitions partitionNames }
     ... on PythonError { message }
+  }
+  runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
+    ... on Runs { results { runId status tags { key value } } }
   }
 }
 """
+RUN_FAILURES = """
+query Failures($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection {
+      events {
+        __typename
+        ... on ExecutionStepFailureEvent { message error { message } }
+        ... on RunFailureEvent { message error { message } }
+      }
+    }
+  }
+}
+"""
+FINISHED_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
+WILL_RETRY_TAG = "dagster/will_retry"
+RANGE_START_TAG, RANGE_END_TAG = ("dagster/asset_partition_range_start",
+                                  "dagster/asset_partition_range_end")
 DONE_STATUSES = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 SQLITE_INSTANCE_YAML = """\
 # Embedded demo instance: SQLite storage under this directory (written by `blade demo`).
@@ -42,8 +66,11 @@ run_coordinator:
   module: dagster._core.run_coordinator
   class: QueuedRunCoordinator
   config:
-    max_concurrent_runs: 4  # the history: one range run per data type, all at once
-    dequeue_interval_seconds: 2
+    max_concurrent_runs: 6  # the history: one range run per data type, all at once
+    dequeue_interval_seconds: 1
+    tag_concurrency_limits:  # sensor runs (queued behind backfills: dagster/priority -1)
+      - key: dagster/sensor_name  # never take more than 2 of the slots
+        limit: 2
 telemetry:
   enabled: false
 python_logs:  # BLADE_LOG_FORMAT=json: every run's log records also as JSON lines on stderr
@@ -58,6 +85,9 @@ run_launcher:  # DefaultRunLauncher + run worker health checks (see blade_pipeli
 run_monitoring:  # a run whose worker process died is marked failed ...
   enabled: true
   poll_interval_seconds: 15
+  # a run still STARTING after this long is failed: long enough for a range run's worker
+  # on a busy 2-core machine, short enough to catch one that hangs
+  start_timeout_seconds: 600
 run_retries:  # ... and re-executed from failure (the upload resumes from its checkpoint);
   enabled: true  # not for step failures: one retry layer each (blade_pipeline/dagster_glue.py)
   max_retries: 1
@@ -158,10 +188,23 @@ def _check_ports(settings: DemoSettings) -> None:
                              "there (an earlier demo?) or pick another port")
 
 
+def launch_backfill(dagster_url: str, source: BladeSource, partitions: list[str]) -> str:
+    """A backfill of ``source``'s staged + catalog assets over ``partitions`` (one range run
+    with the single-run backfill policy); its id."""
+    from blade_pipeline.assets import catalog_key, staged_key
+
+    params = {"partitionNames": partitions, "fromFailure": False,
+              "assetSelection": [{"path": k.path}
+                                 for k in (staged_key(source), catalog_key(source))]}
+    launched = _graphql(dagster_url, LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
+    if launched["__typename"] != "LaunchBackfillSuccess":
+        raise RuntimeError(f"backfill of {source.data_type} refused: {launched}")
+    return launched["backfillId"]
+
+
 def launch_backfills(dagster_url: str, days: int) -> list[str]:
     """One backfill per data type over the ``days`` days before today (from its
     ``partition_start`` at the earliest); returns their ids."""
-    from blade_pipeline.assets import catalog_key, staged_key
     from blade_pipeline.sources import default_sources
 
     today = dt.datetime.now(dt.UTC).date()
@@ -170,48 +213,104 @@ def launch_backfills(dagster_url: str, days: int) -> list[str]:
         if not source.enabled or source.kind == "csv":  # CSV days come with their files
             continue
         first = max(today - dt.timedelta(days=days), source.partition_start)
-        partitions = [(first + dt.timedelta(days=n)).isoformat()
-                      for n in range((today - first).days)]
-        params = {"partitionNames": partitions, "fromFailure": False,
-                  "assetSelection": [{"path": k.path}
-                                     for k in (staged_key(source), catalog_key(source))]}
-        answer = httpx.post(f"{dagster_url}/graphql", timeout=60,
-                            json={"query": LAUNCH_BACKFILL, "variables": {"params": params}})
-        answer.raise_for_status()
-        launched = answer.json()["data"]["launchPartitionBackfill"]
-        if launched["__typename"] != "LaunchBackfillSuccess":
-            raise RuntimeError(f"backfill of {source.data_type} refused: {launched}")
-        ids.append(launched["backfillId"])
+        ids.append(launch_backfill(dagster_url, source, [
+            (first + dt.timedelta(days=n)).isoformat() for n in range((today - first).days)]))
     return ids
 
 
+def _graphql(dagster_url: str, query: str, **variables: object) -> dict:
+    answer = httpx.post(f"{dagster_url}/graphql", timeout=60,
+                        json={"query": query, "variables": variables})
+    answer.raise_for_status()
+    return answer.json()["data"]
+
+
+def _covered_days(runs: list[dict]) -> set[str]:
+    """The days the successful range runs of a backfill covered (their range tags)."""
+    days: set[str] = set()
+    for run in runs:
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        first, last = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+        if run["status"] != "SUCCESS" or not first or not last:
+            continue
+        day, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+        while day <= end:
+            days.add(day.isoformat())
+            day += dt.timedelta(days=1)
+    return days
+
+
+def backfill_state(dagster_url: str, backfill_id: str) -> tuple[str, list[dict]]:
+    """``done``, ``failed`` or ``running``, and the backfill's runs.
+
+    Done as soon as its runs have succeeded over every requested day, failed as soon as a
+    run of it has failed for good (not to be retried): the backfill daemon marks the backfill
+    at its next iteration (up to 30 s later), which adds nothing to what the user sees."""
+    data = _graphql(dagster_url, BACKFILL_STATUS, id=backfill_id)
+    backfill = data["partitionBackfillOrError"]
+    runs = data["runsOrError"].get("results", [])
+    status = backfill.get("status", "UNKNOWN")
+    if status in {"COMPLETED", "COMPLETED_SUCCESS"}:
+        return "done", runs
+    if status in DONE_STATUSES:
+        return "failed", runs
+    if not runs or any(r["status"] not in FINISHED_RUN_STATUSES for r in runs):
+        return "running", runs
+    failed = [r for r in runs if r["status"] != "SUCCESS"]
+    if failed and all({t["key"]: t["value"] for t in r["tags"]}.get(WILL_RETRY_TAG) == "false"
+                      for r in failed):  # (run retries say so on each failed run)
+        return "failed", runs
+    wanted = set(backfill.get("partitionNames") or [])
+    return ("done" if not failed and wanted and wanted <= _covered_days(runs)
+            else "running"), runs
+
+
+def failure_cause(dagster_url: str, run_id: str) -> str:
+    """A failed run's own cause: its first failed step's error, else the run failure's
+    message (e.g. the run monitor's start timeout)."""
+    data = _graphql(dagster_url, RUN_FAILURES, runId=run_id)
+    events = data["logsForRun"].get("events", [])
+    for kind in ("ExecutionStepFailureEvent", "RunFailureEvent"):
+        for event in events:
+            if event["__typename"] == kind:
+                text = ((event.get("error") or {}).get("message") or event.get("message")
+                        or "").strip()
+                if text:
+                    return text.splitlines()[0][:400]
+    return "the run failed (see its event log)"
+
+
 def wait_for_backfills(dagster_url: str, catalog_url: str, token: str, ids: list[str],
-                       started: float, timeout_s: float = 1800) -> None:
-    """Wait until every backfill is done, then print how long they took and what landed."""
-    statuses: dict[str, str] = {}
+                       started: float, timeout_s: float = 1800) -> bool:
+    """Wait until every backfill is done, then print how long they took and what landed
+    (and, for a failed one, why each of its failed runs failed). True when all succeeded."""
+    states: dict[str, tuple[str, list[dict]]] = {}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for backfill_id in ids:
-            answer = httpx.post(f"{dagster_url}/graphql", timeout=60, json={
-                "query": BACKFILL_STATUS, "variables": {"id": backfill_id}})
-            answer.raise_for_status()
-            statuses[backfill_id] = (answer.json()["data"]["partitionBackfillOrError"]
-                                     .get("status", "UNKNOWN"))
-        if all(status in DONE_STATUSES for status in statuses.values()):
+        states = {i: backfill_state(dagster_url, i) for i in ids}
+        if all(state != "running" for state, _ in states.values()):
             break
-        time.sleep(2)
+        time.sleep(1)
     else:
-        print(f"the backfills are still running after {timeout_s:.0f}s: see the UI",
-              flush=True)
-        return
+        print(f"the backfills are still running after {timeout_s:.0f}s: see "
+              f"{dagster_url}/overview/backfills", flush=True)
+        return False
     stats = httpx.get(f"{catalog_url}/api/v1/stats", timeout=30,
                       headers={"Authorization": f"Bearer {token}"}).json()
-    failed = [i for i, status in statuses.items() if status not in {"COMPLETED",
-                                                                   "COMPLETED_SUCCESS"}]
+    failed = {i: runs for i, (state, runs) in states.items() if state == "failed"}
     print(f"history loaded in {time.perf_counter() - started:.0f}s: {stats['total']} items in "
           f"the catalog ({', '.join(f'{k} {v}' for k, v in stats['data_sources'].items())})"
-          + (f"; {len(failed)} backfill(s) ended {', '.join(statuses[i] for i in failed)}: "
-             "a day failed its checks, see the runs in the UI" if failed else ""), flush=True)
+          + (f"; {len(failed)} backfill(s) failed:" if failed else ""), flush=True)
+    for backfill_id, runs in failed.items():
+        bad = [r for r in runs if r["status"] != "SUCCESS"]
+        for run in bad:
+            print(f"  backfill {backfill_id}, run {run['runId'][:8]} ({run['status']}): "
+                  f"{failure_cause(dagster_url, run['runId'])}  -> "
+                  f"{dagster_url}/runs/{run['runId']}", flush=True)
+        if not bad:
+            print(f"  backfill {backfill_id}: no run of it failed; see "
+                  f"{dagster_url}/overview/backfills/{backfill_id}", flush=True)
+    return not failed
 
 
 def start_csv_drops(landing: Path, interval_s: float):  # -> CsvDropper | None

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from blade_pipeline.sensors import AUTOMATED_RUN_TAGS
 from blade_pipeline.sources import BladeSource
 
 CRON = "30 1 * * *"  # 01:30 UTC, after the day has closed
@@ -32,7 +33,7 @@ def build_daily_schedule(source: BladeSource,
         day = (context.scheduled_execution_time.astimezone(dt.UTC).date()
                - dt.timedelta(days=1)).isoformat()
         return dg.RunRequest(partition_key=day, run_key=f"daily:{day}",
-                             tags={"blade/trigger": "daily-schedule"})
+                             tags={**AUTOMATED_RUN_TAGS, "blade/trigger": "daily-schedule"})
 
     return daily
 
@@ -53,7 +54,7 @@ def build_reconcile_schedule(source: BladeSource, job: dg.JobDefinition
         day = (context.scheduled_execution_time.astimezone(dt.UTC).date()
                - dt.timedelta(days=1)).isoformat()
         return dg.RunRequest(run_key=f"reconcile:{day}", tags={
-            "blade/trigger": "reconcile-schedule"}, run_config={
+            **AUTOMATED_RUN_TAGS, "blade/trigger": "reconcile-schedule"}, run_config={
             "ops": {f"reconcile_{source.data_type}": {"config": {"first": day}}}})
 
     return reconcile

@@ -63,17 +63,25 @@ def _run_request(days: list[dict]) -> dg.RunRequest:
     return range_request(first, last, newest, tags)
 
 
+#: Runs that sensors and schedules request queue behind backfills and runs launched by hand
+#: (Dagster's run queue starts higher priorities first; the instance's dagster.yaml also caps
+#: how many sensor runs run at once), so a history load is never starved by fresh changes.
+AUTOMATED_RUN_TAGS = {"dagster/priority": "-1"}
+
+
 def range_request(first: str, last: str, key: str, tags: dict[str, str],
                   job_name: str | None = None) -> dg.RunRequest:
     """A run over the days ``first``..``last``: one partition, or a range run;
     ``run_key`` = the days + ``key``."""
     if first == last:
-        return dg.RunRequest(partition_key=first, run_key=f"{first}:{key}", tags=tags,
+        return dg.RunRequest(partition_key=first, run_key=f"{first}:{key}",
+                             tags={**AUTOMATED_RUN_TAGS, **tags},
                              job_name=job_name)
     # RunRequest (1.13) has no partition-range argument: a range run is the range tags
     # (RunRequest.partition_key_range reads them back; the run's partitions come from them).
     return dg.RunRequest(run_key=f"{first}...{last}:{key}", job_name=job_name, tags={
-        **tags, ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
+        **AUTOMATED_RUN_TAGS, **tags, ASSET_PARTITION_RANGE_START_TAG: first,
+        ASSET_PARTITION_RANGE_END_TAG: last})
 
 
 def evaluate_changes(source: BladeSource, warehouse: Warehouse, cursor: str | None,

@@ -35,6 +35,13 @@ def test_bench_runs_every_stage_and_reports_ratios(tmp_path):
         assert stages[stage]["ratio_to_local"] > 0 and stages[stage]["server_cpu_s"] > 0, stage
     assert stages["stage_s3"]["ratio_to_s3_ceiling"] > 0
     assert "stage_s3: " in proc.stdout and "on local disk (same run)" in proc.stdout
+    # a range run's instance events: a planned event and a materialization per day of each of
+    # the two assets, and a handful per run (no event per day and check)
+    for stage in ("backfill", "backfill_small"):
+        days_per_run = stages[stage]["days"] / stages[stage]["runs"]
+        assert 4 * days_per_run < stages[stage]["instance_events_per_run"] \
+            < 4 * days_per_run + 100, stage
+    assert stages["backfill"]["seconds_vs_materialize"] > 0
 
 
 

@@ -7,6 +7,7 @@
   no double upload) — from the Databricks warehouse, from PostgreSQL, from MariaDB (a
   ``kind: mysql`` source the stack's BLADE_SOURCES_FILE adds) and from a dropped CSV file
   (whose range run the landing sensor launches);
+* a backfill whose run fails (a day of invalid rows): `blade demo` names the run's own cause;
 * yesterday is late (the stack's data ends in June): the freshness checks fail and their alert
   reaches a webhook receiver;
 * the warehouse goes down: the change sensors' ticks fail and the daemon's health sensor posts
@@ -27,9 +28,11 @@ from collections.abc import Iterator
 import duckdb
 import pytest
 
+from blade_pipeline import demo
 from blade_pipeline.devservices.warehouse import generator
+from blade_pipeline.sources import source_for
 from blade_pipeline_tests.alert_sinks import WEBHOOK_SECRET, Receiver
-from blade_pipeline_tests.conftest import END_DATE, WAREHOUSE_TOKEN, make_bucket
+from blade_pipeline_tests.conftest import CATALOG_TOKEN, END_DATE, WAREHOUSE_TOKEN, make_bucket
 from blade_pipeline_tests.live_stack import (
     LiveStack,
     assert_catalog_holds_exactly_the_staged_items,
@@ -175,6 +178,33 @@ def _wait_for(receiver: Receiver, status: str, timeout: float) -> list[dict]:
             return found
         time.sleep(1)
     raise AssertionError(f"no {status} tick alert in {timeout}s: {receiver.bodies}")
+
+
+def test_a_failed_backfill_is_reported_with_its_runs_own_cause(stack, capsys):
+    """What `blade demo` says of a backfill that ends failed: the run's own failure (here a
+    day whose rows are all invalid), read from Dagster over GraphQL, and the other days
+    uploaded."""
+    source = source_for("readiness")
+    bad = dt.date.fromisoformat(RANGE[1])
+    stack.warehouse.query_arrow(
+        "UPDATE main.blade.blade_readiness_data SET status = 'BROKEN' "
+        "WHERE CAST(last_modified AS DATE) = :day", {"day": bad})
+    try:
+        backfill = demo.launch_backfill(stack.base_url, source, RANGE)
+        assert not demo.wait_for_backfills(stack.base_url, stack.catalog_server.base_url,
+                                           CATALOG_TOKEN, [backfill], time.perf_counter(),
+                                           timeout_s=300)
+    finally:
+        stack.warehouse.query_arrow(
+            "UPDATE main.blade.blade_readiness_data SET status = 'FMC' "
+            "WHERE CAST(last_modified AS DATE) = :day AND status = 'BROKEN'", {"day": bad})
+    printed = capsys.readouterr().out
+    assert "1 backfill(s) failed:" in printed
+    cause = next(line for line in printed.splitlines() if f"backfill {backfill}, run" in line)
+    assert "(FAILURE)" in cause and f"1 of 3 days were not uploaded (the other 2 were): " \
+        f"{RANGE[1]}: invalid_fraction" in cause, cause
+    state, runs = demo.backfill_state(stack.base_url, backfill)
+    assert state == "failed" and [r["status"] for r in runs] == ["FAILURE"]
 
 
 def test_a_late_day_reaches_the_webhook(stack, receiver):

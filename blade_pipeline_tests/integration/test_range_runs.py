@@ -90,14 +90,14 @@ def test_a_range_in_one_run_gives_what_its_days_one_by_one_give(
                 daily["lake"], data_type, day, kind)
         footer = ranged["lake"].footer_metadata(ranged["lake"].partition_dir(data_type, day))
         assert footer["extracted"] == footer["valid"] + footer["quarantined"]
-    # one materialization per day of both assets, one evaluation per day of each check
+    # one materialization per day of both assets, one evaluation per check over the range
     for key in (staged_key(source), catalog_key(source)):
         assert instance.get_materialized_partitions(key) == set(DAYS)
     evaluations = result.get_asset_check_evaluations()
-    assert sorted((e.check_name, e.partition) for e in evaluations) == sorted(
-        (name, day) for name in ("schema_conforms", "invalid_fraction", "schema_changed")
-        for day in DAYS)
-    assert all(e.passed for e in evaluations)
+    assert sorted(e.check_name for e in evaluations) == [
+        "invalid_fraction", "schema_changed", "schema_conforms"]
+    assert all(e.passed and e.metadata["days_checked"].value == len(DAYS)
+               for e in evaluations)
     catalog_events = [e for e in result.all_events if e.event_type_value ==
                       "ASSET_MATERIALIZATION" and e.asset_key == catalog_key(source)]
     meta = catalog_events[0].event_specific_data.materialization.metadata
@@ -117,10 +117,14 @@ def test_a_bad_day_does_not_hold_the_good_days_hostage(warehouse_server, start_c
     instance = dg.DagsterInstance.ephemeral()
     result = run_range(strict, res, instance=instance)
     assert not result.success
-    evaluations = {e.partition: e for e in result.get_asset_check_evaluations()
-                   if e.check_name == "invalid_fraction"}
-    bad = sorted(day for day, e in evaluations.items() if not e.passed)
+    [evaluation] = [e for e in result.get_asset_check_evaluations()
+                    if e.check_name == "invalid_fraction"]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    reasons = evaluation.metadata["failed_days"].value  # each failing day with its reason
+    bad = sorted(reasons)
     good = sorted(set(DAYS) - set(bad))
+    assert all("rows quarantined" in reasons[day] for day in bad)
+    assert evaluation.metadata["days_failed"].value == len(bad)
     assert bad and good, "the seeded days should hold both clean and invalid days"
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.event_specific_data.error.message
@@ -161,8 +165,9 @@ def test_small_days_with_a_few_invalid_rows_pass_and_a_really_bad_day_fails(
     try:
         again = run_range(source, res)
         assert not again.success
-        failed = {e.partition for e in again.get_asset_check_evaluations() if not e.passed}
-        assert failed == {DAYS[5]}
+        [failed] = [e for e in again.get_asset_check_evaluations() if not e.passed]
+        assert failed.check_name == "invalid_fraction"
+        assert set(failed.metadata["failed_days"].value) == {DAYS[5]}
     finally:
         warehouse.query_arrow(
             "UPDATE main.blade.blade_readiness_data SET status = 'FMC' "

@@ -141,8 +141,9 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                    else ""))
         # the blocking checks, on the footers just written (day_check_specs)
         expected = SchemaHistory(lake, source.data_type).expected_number()
-        outcomes = {day: [check(source, results[day].footer(), expected)
-                          for check in day_checks.CHECKS] for day in days}
+        footers = {day: results[day].footer() for day in days}
+        outcomes = {day: [check(source, footers[day], expected) for check in day_checks.CHECKS]
+                    for day in days}
         if single:
             yield dg.MaterializeResult(
                 metadata={**stage_metadata(results[days[0]], schema), **versioned},

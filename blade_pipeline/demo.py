@@ -330,6 +330,11 @@ def start_csv_drops(landing: Path, interval_s: float):  # -> CsvDropper | None
     return dropper
 
 
+def _dagster_bin(name: str) -> str:
+    """A Dagster command of this interpreter's environment (the venv's)."""
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or name
+
+
 def run_demo(settings: DemoSettings) -> int:
     """Start the services, print where they are, wait for Ctrl-C, stop them."""
     _check_ports(settings)
@@ -357,11 +362,15 @@ def run_demo(settings: DemoSettings) -> int:
         blade_command("mock-catalog", "--port", str(settings.catalog_port),
                       "--db", str(home / "catalog.sqlite3"), "--token", settings.catalog_token),
         settings.catalog_port, logs / "catalog.log")
-    dagster_bin = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
-    dagster = ServerProcess(
-        [dagster_bin, "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
-         "-p", str(settings.dagster_port)],
-        settings.dagster_port, logs / "dagster.log")
+    # Webserver and daemon as two processes (what `dagster dev` runs): the backfills are
+    # requested before the daemon starts, so its first backfill iteration takes them instead
+    # of one up to 30 s later (the backfill daemon's fixed interval).
+    workspace = str(REPO_ROOT / "workspace.yaml")
+    webserver = ServerProcess(
+        [_dagster_bin("dagster-webserver"), "-w", workspace, "-h", "127.0.0.1",
+         "-p", str(settings.dagster_port)], settings.dagster_port, logs / "dagster-webserver.log")
+    daemon = ServerProcess([_dagster_bin("dagster-daemon"), "run", "-w", workspace],
+                           settings.dagster_port, logs / "dagster-daemon.log")
     started: list[ServerProcess] = []
     s3: ServerProcess | None = None
     dropper = None
@@ -381,15 +390,20 @@ def run_demo(settings: DemoSettings) -> int:
         print(f"  catalog:   {catalog_url}/docs  (token {settings.catalog_token})", flush=True)
         seed_relational_sources(settings)
         print("starting Dagster (webserver + daemon) ...", flush=True)
-        dagster.start("/server_info", timeout=180, env={**env, "PYTHONUNBUFFERED": "1"})
-        started.append(dagster)
+        dagster_env = {**env, "PYTHONUNBUFFERED": "1"}
+        webserver.start("/server_info", timeout=180, env=dagster_env)
+        started.append(webserver)
+        ids: list[str] = []
+        backfill_started = time.perf_counter()
+        if settings.backfill_days > 0:
+            ids = launch_backfills(dagster_url, settings.backfill_days)
+        daemon.start(None, env=dagster_env)  # (no port of its own: the webserver's answers)
+        started.append(daemon)
         print(f"  Dagster UI: {dagster_url}", flush=True)
         print(f"logs in {logs}; Ctrl-C stops everything.", flush=True)
         if settings.drop_interval > 0:
             dropper = start_csv_drops(home / "landing", settings.drop_interval)
-        if settings.backfill_days > 0:
-            backfill_started = time.perf_counter()
-            ids = launch_backfills(dagster_url, settings.backfill_days)
+        if ids:
             print(f"ingesting the last {settings.backfill_days} days of every data type (one "
                   f"range run each): watch {dagster_url}/overview/backfills ; items land in "
                   f"{catalog_url}/api/v1/stats", flush=True)
@@ -406,5 +420,5 @@ def run_demo(settings: DemoSettings) -> int:
     finally:
         if dropper is not None:
             dropper.stop()
-        for proc in reversed([*([s3] if s3 else []), warehouse, catalog, dagster]):
+        for proc in reversed([*([s3] if s3 else []), warehouse, catalog, webserver, daemon]):
             proc.stop(timeout=20)

@@ -163,11 +163,21 @@ def test_small_days_with_a_few_invalid_rows_pass_and_a_really_bad_day_fails(
         "UPDATE main.blade.blade_readiness_data SET status = 'BROKEN' "
         "WHERE CAST(last_modified AS DATE) = :day", {"day": day})
     try:
-        again = run_range(source, res)
+        instance = dg.DagsterInstance.ephemeral()
+        again = run_range(source, res, instance=instance)
         assert not again.success
         [failed] = [e for e in again.get_asset_check_evaluations() if not e.passed]
         assert failed.check_name == "invalid_fraction"
-        assert set(failed.metadata["failed_days"].value) == {DAYS[5]}
+        reasons = failed.metadata["failed_days"].value
+        assert set(reasons) == {DAYS[5]} and "rows quarantined" in reasons[DAYS[5]]
+        # exactly that day red in the catalog asset's partitions, every other day green
+        partitions = daily_partitions(source)
+        status = get_and_update_asset_status_cache_value(instance, catalog_key(source),
+                                                         partitions)
+        assert list(status.deserialize_failed_partition_subsets(partitions)
+                    .get_partition_keys()) == [DAYS[5]]
+        assert set(status.deserialize_materialized_partition_subsets(partitions)
+                   .get_partition_keys()) == set(DAYS) - {DAYS[5]}
     finally:
         warehouse.query_arrow(
             "UPDATE main.blade.blade_readiness_data SET status = 'FMC' "

@@ -259,3 +259,27 @@ def test_the_reconcile_schedule_checks_yesterday_after_the_nightly_run():
     [request] = schedule.evaluate_tick(context).run_requests
     assert request.run_config == {"ops": {"reconcile_supply": {"config": {"first": "2026-07-03"}}}}
     assert request.run_key == "reconcile:2026-07-03"
+
+
+def test_automated_runs_queue_behind_backfills_on_both_instances(tmp_path):
+    """Sensor and schedule runs carry a lower priority than backfills (Dagster's run queue
+    starts higher ones first); both instance configs cap sensor runs and give a range run's
+    worker time to start on a busy machine, and Dagster validates them."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    from blade_pipeline.demo import SQLITE_INSTANCE_YAML
+    from blade_pipeline_tests.conftest import REPO_ROOT
+
+    result, _ = tick(["2026-05-02T11:00:00", "2026-05-04T09:15:00"], "2026-05-01T23:00:00")
+    schedule = defs.get_schedule_def("blade_readiness_daily")
+    [daily] = schedule.evaluate_tick(dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 7, 4, 1, 30, tzinfo=dt.UTC),
+        repository_def=defs.get_repository_def())).run_requests
+    for request in [*result.run_requests, daily]:
+        assert request.tags["dagster/priority"] == "-1"
+    (tmp_path / "dagster.yaml").write_text(SQLITE_INSTANCE_YAML)
+    for home in (tmp_path, REPO_ROOT):
+        config, _ = dagster_instance_config(str(home))
+        queue = config["run_coordinator"]["config"]
+        assert {"key": "dagster/sensor_name", "limit": 2} in queue["tag_concurrency_limits"]
+        assert config["run_monitoring"]["start_timeout_seconds"] >= 600

@@ -230,7 +230,8 @@ def summarize(samples: dict[str, list[dict]], rows: int, data_type: str, batch_r
             entry["seconds_vs_materialize"] = round(
                 entry["seconds"] / result["stages"]["materialize"]["seconds"], 2)
         if ceiling:
-            entry["ratio_to_ceiling"] = round(entry["rows_per_s"] / ceiling["rows_per_s"], 3)
+            # 3 significant digits: a Dagster stage of a small run is 1e-4 of the ceiling
+            entry["ratio_to_ceiling"] = float(f"{entry['rows_per_s'] / ceiling['rows_per_s']:.3g}")
             entry["rss_ratio_to_ceiling"] = round(entry["peak_rss_mb"] / ceiling["peak_rss_mb"],
                                                   2)
             entry["added_rss_ratio_to_ceiling"] = round(

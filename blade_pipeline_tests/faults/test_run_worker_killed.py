@@ -177,8 +177,10 @@ def test_6_run_worker_killed_mid_upload_is_failed_retried_and_ends_exact(
         done = wait_for("the retry to finish", lambda: (
             r := dagster_instance.get_run_by_id(retry.run_id)).is_finished and r, 240)
         assert done.status == dg.DagsterRunStatus.SUCCESS, (tmp_path / "daemon.log").read_text()
-        [alert] = wait_for("the killed run's alert", lambda: [
+        alerts = wait_for("the killed run's alert", lambda: [
             b for b in receiver.bodies if b["run_id"] == run.run_id], 60)
+        assert len(alerts) == 1, alerts
+        [alert] = alerts
     finally:
         stop(daemon)
         receiver.close()

@@ -293,6 +293,11 @@ def _earlier_failure_of(instance: dg.DagsterInstance, run: dg.DagsterRun, backfi
                if r.dagster_run.run_id != run.run_id)
 
 
+#: set on a failed run once its alert is sent: its own run id (a re-execution copies its
+#: parent's tags, and must still alert for itself)
+ALERTED_TAG = "blade/alerted"
+
+
 def build_failure_alert_sensor() -> dg.SensorDefinition:
     """``blade_failure_alerts``: every failed run of this code location, as an alert."""
 
@@ -306,14 +311,22 @@ def build_failure_alert_sensor() -> dg.SensorDefinition:
             context.log.info("no alert channel configured (BLADE_ALERT_WEBHOOK_URL, "
                              "BLADE_ALERT_SMTP_HOST): nothing sent")
             return
+        run_id = context.dagster_run.run_id
+        stored = context.instance.get_run_by_id(run_id)
+        if stored is not None and stored.tags.get(ALERTED_TAG) == run_id:
+            # a run can be failed twice (run monitoring and the code server both notice a
+            # dead worker): Dagster then emits two failure events; one alert per run
+            context.log.info(f"run {run_id} alerted already: not sent again")
+            return
         alert = failure_alert(context.instance, context.dagster_run,
                               context.failure_event.message or "",
                               BladeSettings().dagster_url)
         if alert is None:
-            context.log.info(f"run {context.dagster_run.run_id} failed in a backfill that "
-                             "alerted already: not sent again")
+            context.log.info(f"run {run_id} failed in a backfill that alerted already: not "
+                             "sent again")
             return
         alerts.send(alert)  # AlertError fails the tick: the UI shows it, the next tick retries
+        context.instance.add_run_tags(run_id, {ALERTED_TAG: run_id})
         context.log.info(f"alert sent to {', '.join(alerts.channels())}: {alert.title}")
 
     return failure_alerts

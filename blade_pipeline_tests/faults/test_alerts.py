@@ -65,6 +65,10 @@ def test_13a_a_refused_token_reaches_the_webhook_and_the_mailbox(
     result = run(source_for("sortie"), refused, dagster_instance, recorded)
     assert not result.success
     evaluate(dagster_instance, result, senders(receiver, port))
+    # a second failure event of the same run (run monitoring and the code server can both
+    # fail a run whose worker died) sends nothing more
+    evaluate(dagster_instance, result, senders(receiver, port))
+    assert dagster_instance.get_run_by_id(result.run_id).tags["blade/alerted"] == result.run_id
     [body] = receiver.bodies
     assert body["kind"] == "run_failure" and body["data_type"] == "sortie"
     assert body["days"] == DAY and body["run_id"] == result.run_id

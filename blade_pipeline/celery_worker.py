@@ -1,5 +1,5 @@
 """The Celery app the workers run: ``celery -A blade_pipeline.celery_worker worker -Q dagster
--c 1 -n <name>@%h`` (the README's "Running on more than one machine").
+-c 1 -n <name>@%h`` (docs/scale-out.md).
 
 It is dagster-celery's step task on the same broker, backend and settings as the executor of
 ``BLADE_EXECUTOR=celery`` (``blade_pipeline/executors.py``): the broker from

@@ -8,7 +8,7 @@
 * ``celery``: each step as a task on Celery workers (``dagster-celery``) through the broker at
   ``BLADE_CELERY_BROKER_URL``, read by the executor from the environment (``{"env": ...}``:
   never in run config). Workers on any machine that shares the Dagster instance
-  (PostgreSQL), the lake (``s3://``) and the catalog run them: see the README's "Running on
+  (PostgreSQL), the lake (``s3://``) and the catalog run them: see docs/scale-out.md, "Running on
   more than one machine" and ``blade celery-worker``.
 """
 

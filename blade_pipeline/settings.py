@@ -45,7 +45,7 @@ def _env(name: str) -> AliasChoices:
 
 
 class BladeSettings(BaseSettings):
-    """The pipeline's environment variables (names as documented in the README)."""
+    """The pipeline's environment variables (names as documented in docs/configuration.md)."""
 
     model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
 

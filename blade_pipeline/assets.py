@@ -140,7 +140,7 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                 + (f" -- v{plan.observed} is now the expected version" if run_schema.adopted
                    else ""))
         # the blocking checks, on the footers just written (day_check_specs)
-        expected = SchemaHistory(lake, source.data_type).expected_number()
+        expected = history.expected_number()  # (after this run's adoption, if any)
         footers = {day: results[day].footer() for day in days}
         outcomes = {day: [check(source, footers[day], expected) for check in day_checks.CHECKS]
                     for day in days}

@@ -8,6 +8,7 @@ from blade_pipeline.alerts import build_failure_alert_sensor
 from blade_pipeline.assets import build_blade_assets, build_source_checks
 from blade_pipeline.csv_drop_defs import build_landing_job, build_landing_sensor
 from blade_pipeline.executors import executor_from_env
+from blade_pipeline.freshness import CHECK_NAME as FRESHNESS
 from blade_pipeline.freshness import build_freshness_sensor
 from blade_pipeline.health_alerts import build_health_alert_sensor
 from blade_pipeline.jobs import (
@@ -32,7 +33,8 @@ def build_definitions() -> dg.Definitions:
         assets += build_blade_assets(source)  # (their blocking checks run in the staged step)
         # reconciled (also in `job`, after the upload); freshness unless disabled (never due)
         for check in build_source_checks(source):
-            (freshness if check.node_def.name.endswith("_freshness") else checks).append(check)
+            is_freshness = {k.name for k in check.check_keys} == {FRESHNESS}
+            (freshness if is_freshness else checks).append(check)
         job = build_partition_job(source)
         reconcile_job = build_reconcile_job(source)
         jobs += [job, reconcile_job]

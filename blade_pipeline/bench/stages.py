@@ -183,6 +183,17 @@ def prepare_upload(cfg: dict) -> Callable[[], int]:
     return run
 
 
+def _fresh_sqlite_instance(directory: Path):  # -> dg.DagsterInstance
+    """An empty SQLite instance in ``directory``, like the demo's: the Dagster stages measure
+    the instance's share of the time too."""
+    import dagster as dg
+
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return dg.DagsterInstance.local_temp(str(directory),
+                                         overrides={"telemetry": {"enabled": False}})
+
+
 def prepare_materialize(cfg: dict, s3: bool = False) -> Callable[[], int]:
     """staged (with its blocking checks) + catalog through Dagster (``materialize``) on a
     SQLite instance, into a fresh catalog."""
@@ -199,12 +210,7 @@ def prepare_materialize(cfg: dict, s3: bool = False) -> Callable[[], int]:
     instance_dir = Path(cfg["workdir"]) / ("dagster-materialize" + ("-s3" if s3 else ""))
 
     def run() -> int:
-        shutil.rmtree(instance_dir, ignore_errors=True)
-        instance_dir.mkdir(parents=True)
-        # a SQLite instance like the demo's (as the backfill stages): the instance's share
-        # of the time is part of what is measured
-        instance = dg.DagsterInstance.local_temp(str(instance_dir),
-                                                 overrides={"telemetry": {"enabled": False}})
+        instance = _fresh_sqlite_instance(instance_dir)
         result = dg.materialize(build_blade_assets(source, cfg["batch_rows"]),
                                 partition_key=_day(cfg), resources=resources,
                                 instance=instance)
@@ -249,10 +255,7 @@ def _range_runs(cfg: dict, warehouse_url: str, catalog_url: str, data_types: lis
     instance_dir = Path(cfg["workdir"]) / f"dagster-range-{days}"
 
     def run() -> tuple[int, dict]:
-        shutil.rmtree(instance_dir, ignore_errors=True)
-        instance_dir.mkdir(parents=True)
-        instance = dg.DagsterInstance.local_temp(str(instance_dir),
-                                                 overrides={"telemetry": {"enabled": False}})
+        instance = _fresh_sqlite_instance(instance_dir)
         rows = items = 0
         for data_type in data_types:
             result = dg.materialize(assets[data_type], resources=resources, tags=tags,

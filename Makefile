@@ -3,6 +3,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# pytest-xdist workers of make test / test-extended (one a core; 0 runs the tests in one process)
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test test-fast test-extended lint check-defs docs-images clean lock
 
@@ -30,14 +32,14 @@ check-defs: setup
 	  DAGSTER_HOME=$(CURDIR)/.blade/validate_home $(BIN)/dg check defs
 
 test: lint check-defs
-	$(BIN)/pytest -m "not extended"
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not extended"
 
 # The tests marked `extended` (~20 min; CI runs them after `make test`): the fault cases that
 # kill -9 and restart processes (3, 3r, 3s, 6a-6c, 10, 13g, 14f), the live stack's terminate +
 # re-execute of each kind, two browser tests (range backfill, schema change), steps on two Celery workers (RabbitMQ
 # on 127.0.0.1:5672, S3 lake, PostgreSQL instance) and the bench smoke run.
 test-extended: setup
-	$(BIN)/pytest -m extended -q
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m extended -q
 
 # The inner loop (~30 s): the unit tests and the in-process tier (every asset, check, job and
 # sensor on the in-process warehouse and catalog; no server, no PostgreSQL).

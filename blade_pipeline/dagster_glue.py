@@ -24,12 +24,14 @@ from blade_pipeline.resources.catalog import CatalogError
 from blade_pipeline.resources.lake import LakeError
 from blade_pipeline.resources.warehouse import WarehouseError, WarehouseResultLostError
 from blade_pipeline.schema_policy import RunSchema, SchemaPlan
+from blade_pipeline.settings import step_retry_delay_seconds
 from blade_pipeline.sources import BladeSource
 from blade_pipeline.staging import StageResult
 
 #: What no resource retried: a lost result stream, unexpected errors (see the module doc).
-RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL,
-                              jitter=dg.Jitter.PLUS_MINUS)
+#: Waits ``BLADE_STEP_RETRY_DELAY_SECONDS`` (2 s), then twice as long after each attempt.
+RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=step_retry_delay_seconds(),
+                              backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 POOL = "blade"
 
 

@@ -100,6 +100,9 @@ class BladeSettings(BaseSettings):
     alert_smtp_starttls: bool = Field(default=False,
                                       validation_alias=_env("BLADE_ALERT_SMTP_STARTTLS"))
 
+    step_retry_delay_seconds: float = Field(
+        default=2.0, ge=0, le=3600, validation_alias=_env("BLADE_STEP_RETRY_DELAY_SECONDS"))
+
     @classmethod
     def load(cls) -> BladeSettings:
         """The settings of this process's environment; :class:`SettingsError` naming each
@@ -133,3 +136,21 @@ class BladeSettings(BaseSettings):
         missing += [name for name, value in required.items()
                     if not (value.get_secret_value() if isinstance(value, SecretStr) else value)]
         return missing
+
+
+class _StepRetrySettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    step_retry_delay_seconds: float = BladeSettings.model_fields["step_retry_delay_seconds"]
+
+
+def step_retry_delay_seconds() -> float:
+    """``BLADE_STEP_RETRY_DELAY_SECONDS``: the first delay of the steps' RetryPolicy (doubling
+    after each attempt). Read alone, when the step definitions are built: a deployment's other
+    settings are checked when the code location loads."""
+    try:
+        return _StepRetrySettings().step_retry_delay_seconds
+    except ValidationError as exc:
+        problem = exc.errors(include_input=False)[0]["msg"]
+        raise SettingsError(f"bad environment settings: BLADE_STEP_RETRY_DELAY_SECONDS: "
+                            f"{problem}") from None

@@ -28,6 +28,16 @@ END_DATE = dt.date(2026, 6, 30)
 BIG_ROWS = 1_000_000
 
 
+#: The steps' RetryPolicy waits this long before its first retry (production: 2 s, doubling):
+#: the fault cases exercise the retries without waiting out production delays.
+STEP_RETRY_DELAY_SECONDS = "0.2"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # before any test module imports the step definitions (the policy is read at import)
+    os.environ.setdefault("BLADE_STEP_RETRY_DELAY_SECONDS", STEP_RETRY_DELAY_SECONDS)
+
+
 def _start_warehouse(directory: Path, rows: int, *extra: str) -> ServerProcess:
     port = free_port()
     server = ServerProcess(
@@ -134,3 +144,16 @@ def dagster_instance(pg_dagster_home) -> Iterator[dg.DagsterInstance]:
     """The Dagster instance of the integration suite: PostgreSQL-backed (dagster-postgres)."""
     with dg.DagsterInstance.from_config(str(pg_dagster_home)) as instance:
         yield instance
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with the most ``slow`` tests first, each module's tests together in their order:
+    with two xdist workers (``--dist loadfile``: a module on one worker) the long modules start
+    at once instead of ending the run alone."""
+    slow: dict[str, int] = {}
+    for item in items:
+        slow[item.nodeid.split("::")[0]] = (slow.get(item.nodeid.split("::")[0], 0)
+                                            + bool(item.get_closest_marker("slow")))
+    modules = list(slow)
+    items.sort(key=lambda item: (-slow[item.nodeid.split("::")[0]],
+                                 modules.index(item.nodeid.split("::")[0])))

@@ -45,6 +45,7 @@ from blade_pipeline_tests.expectations import (  # noqa: F401 (re-exported to th
     expected_ids,
     materialization,
 )
+from blade_pipeline_tests.faults.secrets_scan import secrets_found
 
 #: Small tables over a short history: ~1 000 rows a day, so a case takes seconds.
 ROWS = 30_000
@@ -61,7 +62,7 @@ WAREHOUSE_ARGS = ("--days", str(DAYS), "--invalid-fraction", str(INVALID))
 
 @dataclass
 class Recorded:
-    """What the cases produced, for the secrets case (11) to search afterwards."""
+    """What fault cases produced (runs, failure texts, lakes), for the secrets search."""
 
     run_ids: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
@@ -70,8 +71,14 @@ class Recorded:
 
 
 @pytest.fixture(scope="session")
-def recorded() -> Recorded:
-    return Recorded()
+def recorded(dagster_instance, s3_server) -> Iterator[Recorded]:
+    """The runs of every fault case of the session; when the session ends, none of them may
+    hold a secret (case 11's search over all of them, whatever order the cases ran in: a leak
+    is reported as an error of the last case's teardown)."""
+    recorded = Recorded()
+    yield recorded
+    found, _ = secrets_found(recorded, dagster_instance, s3_server.base_url)
+    assert not found, f"secrets in what the fault cases produced: {found}"
 
 
 @pytest.fixture(scope="session")

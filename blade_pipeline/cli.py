@@ -117,8 +117,10 @@ def _reader(kind: str):  # -> the resource reading sources of ``kind`` (resolved
         settings = BladeSettings.load()
         return CsvDrops(landing_uri=settings.landing_uri or DEMO_LANDING_URI,
                         s3_endpoint=settings.s3_endpoint,
+                        s3_max_attempts=settings.s3_max_attempts,
                         lake=ParquetLake(uri=settings.lake_uri or DEMO_LAKE_URI,
-                                         s3_endpoint=settings.s3_endpoint))
+                                         s3_endpoint=settings.s3_endpoint,
+                                         s3_max_attempts=settings.s3_max_attempts))
     return _warehouse()
 
 

@@ -57,6 +57,8 @@ class BladeSettings(BaseSettings):
     http_path: str | None = Field(default=None, validation_alias=_env("DATABRICKS_HTTP_PATH"))
     databricks_token: SecretStr | None = Field(
         default=None, validation_alias=_env("DATABRICKS_TOKEN"))
+    warehouse_max_retries: int = Field(default=3, ge=0, le=10,
+                                       validation_alias=_env("BLADE_WAREHOUSE_MAX_RETRIES"))
     catalog_url: str | None = Field(default=None, validation_alias=_env("BLADE_CATALOG_URL"))
     catalog_token: SecretStr | None = Field(
         default=None, validation_alias=_env("BLADE_CATALOG_TOKEN"))
@@ -66,6 +68,8 @@ class BladeSettings(BaseSettings):
         default=None, ge=1, le=16, validation_alias=_env("BLADE_CATALOG_PARALLEL_UPLOADS"))
     lake_uri: str | None = Field(default=None, validation_alias=_env("BLADE_LAKE_URI"))
     s3_endpoint: str | None = Field(default=None, validation_alias=_env("BLADE_S3_ENDPOINT"))
+    s3_max_attempts: int = Field(default=6, ge=1, le=20,
+                                 validation_alias=_env("BLADE_S3_MAX_ATTEMPTS"))
     landing_uri: str | None = Field(default=None,
                                     validation_alias=_env("BLADE_LANDING_URI"))
     sources_file: Path | None = Field(default=None,

@@ -50,23 +50,40 @@ def _start_warehouse(directory: Path, rows: int, *extra: str) -> ServerProcess:
 
 
 @pytest.fixture(scope="session")
-def start_warehouse(tmp_path_factory) -> Iterator[Callable[..., ServerProcess]]:
-    """Factory: start a mock warehouse with ``rows`` per table and extra CLI flags."""
-    started: list[ServerProcess] = []
+def started_servers() -> Iterator[list[tuple[ServerProcess, bool]]]:
+    """Every server the factories below started in this session, with whether it serves the
+    whole session; the ones still running stop when the session ends."""
+    started: list[tuple[ServerProcess, bool]] = []
+    yield started
+    stop_all([server for server, _ in started])
 
-    def start(rows: int = 2_000, *extra: str) -> ServerProcess:
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_module_servers(started_servers) -> Iterator[None]:
+    """The servers a module's tests and fixtures started stop when the module ends (after its
+    own fixtures' teardown): idle servers do not pile up over the session."""
+    first = len(started_servers)
+    yield
+    stop_all([server for server, session in started_servers[first:] if not session])
+
+
+@pytest.fixture(scope="session")
+def start_warehouse(tmp_path_factory, started_servers) -> Callable[..., ServerProcess]:
+    """Factory: start a mock warehouse with ``rows`` per table and extra CLI flags; it stops
+    when the module that started it ends (``session=True``: when the session ends)."""
+
+    def start(rows: int = 2_000, *extra: str, session: bool = False) -> ServerProcess:
         server = _start_warehouse(tmp_path_factory.mktemp("warehouse"), rows, *extra)
-        started.append(server)
+        started_servers.append((server, session))
         return server
 
-    yield start
-    stop_all(started)
+    return start
 
 
 @pytest.fixture(scope="session")
 def big_warehouse(start_warehouse) -> ServerProcess:
     """One mock warehouse with 1M rows per table, shared by the whole session."""
-    return start_warehouse(BIG_ROWS)
+    return start_warehouse(BIG_ROWS, session=True)
 
 
 def warehouse_url(server: ServerProcess, warehouse_id: str = "test") -> str:
@@ -74,9 +91,9 @@ def warehouse_url(server: ServerProcess, warehouse_id: str = "test") -> str:
 
 
 @pytest.fixture(scope="session")
-def start_catalog(tmp_path_factory) -> Iterator[Callable[..., ServerProcess]]:
-    """Factory: start a catalog service (fresh SQLite store unless ``db`` is given)."""
-    started: list[ServerProcess] = []
+def start_catalog(tmp_path_factory, started_servers) -> Callable[..., ServerProcess]:
+    """Factory: start a catalog service (fresh SQLite store unless ``db`` is given); it stops
+    when the module that started it ends."""
 
     def start(*extra: str, db: Path | None = None) -> ServerProcess:
         directory = tmp_path_factory.mktemp("catalog")
@@ -87,11 +104,10 @@ def start_catalog(tmp_path_factory) -> Iterator[Callable[..., ServerProcess]]:
                           *extra),
             port, directory / "catalog.log")
         server.start("/healthz", timeout=60)
-        started.append(server)
+        started_servers.append((server, False))
         return server
 
-    yield start
-    stop_all(started)
+    return start
 
 
 #: Credentials of the loopback S3 API (moto accepts any): the standard AWS variables.

@@ -89,6 +89,7 @@ def csv_drops_from_env(lake: ParquetLake, settings: BladeSettings | None = None)
     settings = settings or BladeSettings.load()
     endpoint: dict[str, Any] = ({"s3_endpoint": dg.EnvVar("BLADE_S3_ENDPOINT")}
                                 if settings.s3_endpoint else {})
+    endpoint["s3_max_attempts"] = settings.s3_max_attempts
     if settings.landing_uri:
         return CsvDrops(landing_uri=dg.EnvVar("BLADE_LANDING_URI"), lake=lake, **endpoint)
     if settings.deployment == "prod":

@@ -73,6 +73,7 @@ class CsvDrops(Warehouse):
 
     landing_uri: str = DEMO_LANDING_URI  # local path or s3://bucket/prefix
     s3_endpoint: str | None = None  # S3-compatible endpoint of an s3:// landing_uri
+    s3_max_attempts: int = 6  # attempts per S3 request of an s3:// landing_uri (as the lake)
     lake: ParquetLake  # where landed rows are kept: the pipeline's lake
 
     _landing: ParquetLake | None = PrivateAttr(default=None)
@@ -83,7 +84,7 @@ class CsvDrops(Warehouse):
         """The landing root, read and written like a lake (listing, moves, downloads)."""
         if self._landing is None:
             self._landing = ParquetLake(uri=self.landing_uri, s3_endpoint=self.s3_endpoint,
-                                        role="landing")
+                                        s3_max_attempts=self.s3_max_attempts, role="landing")
         return self._landing
 
     @property

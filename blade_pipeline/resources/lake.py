@@ -138,6 +138,7 @@ class ParquetLake(dg.ConfigurableResource):
         settings = settings or BladeSettings.load()
         endpoint: dict[str, Any] = ({"s3_endpoint": dg.EnvVar("BLADE_S3_ENDPOINT")}
                                     if settings.s3_endpoint else {})
+        endpoint["s3_max_attempts"] = settings.s3_max_attempts
         return cls(uri=dg.EnvVar("BLADE_LAKE_URI"), **endpoint) if settings.lake_uri \
             else cls(**endpoint)
 

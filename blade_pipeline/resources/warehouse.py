@@ -161,7 +161,8 @@ class DatabricksWarehouse(Warehouse):
             where = {"url": DEMO_WAREHOUSE_URL}
             if settings.databricks_token is None:
                 token = DEMO_WAREHOUSE_TOKEN
-        return cls(**where, token=token, **overrides)
+        return cls(**where, token=token, max_retries=settings.warehouse_max_retries,
+                   **overrides)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         preload_connector()

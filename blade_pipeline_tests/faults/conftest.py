@@ -94,7 +94,7 @@ def reference_db() -> duckdb.DuckDBPyConnection:
 @pytest.fixture(scope="session")
 def fault_warehouse(start_warehouse) -> ServerProcess:
     """A healthy warehouse shared by the cases that only fault the catalog or the lake."""
-    return start_warehouse(ROWS, *WAREHOUSE_ARGS)
+    return start_warehouse(ROWS, *WAREHOUSE_ARGS, session=True)
 
 
 def make_resources(warehouse_server: ServerProcess, catalog_server: ServerProcess,
@@ -114,11 +114,13 @@ def slow_extract(start_warehouse, catalog: ServerProcess, lake_dir: Path
                  ) -> tuple[ServerProcess, dict[str, Any]]:
     """A warehouse of its own answering inline (no cloud fetch), 300 ms per Thrift call, and
     resources on it: read in pages of 100 rows (``batch_rows=100``), ~900 rows take ~3 s, so
-    the staged file is being written when the warehouse is killed."""
+    the staged file is being written when the warehouse is killed. Each call to the killed
+    warehouse is retried once by the connector (default 3 times: ~11 s a call, waited out by
+    every step attempt; integration's dead-warehouse test holds the default's timing)."""
     server = start_warehouse(ROWS, *WAREHOUSE_ARGS, "--latency-ms", "300")
     res = make_resources(server, catalog, lake_dir)
     res["warehouse"] = DatabricksWarehouse(url=warehouse_url(server), token=WAREHOUSE_TOKEN,
-                                           use_cloud_fetch=False)
+                                           use_cloud_fetch=False, max_retries=1)
     return server, res
 
 

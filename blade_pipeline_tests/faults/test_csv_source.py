@@ -300,7 +300,7 @@ def test_15g_drops_in_an_object_store_land_and_an_unreachable_one_fails_the_tick
     assert moved.endswith("-remote.csv")
     assert drops.landing.file_entries(drops.landing.path("supply")) == []
     down = CsvDrops(landing_uri=f"{bucket}/landing", s3_endpoint="http://127.0.0.1:9",
-                    lake=lake)
+                    s3_max_attempts=2, lake=lake)  # not the ~20 s of the default 6 attempts
     cut = Landing(CSV_SUPPLY, {**res, "csv": down}, dagster_instance, recorded)
     with pytest.raises(SensorTickError, match=re.escape(
             f"[supply] landing sensor: cannot list {bucket}/landing/supply (the next tick "
@@ -358,5 +358,6 @@ def test_15i_the_cli_lists_the_landing_folders(landing_dir, monkeypatch, capsys)
     assert f"OK: {landing_dir} answered" in capsys.readouterr().out
     monkeypatch.setenv("BLADE_LANDING_URI", "s3://no-such-bucket/landing")
     monkeypatch.setenv("BLADE_S3_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("BLADE_S3_MAX_ATTEMPTS", "2")  # not the ~20 s of the default 6
     assert main(["test-connection", "--kind", "csv"]) == 1
     assert "cannot reach the landing bucket" in capsys.readouterr().err

@@ -47,14 +47,15 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture(scope="module")
 def stack(start_warehouse, start_catalog, pg_dagster_home, pg_url, s3_server, tmp_path_factory,
           receiver) -> Iterator[LiveStack]:
-    """Warehouse, catalog, S3 lake, webserver + daemon on PostgreSQL; sensors every 3 s."""
+    """Warehouse, catalog, S3 lake, webserver + daemon on PostgreSQL; sensors every 3 s, a
+    warehouse call retried once (a dead warehouse fails a tick in ~2 s, not ~11 s)."""
     warehouse = start_warehouse(SMALL_ROWS, "--days", "3")
     catalog = start_catalog()
     lake_uri = make_bucket(s3_server, "blade-live") + "/lake"
     with live_dagster(warehouse, catalog, pg_dagster_home, pg_url,
                       tmp_path_factory.mktemp("live"), lake_uri=lake_uri,
                       s3_endpoint=s3_server.base_url, source_rows=SMALL_ROWS, source_days=3,
-                      BLADE_SENSOR_INTERVAL_SECONDS="3",
+                      BLADE_SENSOR_INTERVAL_SECONDS="3", BLADE_WAREHOUSE_MAX_RETRIES="1",
                       BLADE_ALERT_INTERVAL_SECONDS="3", BLADE_ALERT_WEBHOOK_URL=receiver.url
                       ) as live:
         yield live

@@ -13,13 +13,15 @@ from blade_pipeline.settings import (
     DEMO_WAREHOUSE_URL,
     BladeSettings,
     SettingsError,
+    step_retry_delay_seconds,
 )
 
 VARIABLES = ("BLADE_DEPLOYMENT", "BLADE_WAREHOUSE_URL", "DATABRICKS_SERVER_HOSTNAME",
              "DATABRICKS_HTTP_PATH", "DATABRICKS_TOKEN", "BLADE_CATALOG_URL",
              "BLADE_CATALOG_TOKEN", "BLADE_LAKE_URI", "BLADE_CATALOG_BATCH_SIZE",
              "BLADE_CATALOG_PARALLEL_UPLOADS", "BLADE_EXECUTOR", "BLADE_CELERY_BROKER_URL",
-             "BLADE_LOG_FORMAT", "BLADE_POSTGRES_URL", "BLADE_MYSQL_URL", "BLADE_LANDING_URI")
+             "BLADE_LOG_FORMAT", "BLADE_POSTGRES_URL", "BLADE_MYSQL_URL", "BLADE_LANDING_URI",
+             "BLADE_S3_MAX_ATTEMPTS", "BLADE_WAREHOUSE_MAX_RETRIES")
 PROD = {"BLADE_DEPLOYMENT": "prod", "BLADE_WAREHOUSE_URL": "https://wh.example/sql/1.0/x",
         "DATABRICKS_TOKEN": "dapi-secret-1234", "BLADE_CATALOG_URL": "https://catalog.example",
         "BLADE_CATALOG_TOKEN": "catalog-secret-5678", "BLADE_LAKE_URI": "s3://lake/blade",
@@ -119,3 +121,25 @@ def test_a_bad_executor_or_a_prod_celery_without_broker_is_refused(env):
     env(**PROD, BLADE_EXECUTOR="celery")
     with pytest.raises(SettingsError, match="BLADE_CELERY_BROKER_URL"):
         BladeSettings.load()
+
+
+def test_retry_budgets_are_settable_and_checked(env, monkeypatch):
+    """BLADE_S3_MAX_ATTEMPTS reaches the lake and the landing root, BLADE_WAREHOUSE_MAX_RETRIES
+    the warehouse; the steps' RetryPolicy
+    delay is BLADE_STEP_RETRY_DELAY_SECONDS (a bad value names the variable)."""
+    resources = resources_from_env()
+    assert resources["lake"].s3_max_attempts == resources["csv"].s3_max_attempts == 6
+    env(BLADE_S3_MAX_ATTEMPTS="2")
+    resources = resources_from_env()
+    assert resources["lake"].s3_max_attempts == 2
+    assert resources["csv"].landing.s3_max_attempts == 2
+    assert resources["warehouse"].max_retries == 3
+    env(BLADE_WAREHOUSE_MAX_RETRIES="1")
+    assert resources_from_env()["warehouse"].max_retries == 1
+    monkeypatch.setenv("BLADE_STEP_RETRY_DELAY_SECONDS", "0.5")
+    assert step_retry_delay_seconds() == 0.5
+    monkeypatch.setenv("BLADE_STEP_RETRY_DELAY_SECONDS", "-1")
+    with pytest.raises(SettingsError, match="BLADE_STEP_RETRY_DELAY_SECONDS"):
+        step_retry_delay_seconds()
+    monkeypatch.delenv("BLADE_STEP_RETRY_DELAY_SECONDS")
+    assert step_retry_delay_seconds() == 2.0

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import dagster as dg
 
-from blade_pipeline.alerts import build_failure_alert_sensor
-from blade_pipeline.assets import build_blade_assets, build_source_checks
-from blade_pipeline.csv_drop_defs import build_landing_job, build_landing_sensor
-from blade_pipeline.executors import executor_from_env
-from blade_pipeline.freshness import CHECK_NAME as FRESHNESS
-from blade_pipeline.freshness import build_freshness_sensor
-from blade_pipeline.health_alerts import build_health_alert_sensor
-from blade_pipeline.jobs import (
+from blade_pipeline.config.sources import default_sources
+from blade_pipeline.defs.assets import build_blade_assets, build_source_checks
+from blade_pipeline.defs.executors import executor_from_env
+from blade_pipeline.defs.jobs import (
     blade_item_job,
     blade_query_job,
     build_partition_job,
     build_reconcile_job,
 )
-from blade_pipeline.partitions import daily_partitions
-from blade_pipeline.resources import resources_from_env
-from blade_pipeline.schedules import build_daily_schedule, build_reconcile_schedule
-from blade_pipeline.sensors import build_change_sensor
-from blade_pipeline.sources import default_sources
+from blade_pipeline.defs.landing import build_landing_job, build_landing_sensor
+from blade_pipeline.defs.partitions import daily_partitions
+from blade_pipeline.defs.resources import resources_from_env
+from blade_pipeline.defs.schedules import build_daily_schedule, build_reconcile_schedule
+from blade_pipeline.defs.sensors import build_change_sensor
+from blade_pipeline.ops.alerts import build_failure_alert_sensor
+from blade_pipeline.ops.freshness import CHECK_NAME as FRESHNESS
+from blade_pipeline.ops.freshness import build_freshness_sensor
+from blade_pipeline.ops.health_alerts import build_health_alert_sensor
 
 
 def build_definitions() -> dg.Definitions:
@@ -48,7 +48,7 @@ def build_definitions() -> dg.Definitions:
             schedules.append(build_daily_schedule(source, job))
         schedules.append(build_reconcile_schedule(source, reconcile_job))
     # BLADE_EXECUTOR: steps in the run's process (default), in child processes, or on Celery
-    # workers (blade_pipeline/executors.py).
+    # workers (blade_pipeline/defs/executors.py).
     checks += freshness
     sensors += [build_failure_alert_sensor(), build_health_alert_sensor()]
     if freshness:

@@ -7,9 +7,9 @@ from typing import Any
 import dagster as dg
 import duckdb
 
+from blade_pipeline.config.sources import source_for
 from blade_pipeline.devservices.warehouse import generator
-from blade_pipeline.resources.catalog import CatalogClient
-from blade_pipeline.sources import source_for
+from blade_pipeline.storage.catalog import CatalogClient
 
 #: Invalid kinds that make a row unusable (a duplicate key still yields one item per key).
 NON_KEY_INVALID = ("bad_enum", "negative_value", "missing_key", "wrong_shape")

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import yaml
 
+from blade_pipeline.config.sources import SOURCES_FILE, default_sources, load_sources
 from blade_pipeline.devservices.relational_seed import seed_mysql, seed_postgres
-from blade_pipeline.resources.catalog import CatalogClient
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.resources.warehouse import DatabricksWarehouse
-from blade_pipeline.sources import SOURCES_FILE, default_sources, load_sources
+from blade_pipeline.sources.databricks import DatabricksWarehouse
+from blade_pipeline.storage.catalog import CatalogClient
+from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.conftest import (
     CATALOG_TOKEN,
     END_DATE,

@@ -11,7 +11,7 @@ from blade_pipeline.devservices.processes import (
     free_port,
     running,
 )
-from blade_pipeline.resources.catalog import CatalogClient
+from blade_pipeline.storage.catalog import CatalogClient
 
 __all__ = ["ServerProcess", "blade_command", "catalog_reader", "free_port", "running"]
 

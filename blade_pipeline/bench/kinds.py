@@ -25,15 +25,15 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from blade_pipeline import ingest
-from blade_pipeline.csv_landing import land_file
+from blade_pipeline.config.sources import BladeSource, CsvDrop, DatabaseTable, source_for
 from blade_pipeline.devservices.warehouse.tables import COLUMNS, TABLES
-from blade_pipeline.items import IngestRun
-from blade_pipeline.resources.csv_drops import CsvDrops
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.resources.postgres import PostgresDatabase
-from blade_pipeline.resources.warehouse import Warehouse
-from blade_pipeline.sources import BladeSource, CsvDrop, DatabaseTable, source_for
+from blade_pipeline.sources.csv_drops import CsvDrops
+from blade_pipeline.sources.csv_landing import land_file
+from blade_pipeline.sources.postgres import PostgresDatabase
+from blade_pipeline.sources.reader import Warehouse
+from blade_pipeline.steps import ingest
+from blade_pipeline.steps.items import IngestRun
+from blade_pipeline.storage.lake import ParquetLake
 
 #: what a generated table's column is declared as in a CSV source
 _CSV_TYPES = {"VARCHAR": "string", "INTEGER": "int", "BIGINT": "int", "SMALLINT": "int",

@@ -34,9 +34,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from blade_pipeline.config.sources import SourcesFileError, source_for
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, free_port
 from blade_pipeline.devservices.s3 import create_bucket, start_s3, use_loopback_credentials
-from blade_pipeline.sources import SourcesFileError, source_for
 
 STAGE_ORDER = ("ceiling", "extract", "transform", "validate", "stage", "upload", "materialize",
                "backfill", "backfill_small")

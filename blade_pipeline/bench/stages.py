@@ -27,14 +27,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from blade_pipeline import ingest
+from blade_pipeline.config.sources import source_for
 from blade_pipeline.devservices.warehouse import generator
-from blade_pipeline.items import IngestRun, ItemBuilder
-from blade_pipeline.resources.catalog import CatalogClient
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.resources.warehouse import DatabricksWarehouse, preload_connector
-from blade_pipeline.sources import source_for
-from blade_pipeline.validation import PartitionValidator
+from blade_pipeline.sources.databricks import DatabricksWarehouse, preload_connector
+from blade_pipeline.steps import ingest
+from blade_pipeline.steps.items import IngestRun, ItemBuilder
+from blade_pipeline.steps.validation import PartitionValidator
+from blade_pipeline.storage.catalog import CatalogClient
+from blade_pipeline.storage.lake import ParquetLake
 
 
 def _rss_mb() -> float:
@@ -199,7 +199,7 @@ def prepare_materialize(cfg: dict, s3: bool = False) -> Callable[[], int]:
     SQLite instance, into a fresh catalog."""
     import dagster as dg
 
-    from blade_pipeline.assets import build_blade_assets
+    from blade_pipeline.defs.assets import build_blade_assets
 
     source = source_for(cfg["data_type"])
     resources = {"warehouse": _warehouse(cfg),
@@ -240,7 +240,7 @@ def _range_runs(cfg: dict, warehouse_url: str, catalog_url: str, data_types: lis
         ASSET_PARTITION_RANGE_START_TAG,
     )
 
-    from blade_pipeline.assets import build_blade_assets, build_source_checks
+    from blade_pipeline.defs.assets import build_blade_assets, build_source_checks
 
     end = dt.date.fromisoformat(cfg["end"])
     tags = {ASSET_PARTITION_RANGE_START_TAG: (end - dt.timedelta(days=days)).isoformat(),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from blade_pipeline.resources.catalog import BatchResult, CatalogClient, items_to_ndjson
+from blade_pipeline.storage.catalog import BatchResult, CatalogClient, items_to_ndjson
 from blade_pipeline_tests.integration.catalog_fixtures import (
     catalog_service,
     client_for,

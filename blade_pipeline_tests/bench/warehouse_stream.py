@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, free_port
-from blade_pipeline.resources.warehouse import DatabricksWarehouse
+from blade_pipeline.sources.databricks import DatabricksWarehouse
 
 TABLE = "blade_maintenance_data"
 

@@ -13,8 +13,8 @@ import duckdb
 import pytest
 
 from blade_pipeline.devservices.warehouse import generator
-from blade_pipeline.resources.in_process import InProcessCatalog, InProcessWarehouse
-from blade_pipeline.resources.lake import ParquetLake
+from blade_pipeline.storage.lake import ParquetLake
+from blade_pipeline_tests.in_process import InProcessCatalog, InProcessWarehouse
 
 END_DATE = dt.date(2026, 6, 30)
 DAYS = 20

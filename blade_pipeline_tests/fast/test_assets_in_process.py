@@ -10,17 +10,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from blade_pipeline.assets import build_blade_assets, catalog_key, staged_key
+from blade_pipeline.config.sources import default_sources, source_for
 from blade_pipeline.definitions import defs
-from blade_pipeline.jobs import build_reconcile_job
-from blade_pipeline.reconciliation import digest
-from blade_pipeline.reconciliation_check import build_reconciliation_check
-from blade_pipeline.resources.in_process import InProcessCatalog
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.sources import default_sources, source_for
+from blade_pipeline.defs.assets import build_blade_assets, catalog_key, staged_key
+from blade_pipeline.defs.jobs import build_reconcile_job
+from blade_pipeline.defs.reconciliation_check import build_reconciliation_check
+from blade_pipeline.sources import sql as source_sql
+from blade_pipeline.steps.reconciliation import digest
+from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.expectations import catalog_items, expected_ids, materialization
 from blade_pipeline_tests.fast.conftest import DAY, END_DATE, warehouse_at
 from blade_pipeline_tests.faults.conftest import range_tags
+from blade_pipeline_tests.in_process import InProcessCatalog
 
 #: the Databricks sources (the in-process warehouse); the other kinds: faults cases 13-15
 SOURCES = [s for s in default_sources() if s.kind == "databricks"]
@@ -206,10 +207,10 @@ def test_a_databricks_timestamp_watermark_gives_the_same_items_as_timestamp_ntz(
     source's items, checks and content hashes must not depend on which its table uses."""
     source = source_for("maintenance")
     zoned = warehouse_at(tmp_path / "zoned.duckdb")
-    zoned.query_arrow(f"ALTER TABLE {source.warehouse.qualified_name} ALTER COLUMN "
+    zoned.query_arrow(f"ALTER TABLE {source_sql.table(source)} ALTER COLUMN "
                       "last_modified TYPE TIMESTAMP")  # Databricks SQL: time-zoned
     [field] = [f for f in zoned.query_arrow(
-        f"SELECT last_modified FROM {source.warehouse.qualified_name} LIMIT 1").schema]
+        f"SELECT last_modified FROM {source_sql.table(source)} LIMIT 1").schema]
     assert field.type.tz is not None
     staged = {}
     for name, res in (("ntz", resources), ("zoned", {**resources, "warehouse": zoned,

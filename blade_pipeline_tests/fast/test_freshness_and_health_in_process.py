@@ -10,12 +10,12 @@ import datetime as dt
 import dagster as dg
 from dagster._core.test_utils import freeze_time
 
-from blade_pipeline.alerts import AlertSender
-from blade_pipeline.assets import build_blade_assets
+from blade_pipeline.config.sources import source_for
 from blade_pipeline.definitions import defs
-from blade_pipeline.freshness import build_freshness_check, due_day, latest_deadline
-from blade_pipeline.health_alerts import evaluate_health
-from blade_pipeline.sources import source_for
+from blade_pipeline.defs.assets import build_blade_assets
+from blade_pipeline.ops.alerts import AlertSender
+from blade_pipeline.ops.freshness import build_freshness_check, due_day, latest_deadline
+from blade_pipeline.ops.health_alerts import evaluate_health
 from blade_pipeline_tests.fast.conftest import DAY
 
 SOURCE = source_for("sortie")

@@ -10,13 +10,13 @@ import dagster as dg
 import pyarrow.parquet as pq
 import yaml
 
-from blade_pipeline.assets import build_blade_assets
+from blade_pipeline.config.sources import source_for
 from blade_pipeline.definitions import defs
+from blade_pipeline.defs.assets import build_blade_assets
+from blade_pipeline.defs.jobs import blade_item_job, blade_query_job
 from blade_pipeline.devservices.warehouse import generator
 from blade_pipeline.devservices.warehouse.server import MAIN_DATABASE
-from blade_pipeline.jobs import blade_item_job, blade_query_job
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.sources import source_for
+from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.conftest import REPO_ROOT
 from blade_pipeline_tests.expectations import readiness_ids_to_ask
 from blade_pipeline_tests.fast.conftest import DAY, SEED, warehouse_at

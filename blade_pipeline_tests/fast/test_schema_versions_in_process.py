@@ -12,13 +12,14 @@ import shutil
 import dagster as dg
 import pytest
 
-from blade_pipeline.alerts import AlertSender
-from blade_pipeline.assets import build_blade_assets, staged_key
 from blade_pipeline.cli import main
+from blade_pipeline.config.sources import SchemaPolicy, source_for
 from blade_pipeline.definitions import defs
-from blade_pipeline.health_alerts import evaluate_health
-from blade_pipeline.schema_versions import SchemaHistory
-from blade_pipeline.sources import SchemaPolicy, source_for
+from blade_pipeline.defs.assets import build_blade_assets, staged_key
+from blade_pipeline.ops.alerts import AlertSender
+from blade_pipeline.ops.health_alerts import evaluate_health
+from blade_pipeline.sources import sql as source_sql
+from blade_pipeline.steps.schema_versions import SchemaHistory
 from blade_pipeline_tests.expectations import materialization
 from blade_pipeline_tests.fast.conftest import DAY, warehouse_at
 
@@ -48,7 +49,7 @@ def test_versions_follow_the_table_and_the_cli_shows_them(resources, own, monkey
     assert (first["schema_version"], first["schema_version_new"]) == (1, True)
     again = staged_metadata(resources)
     assert (again["schema_version"], again["schema_version_new"]) == (1, False)
-    own.query_arrow(f"ALTER TABLE {SOURCE.warehouse.qualified_name} ADD COLUMN remarks STRING")
+    own.query_arrow(f"ALTER TABLE {source_sql.table(SOURCE)} ADD COLUMN remarks STRING")
     changed = staged_metadata(resources)
     assert (changed["schema_version"], changed["schema_version_new"]) == (2, True)
     assert changed["schema_changes"] == [
@@ -81,7 +82,7 @@ def test_a_change_let_through_alerts_once_and_a_blocked_one_fails_its_run(resour
 
         assert dg.materialize(build_blade_assets(SOURCE), resources=resources,
                               partition_key=DAY, instance=instance).success
-        own.query_arrow(f"ALTER TABLE {SOURCE.warehouse.qualified_name} ADD COLUMN remarks "
+        own.query_arrow(f"ALTER TABLE {source_sql.table(SOURCE)} ADD COLUMN remarks "
                         "STRING")
         assert dg.materialize(build_blade_assets(SOURCE), resources=resources,
                               partition_key=DAY, instance=instance).success
@@ -91,7 +92,7 @@ def test_a_change_let_through_alerts_once_and_a_blocked_one_fails_its_run(resour
         assert "ADD_COLUMN remarks string: evolved (on_new_column: evolve)" in alert.cause
         assert "blade schema history" in alert.action
 
-        own.query_arrow(f"ALTER TABLE {SOURCE.warehouse.qualified_name} ADD COLUMN extra INT")
+        own.query_arrow(f"ALTER TABLE {source_sql.table(SOURCE)} ADD COLUMN extra INT")
         blocked = dg.materialize(build_blade_assets(strict), resources=resources,
                                  partition_key=DAY, instance=instance, raise_on_error=False)
         assert not blocked.success  # blade_failure_alerts reports it, not the health sensor

@@ -26,13 +26,13 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from blade_pipeline.assets import build_blade_assets
+from blade_pipeline.config.sources import BladeSource, source_for
+from blade_pipeline.defs.assets import build_blade_assets
 from blade_pipeline.devservices.processes import ServerProcess
 from blade_pipeline.devservices.warehouse import generator
-from blade_pipeline.resources.catalog import CatalogClient
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.resources.warehouse import DatabricksWarehouse
-from blade_pipeline.sources import BladeSource, source_for
+from blade_pipeline.sources.databricks import DatabricksWarehouse
+from blade_pipeline.storage.catalog import CatalogClient
+from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.conftest import (
     CATALOG_TOKEN,
     END_DATE,

@@ -12,7 +12,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from dagster._serdes import serialize_value
 
-from blade_pipeline.resources.lake import LakeError, ParquetLake
+from blade_pipeline.storage.lake import LakeError, ParquetLake
 from blade_pipeline_tests.conftest import CATALOG_TOKEN, S3_ENV, WAREHOUSE_TOKEN
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 from aiosmtpd.controller import Controller
 
-from blade_pipeline.alerts import AlertSender, build_failure_alert_sensor
-from blade_pipeline.assets import build_blade_assets
-from blade_pipeline.sources import source_for
+from blade_pipeline.config.sources import source_for
+from blade_pipeline.defs.assets import build_blade_assets
+from blade_pipeline.ops.alerts import AlertSender, build_failure_alert_sensor
 from blade_pipeline_tests.alert_sinks import WEBHOOK_SECRET, Receiver, Sink
 from blade_pipeline_tests.conftest import CATALOG_TOKEN, WAREHOUSE_TOKEN
 from blade_pipeline_tests.faults.conftest import DAY, make_resources, run

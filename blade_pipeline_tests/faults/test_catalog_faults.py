@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from blade_pipeline.assets import catalog_key
+from blade_pipeline.config.sources import source_for
+from blade_pipeline.defs.assets import catalog_key
 from blade_pipeline.devservices.processes import ServerProcess
-from blade_pipeline.sources import source_for
 from blade_pipeline_tests.faults.conftest import (
     DAY,
     assert_exact,

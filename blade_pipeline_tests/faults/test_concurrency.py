@@ -22,9 +22,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from blade_pipeline.config.sources import source_for
 from blade_pipeline.definitions import defs
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.sources import source_for
+from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.conftest import CATALOG_TOKEN, WAREHOUSE_TOKEN, warehouse_url
 from blade_pipeline_tests.faults.conftest import (
     DAY,

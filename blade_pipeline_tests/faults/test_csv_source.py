@@ -18,22 +18,22 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from blade_pipeline.assets import build_blade_assets, staged_key
-from blade_pipeline.csv_drop_defs import (
+from blade_pipeline.config.sources import CsvDrop, source_for
+from blade_pipeline.defs.assets import build_blade_assets, staged_key
+from blade_pipeline.defs.jobs import build_partition_job
+from blade_pipeline.defs.landing import (
     LandingCursor,
     build_landing_job,
     build_landing_sensor,
     file_partitions,
     landed_key,
 )
-from blade_pipeline.csv_landing import land_file, quarantined_lines
-from blade_pipeline.jobs import build_partition_job
-from blade_pipeline.partitions import daily_partitions
-from blade_pipeline.resources.catalog import CatalogClient
-from blade_pipeline.resources.csv_drops import CsvDrops
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.sensors import SensorTickError
-from blade_pipeline.sources import CsvDrop, source_for
+from blade_pipeline.defs.partitions import daily_partitions
+from blade_pipeline.defs.sensors import SensorTickError
+from blade_pipeline.sources.csv_drops import CsvDrops
+from blade_pipeline.sources.csv_landing import land_file, quarantined_lines
+from blade_pipeline.storage.catalog import CatalogClient
+from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.conftest import CATALOG_TOKEN, S3_ENV, make_bucket
 from blade_pipeline_tests.faults.conftest import (
     DAY,

@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 from pandera.errors import SchemaErrors
 
-from blade_pipeline.assets import catalog_key, staged_key
+from blade_pipeline.config.pandera_models import ReadinessRecord
+from blade_pipeline.config.sources import source_for
+from blade_pipeline.defs.assets import catalog_key, staged_key
 from blade_pipeline.devservices.warehouse import generator
-from blade_pipeline.schemas import ReadinessRecord
-from blade_pipeline.sources import source_for
 from blade_pipeline_tests.faults.conftest import (
     DAYS,
     END_DATE,

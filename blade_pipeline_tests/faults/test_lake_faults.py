@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from blade_pipeline.assets import catalog_key, staged_key
-from blade_pipeline.sources import source_for
+from blade_pipeline.config.sources import source_for
+from blade_pipeline.defs.assets import catalog_key, staged_key
 from blade_pipeline_tests.faults.conftest import (
     DAY,
     catalog_items,

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
+from blade_pipeline.config.sources import DatabaseTable, source_for
+from blade_pipeline.defs.sensors import evaluate_changes
 from blade_pipeline.devservices.relational_seed import seed_mysql
-from blade_pipeline.resources.catalog import CatalogClient
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.resources.mysql import MySQLDatabase
-from blade_pipeline.sensors import evaluate_changes
-from blade_pipeline.sources import DatabaseTable, source_for
+from blade_pipeline.sources.mysql import MySQLDatabase
+from blade_pipeline.storage.catalog import CatalogClient
+from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.conftest import CATALOG_TOKEN, END_DATE
 from blade_pipeline_tests.faults.conftest import (
     DAY,

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from blade_pipeline.assets import catalog_key
-from blade_pipeline.sources import source_for
+from blade_pipeline.config.sources import source_for
+from blade_pipeline.defs.assets import catalog_key
 from blade_pipeline_tests.expectations import materialization
 from blade_pipeline_tests.faults.conftest import (
     DAY,

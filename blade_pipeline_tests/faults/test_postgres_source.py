@@ -17,13 +17,13 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from blade_pipeline.assets import catalog_key, staged_key
+from blade_pipeline.config.sources import DatabaseTable, source_for
+from blade_pipeline.defs.assets import catalog_key, staged_key
+from blade_pipeline.defs.sensors import evaluate_changes
 from blade_pipeline.devservices.relational_seed import seed_postgres
-from blade_pipeline.resources.catalog import CatalogClient
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.resources.postgres import PostgresDatabase
-from blade_pipeline.sensors import evaluate_changes
-from blade_pipeline.sources import DatabaseTable, source_for
+from blade_pipeline.sources.postgres import PostgresDatabase
+from blade_pipeline.storage.catalog import CatalogClient
+from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.conftest import CATALOG_TOKEN, END_DATE
 from blade_pipeline_tests.faults.conftest import (
     DAY,

@@ -2,7 +2,8 @@
 
 A ``dagster-daemon`` on the PostgreSQL instance runs the queue, run monitoring and run retries;
 the run is submitted with ``dagster job launch`` (as the UI would) and executes in a run worker
-process of the daemon's code server (:class:`~blade_pipeline.run_launcher.LocalProcessRunLauncher`).
+process of the daemon's code server
+(:class:`~blade_pipeline.ops.run_launcher.LocalProcessRunLauncher`).
 
 * worker killed: the code server sees its child die, or run monitoring finds the worker's
   process gone, whichever polls first, and the run is failed;
@@ -31,7 +32,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from blade_pipeline.run_launcher import run_worker_started
+from blade_pipeline.ops.run_launcher import run_worker_started
 from blade_pipeline_tests.alert_sinks import Receiver
 from blade_pipeline_tests.conftest import (
     CATALOG_TOKEN,

@@ -16,9 +16,9 @@ from __future__ import annotations
 import pyarrow.fs as pafs
 import pytest
 
-from blade_pipeline.assets import catalog_key, staged_key
-from blade_pipeline.resources.lake import TEMP_DIR, ParquetLake
-from blade_pipeline.sources import default_sources, source_for
+from blade_pipeline.config.sources import default_sources, source_for
+from blade_pipeline.defs.assets import catalog_key, staged_key
+from blade_pipeline.storage.lake import TEMP_DIR, ParquetLake
 from blade_pipeline_tests.conftest import S3_ENV
 from blade_pipeline_tests.faults.conftest import (
     DAY,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from blade_pipeline.assets import catalog_key, staged_key
-from blade_pipeline.resources.warehouse import DatabricksWarehouse
-from blade_pipeline.sources import source_for
+from blade_pipeline.config.sources import source_for
+from blade_pipeline.defs.assets import catalog_key, staged_key
+from blade_pipeline.sources.databricks import DatabricksWarehouse
 from blade_pipeline_tests.faults.conftest import (
     ROWS,
     WAREHOUSE_ARGS,

@@ -14,11 +14,12 @@ from typing import Any
 import pyarrow.compute as pc
 import pytest
 
-from blade_pipeline.assets import catalog_key, staged_key
 from blade_pipeline.cli import main
-from blade_pipeline.resources.warehouse import DatabricksWarehouse
-from blade_pipeline.schema_versions import SchemaHistory
-from blade_pipeline.sources import BladeSource, SchemaPolicy, source_for
+from blade_pipeline.config.sources import BladeSource, SchemaPolicy, source_for
+from blade_pipeline.defs.assets import catalog_key, staged_key
+from blade_pipeline.sources import sql as source_sql
+from blade_pipeline.sources.databricks import DatabricksWarehouse
+from blade_pipeline.steps.schema_versions import SchemaHistory
 from blade_pipeline_tests.conftest import WAREHOUSE_TOKEN, warehouse_url
 from blade_pipeline_tests.faults.conftest import (
     ROWS,
@@ -80,7 +81,7 @@ def sql(lane: Lane, *statements: str) -> None:
 
 
 def table(source: BladeSource) -> str:
-    return source.warehouse.qualified_name
+    return source_sql.table(source)
 
 
 def schema_check(result):

@@ -6,8 +6,8 @@ session's ``recorded`` fixture is torn down (``faults/conftest.py``)."""
 
 from __future__ import annotations
 
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.sources import source_for
+from blade_pipeline.config.sources import source_for
+from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.faults.conftest import Recorded, make_resources, run
 from blade_pipeline_tests.faults.secrets_scan import (
     WRONG_CATALOG_TOKEN,

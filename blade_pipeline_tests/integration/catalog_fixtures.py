@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from blade_pipeline.resources.catalog import CatalogClient
+from blade_pipeline.storage.catalog import CatalogClient
 from blade_pipeline_tests.servers import ServerProcess, blade_command, free_port, running
 
 CATALOG_TOKEN = "test-catalog-token-9f3b1c7e"

@@ -10,12 +10,12 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from blade_pipeline.assets import build_blade_assets, catalog_key, staged_key
+from blade_pipeline.config.sources import default_sources, source_for
+from blade_pipeline.defs.assets import build_blade_assets, catalog_key, staged_key
 from blade_pipeline.devservices.warehouse import generator
-from blade_pipeline.resources.catalog import CatalogClient
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.resources.warehouse import DatabricksWarehouse
-from blade_pipeline.sources import default_sources, source_for
+from blade_pipeline.sources.databricks import DatabricksWarehouse
+from blade_pipeline.storage.catalog import CatalogClient
+from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.conftest import (
     CATALOG_TOKEN,
     END_DATE,

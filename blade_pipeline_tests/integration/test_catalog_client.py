@@ -12,7 +12,7 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from blade_pipeline.resources.catalog import (
+from blade_pipeline.storage.catalog import (
     BatchResult,
     CatalogAuthError,
     CatalogClient,

@@ -13,7 +13,7 @@ import pytest
 
 from blade_pipeline.devservices.catalog.faults import FaultSettings
 from blade_pipeline.devservices.catalog.server import create_app
-from blade_pipeline.resources.catalog import CatalogUnavailableError
+from blade_pipeline.storage.catalog import CatalogUnavailableError
 from blade_pipeline_tests.integration.catalog_fixtures import (
     CATALOG_TOKEN,
     catalog_service,

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from blade_pipeline.resources.catalog import items_to_ndjson
+from blade_pipeline.storage.catalog import items_to_ndjson
 from blade_pipeline_tests.integration.catalog_fixtures import (
     CATALOG_TOKEN,
     catalog_service,

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from blade_pipeline.assets import POOL
+from blade_pipeline.defs.assets import POOL
 from blade_pipeline_tests.postgres import fresh_pg_database, pg_answers
 
 CALLS: list[str] = []

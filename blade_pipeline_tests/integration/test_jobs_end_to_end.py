@@ -5,11 +5,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from blade_pipeline.defs.jobs import blade_item_job, blade_query_job
 from blade_pipeline.devservices.warehouse import generator
-from blade_pipeline.jobs import blade_item_job, blade_query_job
-from blade_pipeline.resources.catalog import CatalogClient
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.resources.warehouse import DatabricksWarehouse
+from blade_pipeline.sources.databricks import DatabricksWarehouse
+from blade_pipeline.storage.catalog import CatalogClient
+from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.conftest import CATALOG_TOKEN, END_DATE, WAREHOUSE_TOKEN, warehouse_url
 from blade_pipeline_tests.expectations import readiness_ids_to_ask
 

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from blade_pipeline import demo
-from blade_pipeline.sources import source_for
+from blade_pipeline.cli import demo
+from blade_pipeline.config.sources import source_for
 from blade_pipeline_tests.alert_sinks import WEBHOOK_SECRET, Receiver
 from blade_pipeline_tests.conftest import CATALOG_TOKEN, END_DATE, WAREHOUSE_TOKEN, make_bucket
 from blade_pipeline_tests.live_stack import (

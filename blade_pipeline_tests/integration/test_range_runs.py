@@ -18,12 +18,12 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from blade_pipeline.assets import build_blade_assets, catalog_key, staged_key
-from blade_pipeline.partitions import daily_partitions
-from blade_pipeline.resources.catalog import CatalogClient
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.resources.warehouse import DatabricksWarehouse
-from blade_pipeline.sources import source_for
+from blade_pipeline.config.sources import source_for
+from blade_pipeline.defs.assets import build_blade_assets, catalog_key, staged_key
+from blade_pipeline.defs.partitions import daily_partitions
+from blade_pipeline.sources.databricks import DatabricksWarehouse
+from blade_pipeline.storage.catalog import CatalogClient
+from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.conftest import CATALOG_TOKEN, END_DATE, WAREHOUSE_TOKEN, warehouse_url
 from blade_pipeline_tests.expectations import catalog_items
 

@@ -8,7 +8,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from blade_pipeline.resources.lake import TEMP_DIR, LakeError, ParquetLake
+from blade_pipeline.storage.lake import TEMP_DIR, LakeError, ParquetLake
 from blade_pipeline_tests.conftest import S3_ENV
 from blade_pipeline_tests.s3_faults import s3_fault_proxy
 

@@ -7,8 +7,8 @@ import time
 import dagster as dg
 import pytest
 
-from blade_pipeline.resources.warehouse import (
-    DatabricksWarehouse,
+from blade_pipeline.sources.databricks import DatabricksWarehouse
+from blade_pipeline.sources.reader import (
     WarehouseAuthError,
     WarehouseQueryError,
     WarehouseUnavailableError,

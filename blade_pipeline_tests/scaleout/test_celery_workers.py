@@ -28,9 +28,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from blade_pipeline.config.sources import default_sources, source_for
 from blade_pipeline.devservices.processes import ServerProcess
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.sources import default_sources, source_for
+from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.conftest import CATALOG_TOKEN, REPO_ROOT, WAREHOUSE_TOKEN, make_bucket
 from blade_pipeline_tests.conftest import warehouse_url as url_of
 from blade_pipeline_tests.faults.conftest import (
@@ -47,7 +47,7 @@ from blade_pipeline_tests.faults.conftest import (
 pytestmark = [pytest.mark.slow, pytest.mark.extended]
 
 BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
-CELERY = [sys.executable, "-m", "celery", "-A", "blade_pipeline.celery_worker"]
+CELERY = [sys.executable, "-m", "celery", "-A", "blade_pipeline.ops.celery_app"]
 
 
 @dataclass

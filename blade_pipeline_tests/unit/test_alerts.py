@@ -3,7 +3,7 @@
 import dagster as dg
 import pytest
 
-from blade_pipeline.alerts import WILL_RETRY_TAG, Alert, AlertError, AlertSender, will_retry
+from blade_pipeline.ops.alerts import WILL_RETRY_TAG, Alert, AlertError, AlertSender, will_retry
 
 ALERT = Alert(title="[supply] blade_supply_job failed for 2026-06-29", data_type="supply",
               days="2026-06-29", run_id="0123456789abcdef", url="http://ui/runs/0123",
@@ -33,7 +33,7 @@ def test_the_generic_body_holds_what_a_person_needs():
 
 
 def test_problems_starting_in_one_tick_go_out_as_one_alert_and_clear_as_one():
-    from blade_pipeline.health_alerts import Problem, _grouped
+    from blade_pipeline.ops.health_alerts import Problem, _grouped
 
     problems = [Problem(kind="tick_failure", what=f"sensor blade_{t}_changes", data_type=t,
                         day="-", cause=f"[{t}] change sensor: cannot ask the warehouse",

@@ -13,7 +13,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from blade_pipeline.resources.catalog import (
+from blade_pipeline.storage.catalog import (
     CatalogAuthError,
     CatalogClient,
     CatalogError,

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
+from blade_pipeline.config.sources import default_sources
 from blade_pipeline.definitions import defs
-from blade_pipeline.sources import default_sources
 
 
 def test_every_source_has_its_assets_checks_and_daily_partitions():

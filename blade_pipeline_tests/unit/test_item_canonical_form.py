@@ -4,7 +4,7 @@
 These are the bytes the retired C kernel and DuckDB's ``to_json`` both wrote (checked equal when
 the kernel was retired): a change here re-hashes, and so re-uploads, every item. If a DuckDB
 upgrade fails this test, either keep the old form or bump ``items.HASH_VERSION`` on purpose and
-say so in the README (see the module doc of ``blade_pipeline/items.py``)."""
+say so in the README (see the module doc of ``blade_pipeline/steps/items.py``)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from blade_pipeline.items import HASH_VERSION, IngestRun, ItemBuilder
-from blade_pipeline.sources import source_for
+from blade_pipeline.config.sources import source_for
+from blade_pipeline.steps.items import HASH_VERSION, IngestRun, ItemBuilder
 
 RUN = IngestRun("run-golden", dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
 ts = pa.timestamp("us")

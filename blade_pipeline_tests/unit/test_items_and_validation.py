@@ -7,12 +7,12 @@ import json
 import pyarrow as pa
 import pytest
 
-from blade_pipeline.ingest import Checkpoint, StagedFile, changed_items, rebatch
-from blade_pipeline.items import ITEM_SCHEMA, IngestRun, ItemBuilder
-from blade_pipeline.resources.catalog import KnownItems
-from blade_pipeline.sources import source_for
-from blade_pipeline.uploading import Piece
-from blade_pipeline.validation import PartitionValidator
+from blade_pipeline.config.sources import source_for
+from blade_pipeline.steps.ingest import Checkpoint, StagedFile, changed_items, rebatch
+from blade_pipeline.steps.items import ITEM_SCHEMA, IngestRun, ItemBuilder
+from blade_pipeline.steps.uploading import Piece
+from blade_pipeline.steps.validation import PartitionValidator
+from blade_pipeline.storage.catalog import KnownItems
 
 RUN = IngestRun("run-1", dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
 LM = dt.datetime(2026, 1, 1, 12, 0)

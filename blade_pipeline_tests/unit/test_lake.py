@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from blade_pipeline.resources.lake import LakeError, ParquetLake, lake_error
+from blade_pipeline.storage.lake import LakeError, ParquetLake, lake_error
 
 SCHEMA = pa.schema([("x", pa.int64())])
 

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from blade_pipeline import warehouse_sql
-from blade_pipeline.queries import UnsafeFilterError, select_sql, validate_filter
-from blade_pipeline.sources import (
+from blade_pipeline.config.sources import (
     SOURCES_FILE,
     SourcesFileError,
     configured_sources_file,
@@ -16,6 +14,8 @@ from blade_pipeline.sources import (
     load_sources,
     source_for,
 )
+from blade_pipeline.sources import sql as source_sql
+from blade_pipeline.sources.user_filters import UnsafeFilterError, select_sql, validate_filter
 
 
 def test_the_blade_sources_load():
@@ -25,7 +25,7 @@ def test_the_blade_sources_load():
         ("readiness", "databricks"), ("maintenance_unit_b", "postgres"),
         ("supply_drops", "csv")]
     maint = source_for("maintenance")
-    assert maint.warehouse.qualified_name == "`main`.`blade`.`blade_maintenance_data`"
+    assert source_sql.table(maint) == "`main`.`blade`.`blade_maintenance_data`"
     assert maint.catalog_data_source == "BLADE:maintenance"
 
 
@@ -177,16 +177,16 @@ def test_a_source_kind_names_where_its_rows_are(tmp_path):
 
 
 def test_every_databricks_text_translates_to_postgres_with_positional_parameters():
-    from blade_pipeline import warehouse_sql
-    from blade_pipeline.resources.postgres import postgres_sql
+    from blade_pipeline.sources import sql as source_sql
+    from blade_pipeline.sources.postgres import postgres_sql
 
     source = source_for("supply")
-    text, names = postgres_sql(warehouse_sql.duplicate_keys(
-        source, warehouse_sql.partition_rows(source, 2), by_day=True))
+    text, names = postgres_sql(source_sql.duplicate_keys(
+        source, source_sql.partition_rows(source, 2), by_day=True))
     assert names == ("start", "end")
     assert '"last_modified" >= $1 AND "last_modified" < $2' in text
     assert '"main"."blade"."blade_supply_data"' in text and "`" not in text
-    assert postgres_sql(warehouse_sql.changed_days(source))[1] == ("cursor",)
+    assert postgres_sql(source_sql.changed_days(source))[1] == ("cursor",)
 
 
 CSV_ENTRY = """
@@ -214,7 +214,7 @@ def test_a_csv_source_declares_its_columns_with_the_seed_type_map(tmp_path):
     assert source.csv.duckdb_types() == {
         "part_number": "VARCHAR", "quantity_on_hand": "BIGINT", "unit_cost": "DECIMAL(12,2)",
         "ok": "BOOLEAN", "due": "DATE", "last_modified": "TIMESTAMPTZ"}
-    assert warehouse_sql.table(source) == "`landed`.`supplier`"
+    assert source_sql.table(source) == "`landed`.`supplier`"
     for wrong, message in [
         ("unit_cost: money", "column 'unit_cost': 'money' is not a CSV column type"),
         ("unit_cost: \"decimal(40,2)\"", "is not a CSV column type"),
@@ -234,7 +234,7 @@ def test_a_csv_source_declares_its_columns_with_the_seed_type_map(tmp_path):
 
 
 def test_the_csv_resource_reads_databricks_sql_over_the_landed_folders():
-    from blade_pipeline.resources.csv_drops import duckdb_sql
+    from blade_pipeline.sources.csv_drops import duckdb_sql
 
     text, folders = duckdb_sql("SELECT CAST(`last_modified` AS DATE) AS day, count(*) AS rows "
                                "FROM `landed`.`supplier-x` WHERE `last_modified` >= :start "

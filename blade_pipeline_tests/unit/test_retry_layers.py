@@ -2,15 +2,15 @@
 
 import pytest
 
-from blade_pipeline.dagster_glue import step_failure, step_may_retry
-from blade_pipeline.resources.catalog import CatalogAuthError, CatalogError, CatalogUnavailableError
-from blade_pipeline.resources.lake import LakeError
-from blade_pipeline.resources.warehouse import (
+from blade_pipeline.defs.glue import step_failure, step_may_retry
+from blade_pipeline.sources.reader import (
     WarehouseAuthError,
     WarehouseQueryError,
     WarehouseResultLostError,
     WarehouseUnavailableError,
 )
+from blade_pipeline.storage.catalog import CatalogAuthError, CatalogError, CatalogUnavailableError
+from blade_pipeline.storage.lake import LakeError
 
 URL = "http://catalog.test/api/v1/items/batch"
 

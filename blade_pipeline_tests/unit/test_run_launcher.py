@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from dagster._core.launcher.base import WorkerStatus
 
-from blade_pipeline.run_launcher import LocalProcessRunLauncher, process_alive
+from blade_pipeline.ops.run_launcher import LocalProcessRunLauncher, process_alive
 
 
 class FakeInstance:

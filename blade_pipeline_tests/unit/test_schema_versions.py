@@ -8,10 +8,11 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from blade_pipeline import schema_policy
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.schema_policy import decide, fit
-from blade_pipeline.schema_versions import (
+from blade_pipeline.config.pandera_models import model_columns
+from blade_pipeline.config.sources import SchemaPolicy, source_for
+from blade_pipeline.steps import schema_policy
+from blade_pipeline.steps.schema_policy import decide, fit
+from blade_pipeline.steps.schema_versions import (
     Change,
     SchemaHistory,
     SchemaVersion,
@@ -20,8 +21,7 @@ from blade_pipeline.schema_versions import (
     is_widening,
     observe,
 )
-from blade_pipeline.schemas import model_columns
-from blade_pipeline.sources import SchemaPolicy, source_for
+from blade_pipeline.storage.lake import ParquetLake
 
 BASE = pa.schema([("id", pa.string(), False), ("qty", pa.int32()),
                   ("cost", pa.decimal128(12, 2)), ("day", pa.date32()),

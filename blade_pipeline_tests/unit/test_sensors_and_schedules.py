@@ -6,11 +6,11 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
+from blade_pipeline.config.sources import source_for
 from blade_pipeline.definitions import defs
-from blade_pipeline.partitions import daily_partitions
-from blade_pipeline.resources.warehouse import WarehouseError
-from blade_pipeline.sensors import SensorTickError, build_change_sensor, evaluate_changes
-from blade_pipeline.sources import source_for
+from blade_pipeline.defs.partitions import daily_partitions
+from blade_pipeline.defs.sensors import SensorTickError, build_change_sensor, evaluate_changes
+from blade_pipeline.sources.reader import WarehouseError
 
 
 class FakeWarehouse(dg.ConfigurableResource):
@@ -240,8 +240,8 @@ def test_daily_schedule_targets_yesterday():
 
 
 def test_disabled_sources_start_with_sensor_and_schedule_off():
-    from blade_pipeline.jobs import build_partition_job
-    from blade_pipeline.schedules import build_daily_schedule
+    from blade_pipeline.defs.jobs import build_partition_job
+    from blade_pipeline.defs.schedules import build_daily_schedule
 
     off = source_for("sortie").model_copy(update={"enabled": False})
     job = build_partition_job(off)
@@ -267,7 +267,7 @@ def test_automated_runs_queue_behind_backfills_on_both_instances(tmp_path):
     worker time to start on a busy machine, and Dagster validates them."""
     from dagster._core.instance.config import dagster_instance_config
 
-    from blade_pipeline.demo import SQLITE_INSTANCE_YAML
+    from blade_pipeline.cli.demo import SQLITE_INSTANCE_YAML
     from blade_pipeline_tests.conftest import REPO_ROOT
 
     result, _ = tick(["2026-05-02T11:00:00", "2026-05-04T09:15:00"], "2026-05-01T23:00:00")

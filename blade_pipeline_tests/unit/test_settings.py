@@ -6,15 +6,15 @@ import sys
 
 import pytest
 
-from blade_pipeline.executors import executor_from_env
-from blade_pipeline.resources import resources_from_env
-from blade_pipeline.settings import (
+from blade_pipeline.config.settings import (
     DEMO_CATALOG_URL,
     DEMO_WAREHOUSE_URL,
     BladeSettings,
     SettingsError,
     step_retry_delay_seconds,
 )
+from blade_pipeline.defs.executors import executor_from_env
+from blade_pipeline.defs.resources import resources_from_env
 
 VARIABLES = ("BLADE_DEPLOYMENT", "BLADE_WAREHOUSE_URL", "DATABRICKS_SERVER_HOSTNAME",
              "DATABRICKS_HTTP_PATH", "DATABRICKS_TOKEN", "BLADE_CATALOG_URL",

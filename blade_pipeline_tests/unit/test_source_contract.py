@@ -10,10 +10,10 @@ import duckdb
 import polars as pl
 import pytest
 
+from blade_pipeline.config.pandera_models import SCHEMAS
+from blade_pipeline.config.sources import load_sources
 from blade_pipeline.devservices.warehouse import generator
 from blade_pipeline.devservices.warehouse.tables import COLUMNS, PRIMARY_KEYS, TABLES
-from blade_pipeline.schemas import SCHEMAS
-from blade_pipeline.sources import load_sources
 
 #: the Databricks sources (each reads the mock table of its data type); other kinds read a
 #: model's table elsewhere (PostgreSQL seeded from the same generator, CSV drops of it)

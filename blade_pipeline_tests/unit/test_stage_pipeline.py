@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from blade_pipeline import ingest
-from blade_pipeline.pipelining import WriteBehind, prefetch
-from blade_pipeline.resources.lake import ParquetLake
-from blade_pipeline.resources.warehouse import DatabricksWarehouse
-from blade_pipeline.sources import source_for
+from blade_pipeline.config.sources import source_for
+from blade_pipeline.sources.databricks import DatabricksWarehouse
+from blade_pipeline.steps import ingest
+from blade_pipeline.steps.pipelining import WriteBehind, prefetch
+from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.unit.test_items_and_validation import LM, RUN, batch, readiness
 
 SOURCE = source_for("readiness")

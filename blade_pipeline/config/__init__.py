@@ -1,0 +1,1 @@
+"""Configuration: every environment setting, the sources (sources.yaml) and their Pandera models."""

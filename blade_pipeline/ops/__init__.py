@@ -1,0 +1,1 @@
+"""Operating the pipeline: alerts, freshness, structured logs, the run launcher, the Celery app."""

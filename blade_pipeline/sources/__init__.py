@@ -1,0 +1,2 @@
+"""Readers of each source kind (Databricks, PostgreSQL, MySQL, CSV drops) and the SQL sent
+to them."""

@@ -1,0 +1,62 @@
+"""What the relational kinds (``postgres``, ``mysql``) share: a source database reached by a
+URL that is a secret when it carries a password, an endpoint that names host, port and
+database only, and one classification of driver errors (refused login: not retried; server
+unreachable or connection lost: the step retries; anything else: the query failed)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from blade_pipeline.sources.reader import (
+    Warehouse,
+    WarehouseAuthError,
+    WarehouseError,
+    WarehouseQueryError,
+    WarehouseResultLostError,
+)
+
+
+class SourceDatabase(Warehouse):
+    """A relational database holding source tables; subclasses name their product."""
+
+    url: str  # scheme://user[:password]@host:port/database (a secret with a password)
+    connect_timeout_s: int = 10
+
+    product: ClassVar[str]  # "PostgreSQL", as errors name it
+    scheme: ClassVar[str]
+    default_port: ClassVar[int]
+    url_variable: ClassVar[str]  # the environment variable of the URL
+    auth_markers: ClassVar[tuple[str, ...]]  # driver texts of a refused login
+    down_markers: ClassVar[tuple[str, ...]]  # … of a server unreachable or a connection lost
+
+    @property
+    def endpoint(self) -> str:
+        parts = urlsplit(self.url)
+        return (f"{self.scheme}://{parts.hostname or 'localhost'}:"
+                f"{parts.port or self.default_port}{parts.path}")
+
+    def _scrub(self, text: str) -> str:
+        password = urlsplit(self.url).password
+        text = text.replace(self.url, self.endpoint)
+        return text.replace(password, "***") if password else text
+
+    def _text(self, exc: BaseException) -> str:
+        """The driver's message as one line."""
+        return " ".join(str(exc).split()) or type(exc).__name__
+
+    def _refused(self, lowered: str) -> bool:
+        return any(marker in lowered for marker in self.auth_markers)
+
+    def _wrap(self, exc: BaseException, doing: str) -> WarehouseError:
+        text = self._scrub(self._text(exc))
+        lowered = text.lower()
+        if self._refused(lowered):
+            return WarehouseAuthError(
+                f"{self.product} {self.endpoint} refused the connection while {doing} (check "
+                f"{self.url_variable}'s user, password and database): {text}")
+        if any(marker in lowered for marker in self.down_markers):  # the step retries
+            return WarehouseResultLostError(
+                f"{self.product} {self.endpoint} cannot be reached or dropped the connection "
+                f"while {doing} (the step retries): {text}")
+        return WarehouseQueryError(f"{self.product} {self.endpoint} failed {doing}: {text}")

@@ -28,8 +28,8 @@ from pydantic import Field, PrivateAttr
 from blade_pipeline.sources import sql as source_sql
 from blade_pipeline.sources.reader import (
     ConnectionCheck,
-    Warehouse,
-    WarehouseQueryError,
+    SourceQueryError,
+    SourceReader,
     check_batch_sizes,
 )
 from blade_pipeline.storage.catalog import CatalogClient
@@ -49,7 +49,7 @@ def _bind(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
             for name, value in params.items()}
 
 
-class InProcessWarehouse(Warehouse):
+class InProcessWarehouse(SourceReader):
     """A DuckDB file in this process standing in for the Databricks SQL warehouse."""
 
     db_path: str = Field(description="DuckDB file (created and seeded when empty)")
@@ -94,7 +94,7 @@ class InProcessWarehouse(Warehouse):
         try:
             duck_sql = translate(sql, {"main": MAIN_DATABASE})
         except DatabricksSqlError as exc:
-            raise WarehouseQueryError(f"{self.endpoint} rejected the statement: {exc}"
+            raise SourceQueryError(f"{self.endpoint} rejected the statement: {exc}"
                                       ) from None
         cursor = self._connection().cursor()
         try:
@@ -103,7 +103,7 @@ class InProcessWarehouse(Warehouse):
             return None if relation is None else relation.to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
             cursor.close()
-            raise WarehouseQueryError(f"{self.endpoint} rejected the statement while running "
+            raise SourceQueryError(f"{self.endpoint} rejected the statement while running "
                                       f"a query: {from_duckdb(exc, sql)}") from None
 
     def stream_arrow(self, sql: str, params: Mapping[str, Any] | None = None,

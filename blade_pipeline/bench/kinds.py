@@ -30,9 +30,10 @@ from blade_pipeline.devservices.warehouse.tables import COLUMNS, TABLES
 from blade_pipeline.sources.csv_drops import CsvDrops
 from blade_pipeline.sources.csv_landing import land_file
 from blade_pipeline.sources.postgres import PostgresDatabase
-from blade_pipeline.sources.reader import Warehouse
-from blade_pipeline.steps import ingest
+from blade_pipeline.sources.reader import SourceReader
+from blade_pipeline.steps import staging
 from blade_pipeline.steps.items import IngestRun
+from blade_pipeline.steps.stage_partition import stage_partition
 from blade_pipeline.storage.lake import ParquetLake
 
 #: what a generated table's column is declared as in a CSV source
@@ -64,17 +65,13 @@ def kind_source(data_type: str, kind: str) -> BladeSource:
         folder="bench", columns=csv_columns(data_type))})
 
 
-def stage_day(cfg: dict, source: BladeSource, reader: Warehouse,
-              lake: ParquetLake) -> ingest.StageResult:
+def stage_day(cfg: dict, source: BladeSource, reader: SourceReader,
+              lake: ParquetLake) -> staging.StageResult:
     """The bench day of ``source`` staged from ``reader`` (the Databricks warehouse, the
-    PostgreSQL database, the landed CSV rows), as the staged asset does it."""
+    PostgreSQL database, the landed CSV rows) by the staged asset's own step."""
     day = (dt.date.fromisoformat(cfg["end"]) - dt.timedelta(days=1)).isoformat()
-    sql, bounds = ingest.partition_sql(source), ingest.day_bounds(day)
-    duplicates = ingest.duplicate_keys(reader, source, sql, bounds)
-    batches = ingest.extract(reader, sql, bounds, cfg["batch_rows"])
-    return ingest.stage(source, batches, lake, lake.partition_dir(source.data_type, day),
-                        lake.partition_dir(source.data_type, day, "quarantine"),
-                        IngestRun.now("bench"), duplicates=duplicates)
+    return stage_partition(source, reader, lake, [day], IngestRun.now("bench"),
+                           cfg["batch_rows"]).days[day]
 
 
 def prepare_stage_postgres(cfg: dict) -> Callable[[], int]:

@@ -29,8 +29,9 @@ import pyarrow.parquet as pq
 
 from blade_pipeline.config.sources import source_for
 from blade_pipeline.devservices.warehouse import generator
+from blade_pipeline.sources import sql as source_sql
 from blade_pipeline.sources.databricks import DatabricksWarehouse, preload_connector
-from blade_pipeline.steps import ingest
+from blade_pipeline.steps import extract, staging, uploading
 from blade_pipeline.steps.items import IngestRun, ItemBuilder
 from blade_pipeline.steps.validation import PartitionValidator
 from blade_pipeline.storage.catalog import CatalogClient
@@ -109,8 +110,8 @@ def prepare_extract(cfg: dict) -> Callable[[], int]:
     preload_connector()  # what Dagster's resource setup does before a step runs
 
     def run() -> int:
-        return sum(b.num_rows for b in ingest.extract(
-            _warehouse(cfg), ingest.partition_sql(source), ingest.day_bounds(_day(cfg)),
+        return sum(b.num_rows for b in extract.extract(
+            _warehouse(cfg), source_sql.partition_rows(source), extract.day_bounds(_day(cfg)),
             cfg["batch_rows"]))
     return run
 
@@ -142,7 +143,7 @@ def prepare_validate(cfg: dict) -> Callable[[], int]:
     return run
 
 
-def _stage(cfg: dict, lake: ParquetLake) -> ingest.StageResult:
+def _stage(cfg: dict, lake: ParquetLake) -> staging.StageResult:
     from blade_pipeline.bench.kinds import stage_day
 
     return stage_day(cfg, source_for(cfg["data_type"]), _warehouse(cfg), lake)
@@ -173,10 +174,10 @@ def prepare_upload(cfg: dict) -> Callable[[], int]:
     total = lake.parquet_file(items_dir).metadata.num_rows
 
     def run() -> int:
-        checkpoint = ingest.Checkpoint(lake, lake.path("bench-checkpoint.json"),
+        checkpoint = uploading.Checkpoint(lake, lake.path("bench-checkpoint.json"),
                                        footer.get("staged_id", ""), total, catalog.batch_size)
-        files = [ingest.StagedFile(day, items_dir, checkpoint)]
-        progress = ingest.upload(lake, files, source, catalog)
+        files = [uploading.StagedFile(day, items_dir, checkpoint)]
+        progress = uploading.upload(lake, files, source, catalog)
         if progress.created + progress.updated != total:
             raise RuntimeError(f"upload incomplete: {progress.summary()}")
         return total

@@ -125,12 +125,12 @@ def _reader(kind: str):  # -> the resource reading sources of ``kind`` (resolved
 
 
 def _cmd_test_connection(args: argparse.Namespace) -> int:
-    from blade_pipeline.sources.reader import WarehouseError
+    from blade_pipeline.sources.reader import SourceError
 
     warehouse = _reader(args.kind)
     try:
         check = warehouse.test_connection()
-    except WarehouseError as exc:
+    except SourceError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
     print(f"OK: {check.endpoint} answered in {check.round_trip_ms} ms; "
@@ -142,14 +142,14 @@ def _cmd_query(args: argparse.Namespace) -> int:
     import polars as pl
 
     from blade_pipeline.config.sources import SourcesFileError, source_for
-    from blade_pipeline.sources.reader import WarehouseError
+    from blade_pipeline.sources.reader import SourceError
     from blade_pipeline.sources.user_filters import UnsafeFilterError, select_sql
 
     try:
         source = source_for(args.data_type)
         sql = select_sql(source, args.where, args.limit, order_by_key=args.order_by_key)
         table = _reader(source.kind).query_arrow(sql)
-    except (SourcesFileError, UnsafeFilterError, WarehouseError) as exc:
+    except (SourcesFileError, UnsafeFilterError, SourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     frame = pl.from_arrow(table)
@@ -163,11 +163,11 @@ def _cmd_query(args: argparse.Namespace) -> int:
 def _cmd_sql(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from blade_pipeline.sources.reader import WarehouseError
+    from blade_pipeline.sources.reader import SourceError
 
     try:
         table = _warehouse().query_arrow(args.statement)
-    except WarehouseError as exc:
+    except SourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     with pl.Config(tbl_rows=50, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=240,
@@ -196,7 +196,7 @@ def _record_act(data_type: str, metadata: dict) -> str:
     import dagster as dg
 
     from blade_pipeline.config.sources import source_for
-    from blade_pipeline.defs.glue import staged_key
+    from blade_pipeline.defs.keys import staged_key
 
     with dg.DagsterInstance.get() as instance:
         instance.report_runless_asset_event(dg.AssetObservation(

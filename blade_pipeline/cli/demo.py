@@ -89,7 +89,7 @@ run_monitoring:  # a run whose worker process died is marked failed ...
   # on a busy 2-core machine, short enough to catch one that hangs
   start_timeout_seconds: 600
 run_retries:  # ... and re-executed from failure (the upload resumes from its checkpoint);
-  enabled: true  # not for step failures: one retry layer each (blade_pipeline/defs/glue.py)
+  enabled: true  # not for step failures: one retry layer each (blade_pipeline/defs/failures.py)
   max_retries: 1
   retry_on_asset_or_op_failure: false
 """

@@ -7,8 +7,9 @@ A run covers one day or a range of days (``BackfillPolicy.single_run`` by defaul
 ``max_partitions_per_run``): one streamed query for the range, files, checks, checkpoints and
 outcomes per day. A day that fails its checks is not uploaded; the other days are, and the
 catalog asset materializes them day by day before failing with the days it left out.
-The bodies are thin: the work is in ``ingest`` (shared with jobs and the bench), the shared
-Dagster glue (retry rule, failures, metadata) in ``dagster_glue``.
+The bodies are thin: the work is in ``steps`` (``stage_partition`` is shared with the bench,
+the extract/stage/upload steps with the jobs); keys, failures and metadata are in this
+package's ``keys``, ``failures`` and ``metadata``.
 """
 
 
@@ -17,30 +18,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-import pyarrow as pa
 
 from blade_pipeline.config.sources import BladeSource
 from blade_pipeline.defs import day_check_specs, landing
-from blade_pipeline.defs.glue import (
-    POOL,
-    RETRY_POLICY,
+from blade_pipeline.defs.failures import POOL, RETRY_POLICY, paused_on_terminate, step_failure
+from blade_pipeline.defs.keys import catalog_key, run_label, staged_key
+from blade_pipeline.defs.metadata import (
     UploadReport,
-    catalog_key,
-    paused_on_terminate,
     range_stage_metadata,
-    run_label,
     schema_version_metadata,
     stage_metadata,
-    staged_key,
-    step_failure,
     upload_metadata,
 )
 from blade_pipeline.defs.partitions import daily_partitions
-from blade_pipeline.sources.reader import Warehouse, WarehouseError
-from blade_pipeline.steps import day_checks, ingest, schema_policy
+from blade_pipeline.sources.reader import SourceError, SourceReader
+from blade_pipeline.steps import day_checks, extract, staging, uploading
 from blade_pipeline.steps.items import IngestRun
-from blade_pipeline.steps.schema_policy import SchemaPlan
-from blade_pipeline.steps.schema_versions import SchemaHistory
+from blade_pipeline.steps.stage_partition import stage_partition
 from blade_pipeline.storage.catalog import Catalog, CatalogError
 from blade_pipeline.storage.lake import LakeError, ParquetLake
 
@@ -56,7 +50,7 @@ def backfill_policy(source: BladeSource) -> dg.BackfillPolicy:
 
 
 
-def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BATCH_ROWS,
+def build_blade_assets(source: BladeSource, batch_rows: int = extract.DEFAULT_BATCH_ROWS,
                        ) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
     """Staged + catalog assets and the staged asset's blocking checks for one source."""
     partitions = daily_partitions(source)
@@ -84,22 +78,13 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
     )
     def staged(context: dg.AssetExecutionContext) -> Iterator[Any]:
         # the source's own resource: the Databricks warehouse, or the kind's database
-        warehouse: Warehouse = getattr(context.resources, source.resource_key)
+        reader: SourceReader = getattr(context.resources, source.resource_key)
         lake: ParquetLake = context.resources.lake
         days = list(context.partition_keys)
         label, single = run_label(source, days), context.has_partition_key
-        raw_schema: list[pa.Schema] = []
-        sql, bounds = ingest.partition_sql(source, len(days)), ingest.day_range_bounds(
-            days[0], days[-1])
         reported = [0.0]
-        plans: list[SchemaPlan] = []  # the schema plan of this run's rows
 
-        def planner(schema: pa.Schema) -> SchemaPlan:
-            raw_schema.append(schema)
-            plans.append(schema_policy.plan_run(source, history, schema))
-            return plans[0]
-
-        def on_batch(progress: ingest.RangeProgress) -> None:
+        def on_batch(progress: staging.RangeProgress) -> None:
             if single:
                 context.log.info(f"[{label}] staged {progress.extracted} rows "
                                  f"({progress.valid} valid, {progress.quarantined} quarantined)")
@@ -115,33 +100,25 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
         started = time.perf_counter()
         try:
             with paused_on_terminate(label):
-                history = SchemaHistory(lake, source.data_type)  # (the lake's first use)
-                # keys repeated within a day (one day: within the run, the cheaper query)
-                duplicates = ingest.duplicate_keys(warehouse, source,
-                                                   ingest.partition_sql(source), bounds,
-                                                   by_day=len(days) > 1)
-                results = ingest.stage_days(
-                    source, ingest.extract(warehouse, sql, bounds, batch_rows), lake, days,
-                    IngestRun.now(context.run.run_id), on_batch=on_batch,
-                    duplicates=duplicates, planner=planner)
-                run_schema = (schema_policy.finish_run(plans[0], history, context.run.run_id)
-                              if plans else None)
-        except (WarehouseError, LakeError) as exc:
+                staged_days = stage_partition(source, reader, lake, days,
+                                              IngestRun.now(context.run.run_id),
+                                              batch_rows, on_batch)
+        except (SourceError, LakeError) as exc:
             raise step_failure(source.data_type, exc) from None
-        drift = sorted({e for r in results.values() for e in r.schema_errors})
-        if drift:
-            context.log.warning(f"[{label}] schema drift: " + "; ".join(drift))
-        schema = raw_schema[0] if raw_schema else None
-        versioned = schema_version_metadata(plans[0], run_schema) if run_schema else {}
-        if run_schema and plans[0].decisions:
-            plan = plans[0]
+        results, plan, run_schema = staged_days.days, staged_days.plan, staged_days.run_schema
+        if staged_days.drift:
+            context.log.warning(f"[{label}] schema drift: " + "; ".join(staged_days.drift))
+        schema = staged_days.raw_schema
+        versioned = schema_version_metadata(plan, run_schema) if plan and run_schema else {}
+        if plan and run_schema and plan.decisions:
             context.log.warning(
                 f"[{label}] schema v{plan.observed} differs from the expected v{plan.expected}: "
                 + "; ".join(d.describe() for d in plan.decisions)
                 + (f" -- v{plan.observed} is now the expected version" if run_schema.adopted
                    else ""))
         # the blocking checks, on the footers just written (day_check_specs)
-        expected = history.expected_number()  # (after this run's adoption, if any)
+        # (after this run's adoption, if any)
+        expected = staged_days.history.expected_number()
         footers = {day: results[day].footer() for day in days}
         outcomes = {day: [check(source, footers[day], expected) for check in day_checks.CHECKS]
                     for day in days}
@@ -174,7 +151,7 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
                 asset_key=catalog_asset_key, partition=days[0] if single else None,
                 metadata=meta))
 
-        def day_done(staged_file: ingest.StagedFile) -> None:
+        def day_done(staged_file: uploading.StagedFile) -> None:
             if not single:
                 context.log_event(dg.AssetMaterialization(
                     asset_key=catalog_asset_key, partition=staged_file.key,
@@ -183,7 +160,7 @@ def build_blade_assets(source: BladeSource, batch_rows: int = ingest.DEFAULT_BAT
         report = UploadReport(context, label, observe)
         try:
             with paused_on_terminate(label):
-                outcome = ingest.upload_days(lake, source, catalog, days,
+                outcome = uploading.upload_days(lake, source, catalog, days,
                                              on_start=report.on_start,
                                              on_progress=report.on_progress,
                                              on_file_done=day_done)

@@ -27,7 +27,7 @@ from typing import Any
 import dagster as dg
 
 from blade_pipeline.config.sources import BladeSource
-from blade_pipeline.defs.glue import check_metadata
+from blade_pipeline.defs.metadata import check_metadata
 from blade_pipeline.steps import day_checks
 from blade_pipeline.steps.day_checks import CheckOutcome
 

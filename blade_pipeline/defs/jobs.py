@@ -16,23 +16,14 @@ import dagster as dg
 from pydantic import Field
 
 from blade_pipeline.config.sources import BladeSource, SourcesFileError, source_for
-from blade_pipeline.defs.glue import (
-    POOL,
-    RETRY_POLICY,
-    UploadReport,
-    catalog_key,
-    paused_on_terminate,
-    run_label,
-    stage_metadata,
-    staged_key,
-    step_failure,
-    upload_metadata,
-)
+from blade_pipeline.defs.failures import POOL, RETRY_POLICY, paused_on_terminate, step_failure
+from blade_pipeline.defs.keys import catalog_key, run_label, staged_key
+from blade_pipeline.defs.metadata import UploadReport, stage_metadata, upload_metadata
 from blade_pipeline.defs.partitions import daily_partitions
 from blade_pipeline.defs.reconciliation_check import reconcile_days
-from blade_pipeline.sources.reader import Warehouse, WarehouseError
+from blade_pipeline.sources.reader import SourceError, SourceReader
 from blade_pipeline.sources.user_filters import UnsafeFilterError, select_sql
-from blade_pipeline.steps import ingest, reconciliation, single_items
+from blade_pipeline.steps import extract, reconciliation, single_items, staging, uploading
 from blade_pipeline.steps.items import IngestRun
 from blade_pipeline.storage.catalog import Catalog, CatalogError
 from blade_pipeline.storage.lake import LakeError, ParquetLake
@@ -76,7 +67,7 @@ def build_reconcile_job(source: BladeSource) -> dg.JobDefinition:
     def reconcile(context: dg.OpExecutionContext, config: ReconcileConfig) -> None:
         lake: ParquetLake = context.resources.lake
         catalog: Catalog = context.resources.catalog
-        warehouse: Warehouse = getattr(context.resources, source.resource_key)
+        warehouse: SourceReader = getattr(context.resources, source.resource_key)
         first = dt.date.fromisoformat(config.first)
         last = dt.date.fromisoformat(config.last or config.first)
         days = [(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
@@ -123,7 +114,7 @@ class QueryConfig(dg.Config):
 @dg.op(retry_policy=RETRY_POLICY, pool=POOL,
        description="Extract the filtered rows, validate, stage under queries/<run_id>/, upload.")
 def run_query(context: dg.OpExecutionContext, config: QueryConfig,
-              warehouse: Warehouse, lake: ParquetLake,
+              warehouse: SourceReader, lake: ParquetLake,
               catalog: Catalog) -> dg.Output[dict]:
     source = _source(config.data_type)
     label = f"query {source.data_type}"
@@ -136,13 +127,13 @@ def run_query(context: dg.OpExecutionContext, config: QueryConfig,
     items_dir = lake.path("queries", run_id, "items")
     context.log.info(f"[{label}] {sql}")
     try:
-        staged = ingest.stage(source, ingest.extract(warehouse, sql, None), lake, items_dir,
+        staged = staging.stage(source, extract.extract(warehouse, sql, None), lake, items_dir,
                               lake.path("queries", run_id, "quarantine"),
                               IngestRun.now(run_id),
-                              duplicates=ingest.duplicate_keys(warehouse, source, sql, None))
+                              duplicates=extract.duplicate_keys(warehouse, source, sql, None))
         report = UploadReport(context, label)
         with paused_on_terminate(label):
-            progress = ingest.upload_file(lake, source, catalog, "query", items_dir,
+            progress = uploading.upload_file(lake, source, catalog, "query", items_dir,
                                           lake.path("queries", run_id, "checkpoint.json"),
                                           on_start=report.on_start,
                                           on_progress=report.on_progress)
@@ -150,7 +141,7 @@ def run_query(context: dg.OpExecutionContext, config: QueryConfig,
             raise dg.Failure(description=f"[{label}] nothing staged at {items_dir}",
                              allow_retries=False)
         report.finished(progress)
-    except (WarehouseError, CatalogError, LakeError) as exc:
+    except (SourceError, CatalogError, LakeError) as exc:
         raise step_failure(label, exc) from None
     metadata = {**stage_metadata(staged, None), **upload_metadata(progress),
                 "filter": config.where or "", "limit": config.limit or 0}
@@ -174,7 +165,7 @@ class ItemsConfig(dg.Config):
 @dg.op(retry_policy=RETRY_POLICY, pool=POOL,
        description="Ingest single items by id; skip those the catalog holds unchanged.")
 def ingest_item_ids(context: dg.OpExecutionContext, config: ItemsConfig,
-                    warehouse: Warehouse, catalog: Catalog) -> dg.Output[dict]:
+                    warehouse: SourceReader, catalog: Catalog) -> dg.Output[dict]:
     source = _source(config.data_type)
     try:
         report = single_items.ingest_items(source, config.item_ids, warehouse, catalog,
@@ -182,7 +173,7 @@ def ingest_item_ids(context: dg.OpExecutionContext, config: ItemsConfig,
     except single_items.ItemIdError as exc:
         raise dg.Failure(description=f"[items {source.data_type}] {exc}",
                          allow_retries=False) from None
-    except (WarehouseError, CatalogError) as exc:
+    except (SourceError, CatalogError) as exc:
         raise step_failure(f"items {source.data_type}", exc) from None
     for item_id, outcome in report.items():
         context.log.info(f"[items {source.data_type}] {item_id}: {outcome}")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from blade_pipeline.config.sources import BladeSource, CsvDrop
-from blade_pipeline.defs.glue import POOL, RETRY_POLICY, step_failure
+from blade_pipeline.defs.failures import POOL, RETRY_POLICY, step_failure
 from blade_pipeline.defs.sensors import (
     AUTOMATED_RUN_TAGS,
     MINIMUM_INTERVAL_SECONDS,

@@ -6,10 +6,10 @@ from typing import Any
 import dagster as dg
 
 from blade_pipeline.config.sources import BladeSource
-from blade_pipeline.defs.glue import catalog_key, run_label
+from blade_pipeline.defs.keys import catalog_key, run_label
 from blade_pipeline.defs.partitions import daily_partitions
-from blade_pipeline.sources.reader import Warehouse, WarehouseError
-from blade_pipeline.steps import day_checks, ingest, reconciliation
+from blade_pipeline.sources.reader import SourceError, SourceReader
+from blade_pipeline.steps import day_checks, extract, reconciliation
 from blade_pipeline.storage.catalog import Catalog, CatalogError
 from blade_pipeline.storage.lake import LakeError, ParquetLake
 
@@ -26,14 +26,14 @@ def build_reconciliation_check(source: BladeSource) -> dg.AssetChecksDefinition:
         asset=catalog_asset_key, name=reconciliation.NAME, blocking=False,
         partitions_def=daily_partitions(source),
         required_resource_keys={"lake", "catalog", source.resource_key},
-        description="Warehouse rows of the day = staged + quarantined; every staged item is in "
+        description="Source rows of the day = staged + quarantined; every staged item is in "
                     "the catalog with its content hash (bulk lookup; counts and an "
                     "order-independent digest in the metadata).")
     def reconciled(context: dg.AssetCheckExecutionContext):
         resources = context.resources
         lake: ParquetLake = resources.lake
         catalog: Catalog = resources.catalog
-        warehouse: Warehouse = getattr(resources, source.resource_key)
+        warehouse: SourceReader = getattr(resources, source.resource_key)
         op_context = context.op_execution_context
         days = list(op_context.partition_keys)
         for day, evaluation in reconcile_days(source, lake, catalog, warehouse, days).items():
@@ -50,13 +50,13 @@ def build_reconciliation_check(source: BladeSource) -> dg.AssetChecksDefinition:
 
 
 def reconcile_days(source: BladeSource, lake: ParquetLake, catalog: Catalog,
-                   warehouse: Warehouse, days: list[str]) -> dict[str, dict[str, Any]]:
+                   warehouse: SourceReader, days: list[str]) -> dict[str, dict[str, Any]]:
     """The check's evaluation of each day: ``passed``, ``severity``, ``description``,
     ``metadata``."""
     label = run_label(source, days)
     try:
-        counts = ingest.rows_per_day(warehouse, source, days)
-    except WarehouseError as exc:
+        counts = extract.rows_per_day(warehouse, source, days)
+    except SourceError as exc:
         counts, unreachable = {}, f"warehouse not asked ({exc})"
     else:
         unreachable = ""

@@ -35,7 +35,7 @@ from dagster._core.storage.tags import (
 from blade_pipeline.config.settings import BladeSettings
 from blade_pipeline.config.sources import BladeSource
 from blade_pipeline.sources import sql as source_sql
-from blade_pipeline.sources.reader import Warehouse, WarehouseError
+from blade_pipeline.sources.reader import SourceError, SourceReader
 
 if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -84,7 +84,7 @@ def range_request(first: str, last: str, key: str, tags: dict[str, str],
         ASSET_PARTITION_RANGE_END_TAG: last})
 
 
-def evaluate_changes(source: BladeSource, warehouse: Warehouse, cursor: str | None,
+def evaluate_changes(source: BladeSource, warehouse: SourceReader, cursor: str | None,
                      partitions: dg.PartitionsDefinition) -> dg.SensorResult | dg.SkipReason:
     """The sensor's logic, separate from its decorator so tests can call it directly."""
     if cursor is None:
@@ -141,10 +141,10 @@ def build_change_sensor(source: BladeSource, job: "UnresolvedAssetJobDefinition"
         required_resource_keys={source.resource_key},
     )
     def change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        warehouse: Warehouse = getattr(context.resources, source.resource_key)
+        warehouse: SourceReader = getattr(context.resources, source.resource_key)
         try:
             return evaluate_changes(source, warehouse, context.cursor, partitions)
-        except WarehouseError as exc:
+        except SourceError as exc:
             raise SensorTickError(
                 f"[{source.data_type}] change sensor: cannot ask the warehouse for changes "
                 f"(the cursor stays at {context.cursor or 'its first watermark'}; the next tick "

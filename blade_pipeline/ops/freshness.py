@@ -29,7 +29,7 @@ from dagster._time import get_current_datetime
 
 from blade_pipeline.config.settings import BladeSettings
 from blade_pipeline.config.sources import BladeSource
-from blade_pipeline.defs.glue import catalog_key, staged_key
+from blade_pipeline.defs.keys import catalog_key, staged_key
 
 CHECK_NAME = "freshness"
 SENSOR_NAME = "blade_freshness_checks"

@@ -28,9 +28,9 @@ from blade_pipeline.config.settings import DEMO_LANDING_URI
 from blade_pipeline.config.sources import CsvDrop
 from blade_pipeline.sources.reader import (
     ConnectionCheck,
-    Warehouse,
-    WarehouseQueryError,
-    WarehouseUnavailableError,
+    SourceQueryError,
+    SourceReader,
+    SourceUnavailableError,
     check_batch_sizes,
     sized_batches,
 )
@@ -68,7 +68,7 @@ def _view(folder: str) -> str:
     return "landed__" + re.sub(r"\W", "_", folder)
 
 
-class CsvDrops(Warehouse):
+class CsvDrops(SourceReader):
     """The landing folders of CSV sources and the rows landed from their files."""
 
     landing_uri: str = DEMO_LANDING_URI  # local path or s3://bucket/prefix
@@ -123,7 +123,7 @@ class CsvDrops(Warehouse):
         try:
             return con.sql(text, params=dict(params or {}))
         except duckdb.Error as exc:
-            raise WarehouseQueryError(f"the landed CSV rows ({self.lake.where(LANDED)}) could "
+            raise SourceQueryError(f"the landed CSV rows ({self.lake.where(LANDED)}) could "
                                       f"not answer a query: {exc}") from None
 
     def stream_arrow(self, sql: str, params: Mapping[str, Any] | None = None,
@@ -147,6 +147,6 @@ class CsvDrops(Warehouse):
         try:
             folders = self.landing.list_dirs(self.landing.path(), action="list")
         except LakeError as exc:
-            raise WarehouseUnavailableError(str(exc)) from None
+            raise SourceUnavailableError(str(exc)) from None
         return ConnectionCheck(self.endpoint, folders,
                                round(1000 * (time.perf_counter() - started), 1))

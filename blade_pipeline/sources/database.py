@@ -9,15 +9,15 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from blade_pipeline.sources.reader import (
-    Warehouse,
-    WarehouseAuthError,
-    WarehouseError,
-    WarehouseQueryError,
-    WarehouseResultLostError,
+    SourceAuthError,
+    SourceError,
+    SourceQueryError,
+    SourceReader,
+    SourceResultLostError,
 )
 
 
-class SourceDatabase(Warehouse):
+class SourceDatabase(SourceReader):
     """A relational database holding source tables; subclasses name their product."""
 
     url: str  # scheme://user[:password]@host:port/database (a secret with a password)
@@ -48,15 +48,15 @@ class SourceDatabase(Warehouse):
     def _refused(self, lowered: str) -> bool:
         return any(marker in lowered for marker in self.auth_markers)
 
-    def _wrap(self, exc: BaseException, doing: str) -> WarehouseError:
+    def _wrap(self, exc: BaseException, doing: str) -> SourceError:
         text = self._scrub(self._text(exc))
         lowered = text.lower()
         if self._refused(lowered):
-            return WarehouseAuthError(
+            return SourceAuthError(
                 f"{self.product} {self.endpoint} refused the connection while {doing} (check "
                 f"{self.url_variable}'s user, password and database): {text}")
         if any(marker in lowered for marker in self.down_markers):  # the step retries
-            return WarehouseResultLostError(
+            return SourceResultLostError(
                 f"{self.product} {self.endpoint} cannot be reached or dropped the connection "
                 f"while {doing} (the step retries): {text}")
-        return WarehouseQueryError(f"{self.product} {self.endpoint} failed {doing}: {text}")
+        return SourceQueryError(f"{self.product} {self.endpoint} failed {doing}: {text}")

@@ -25,12 +25,12 @@ from blade_pipeline.config.settings import DEMO_WAREHOUSE_TOKEN, DEMO_WAREHOUSE_
 from blade_pipeline.sources import sql as source_sql
 from blade_pipeline.sources.reader import (
     ConnectionCheck,
-    Warehouse,
-    WarehouseAuthError,
-    WarehouseError,
-    WarehouseQueryError,
-    WarehouseResultLostError,
-    WarehouseUnavailableError,
+    SourceAuthError,
+    SourceError,
+    SourceQueryError,
+    SourceReader,
+    SourceResultLostError,
+    SourceUnavailableError,
     check_batch_sizes,
 )
 
@@ -43,12 +43,12 @@ def preload_connector() -> None:
 
 
 
-class DatabricksWarehouse(Warehouse):
+class DatabricksWarehouse(SourceReader):
     """A Databricks SQL warehouse reached with the official connector (Thrift, Arrow results).
 
     Set either ``url`` (``http(s)://host[:port]/sql/1.0/warehouses/<id>``) or
     ``server_hostname`` + ``http_path``. The connector's retries are the only ones a warehouse
-    call gets (see :mod:`blade_pipeline.defs.glue`), bounded so that a dead warehouse fails in
+    call gets (see :mod:`blade_pipeline.defs.failures`), bounded so that a dead warehouse fails in
     seconds, not in the connector's default 15 minutes.
     """
 
@@ -58,7 +58,7 @@ class DatabricksWarehouse(Warehouse):
     token: str = Field(description="Personal access token; pass dg.EnvVar('DATABRICKS_TOKEN').")
     catalog: str | None = Field(default=None, description="Initial catalog of each session.")
     default_schema: str | None = Field(default=None, description="Initial schema.")
-    # The connector is the one layer that retries warehouse calls (see dagster_glue), so its
+    # The connector is the one layer that retries warehouse calls (see defs.failures), so its
     # budget alone must ride out a flaky warehouse: 30 % 503s at 2 s a call (fault case 1) can
     # give one of two concurrent statements three 503s in a row, and the connector waits at
     # least retry_delay_max_s after each 503 (~23 s). A dead warehouse fails a call in ~11 s.
@@ -105,10 +105,10 @@ class DatabricksWarehouse(Warehouse):
         if self.url:
             parts = urlsplit(self.url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise WarehouseError(f"warehouse url {self.url!r} is not http(s)://host/path")
+                raise SourceError(f"warehouse url {self.url!r} is not http(s)://host/path")
             return parts.netloc, parts.path, self.url
         if not (self.server_hostname and self.http_path):
-            raise WarehouseError("no warehouse configured: set BLADE_WAREHOUSE_URL, or "
+            raise SourceError("no warehouse configured: set BLADE_WAREHOUSE_URL, or "
                                  "DATABRICKS_SERVER_HOSTNAME and DATABRICKS_HTTP_PATH")
         return self.server_hostname, self.http_path, None
 
@@ -132,7 +132,7 @@ class DatabricksWarehouse(Warehouse):
         except OSError as exc:
             return f"TCP connect to {parts.hostname}:{port} failed: {exc.strerror or exc}"
 
-    def _wrap(self, exc: Exception, doing: str, mid_stream: bool = False) -> WarehouseError:
+    def _wrap(self, exc: Exception, doing: str, mid_stream: bool = False) -> SourceError:
         """Map connector exceptions to ours, naming the warehouse and the cause."""
         cause = str(exc).strip() or type(exc).__name__
         original = str((getattr(exc, "context", None) or {}).get("original-exception") or "")
@@ -142,13 +142,13 @@ class DatabricksWarehouse(Warehouse):
         where = f"Databricks SQL warehouse {self.endpoint}"
         http_code = (getattr(exc, "context", None) or {}).get("http-code")
         if isinstance(exc, dbexc.RequestError) and http_code in (401, 403):
-            return WarehouseAuthError(f"{where} refused the access token while {doing}: {cause}")
+            return SourceAuthError(f"{where} refused the access token while {doing}: {cause}")
         if isinstance(exc, dbexc.ServerOperationError | dbexc.ProgrammingError):
-            return WarehouseQueryError(f"{where} rejected the statement while {doing}: {cause}")
+            return SourceQueryError(f"{where} rejected the statement while {doing}: {cause}")
         probe = self._probe()
         if probe:
             cause = f"{probe} ({cause})"
-        lost = WarehouseResultLostError if mid_stream else WarehouseUnavailableError
+        lost = SourceResultLostError if mid_stream else SourceUnavailableError
         return lost(f"{where} failed while {doing}: {cause}")
 
     @contextlib.contextmanager
@@ -222,7 +222,7 @@ class DatabricksWarehouse(Warehouse):
                 raise self._wrap(exc, "running a query") from None
 
     def test_connection(self) -> ConnectionCheck:
-        """Open a session, run ``SELECT 1`` and list catalogs; raise WarehouseError if not."""
+        """Open a session, run ``SELECT 1`` and list catalogs; raise SourceError if not."""
         started = time.perf_counter()
         with self.connect() as conn, conn.cursor() as cursor:
             try:

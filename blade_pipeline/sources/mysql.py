@@ -31,8 +31,8 @@ from sqlglot import exp
 from blade_pipeline.sources.database import SourceDatabase
 from blade_pipeline.sources.reader import (
     ConnectionCheck,
-    WarehouseError,
-    WarehouseResultLostError,
+    SourceError,
+    SourceResultLostError,
     check_batch_sizes,
     sized_batches,
 )
@@ -91,10 +91,10 @@ class MySQLDatabase(SourceDatabase):
 
     _probed: bool = PrivateAttr(default=False)
 
-    def _failed(self, exc: BaseException, doing: str) -> WarehouseError:
+    def _failed(self, exc: BaseException, doing: str) -> SourceError:
         """The driver's error as ours; after a lost server the next read probes again."""
         error = self._wrap(exc, doing)
-        if isinstance(error, WarehouseResultLostError):
+        if isinstance(error, SourceResultLostError):
             self._probed = False
         return error
 

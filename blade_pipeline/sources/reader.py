@@ -1,6 +1,6 @@
 """What the pipeline asks of a source, whatever its kind: SQL in, Arrow record batches out.
 
-:class:`Warehouse` is the interface every reader implements (Databricks, PostgreSQL, MySQL,
+:class:`SourceReader` is the interface every reader implements (Databricks, PostgreSQL, MySQL,
 CSV drops); the errors say what went wrong in terms the steps act on (fatal or retryable).
 """
 
@@ -15,26 +15,25 @@ import dagster as dg
 import pyarrow as pa
 
 
-class WarehouseError(Exception):
-    """A warehouse call failed; the message names the warehouse and the cause."""
+class SourceError(Exception):
+    """A call to a source failed; the message names the source and the cause."""
 
 
-class WarehouseAuthError(WarehouseError):
-    """The warehouse refused the credentials (fatal, not retried)."""
+class SourceAuthError(SourceError):
+    """The source refused the credentials (fatal, not retried)."""
 
 
-class WarehouseQueryError(WarehouseError):
-    """The warehouse rejected the statement (bad SQL, unknown table; fatal)."""
+class SourceQueryError(SourceError):
+    """The source rejected the statement (bad SQL, unknown table; fatal)."""
 
 
-class WarehouseUnavailableError(WarehouseError):
-    """The warehouse could not be reached or kept failing through the connector's retries."""
+class SourceUnavailableError(SourceError):
+    """The source could not be reached or kept failing through its driver's retries."""
 
 
-class WarehouseResultLostError(WarehouseUnavailableError):
+class SourceResultLostError(SourceUnavailableError):
     """A result stream broke mid-fetch: no request-level retry recovers it, running the query
     again (the step's RetryPolicy) may."""
-
 
 
 @dataclass(frozen=True)
@@ -46,11 +45,12 @@ class ConnectionCheck:
     round_trip_ms: float
 
 
-class Warehouse(dg.ConfigurableResource, ABC):
-    """What the pipeline asks of a SQL warehouse: Databricks SQL (named ``:markers``) in,
-    Arrow record batches out. :class:`DatabricksWarehouse` is the real one;
-    :class:`~blade_pipeline_tests.in_process.InProcessWarehouse` runs the same SQL on a
-    DuckDB file in this process (fast tests)."""
+class SourceReader(dg.ConfigurableResource, ABC):
+    """What the pipeline asks of a source: Databricks SQL (named ``:markers``) in, Arrow
+    record batches out. Implemented by ``DatabricksWarehouse``, ``PostgresDatabase``,
+    ``MySQLDatabase`` (each translating to its dialect) and ``CsvDrops`` (the landed rows);
+    ``blade_pipeline_tests.in_process.InProcessWarehouse`` runs the SQL on DuckDB in this
+    process (fast tests)."""
 
     @property
     @abstractmethod
@@ -70,7 +70,7 @@ class Warehouse(dg.ConfigurableResource, ABC):
 
     @abstractmethod
     def test_connection(self) -> ConnectionCheck:
-        """Reach the warehouse and list its catalogs, or raise :class:`WarehouseError`."""
+        """Reach the source and list its catalogs (schemas), or raise :class:`SourceError`."""
 
 
 def check_batch_sizes(batch_rows: int, first_batch_rows: int | None) -> int:

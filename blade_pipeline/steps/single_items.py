@@ -11,8 +11,8 @@ from typing import Any
 
 from blade_pipeline.config.sources import BladeSource
 from blade_pipeline.sources import sql as source_sql
-from blade_pipeline.sources.reader import Warehouse
-from blade_pipeline.steps import ingest
+from blade_pipeline.sources.reader import SourceReader
+from blade_pipeline.steps import extract, uploading
 from blade_pipeline.steps.items import IngestRun, ItemBuilder
 from blade_pipeline.steps.validation import PartitionValidator
 from blade_pipeline.storage.catalog import Catalog
@@ -32,7 +32,7 @@ def _keys(source: BladeSource, item_ids: list[str]) -> dict[str, str]:
     return {i: i[len(prefix):] for i in dict.fromkeys(item_ids)}
 
 
-def ingest_items(source: BladeSource, item_ids: list[str], warehouse: Warehouse,
+def ingest_items(source: BladeSource, item_ids: list[str], warehouse: SourceReader,
                  catalog: Catalog, run: IngestRun) -> dict[str, dict[str, Any]]:
     """Fetch, validate and upload single items; returns item_id -> {status, ...}."""
     keys = _keys(source, item_ids)
@@ -40,9 +40,9 @@ def ingest_items(source: BladeSource, item_ids: list[str], warehouse: Warehouse,
     sql = source_sql.rows_by_keys(source)
     params = {"keys": list(keys.values())}
     report: dict[str, dict[str, Any]] = {i: {"status": "not found in warehouse"} for i in keys}
-    validator = PartitionValidator(source, ingest.duplicate_keys(warehouse, source, sql, params))
+    validator = PartitionValidator(source, extract.duplicate_keys(warehouse, source, sql, params))
     builder = ItemBuilder(source, run)
-    for batch in ingest.extract(warehouse, sql, params):
+    for batch in extract.extract(warehouse, sql, params):
         outcome = validator.validate(batch)
         prefix = f"{source.item_id_prefix}-"
         for key, reason in zip(outcome.quarantined.column(pk).to_pylist(),
@@ -51,17 +51,17 @@ def ingest_items(source: BladeSource, item_ids: list[str], warehouse: Warehouse,
                 report[prefix + key] = {"status": "invalid", "reason": reason}
         items = builder.build(outcome.rows, outcome.keep)
         known = catalog.lookup_known(items.column("item_id"))
-        todo = set(ingest.changed_items(items, known).todo.column("item_id").to_pylist())
+        todo = set(uploading.changed_items(items, known).todo.column("item_id").to_pylist())
         for item in items.to_pylist():
             item_id = item["item_id"]
             if item_id not in todo:
                 same = known.hashes.get(item_id) == item["content_hash"]
-                report[item_id] = {"status": "unchanged" if same else ingest.KEPT_NEWER,
+                report[item_id] = {"status": "unchanged" if same else uploading.KEPT_NEWER,
                                    "content_hash": item["content_hash"]}
                 continue
             answer = catalog.upload_item(item, source.catalog_data_source, keep_newer=True)
             status = answer.get("status", "uploaded")
-            report[item_id] = {"status": ingest.KEPT_NEWER if status == "stale" else status,
+            report[item_id] = {"status": uploading.KEPT_NEWER if status == "stale" else status,
                                "version": answer.get("version"),
                                "content_hash": item["content_hash"]}
     return report

@@ -363,7 +363,7 @@ def stage(source: BladeSource, batches: Iterator[pa.RecordBatch], lake: ParquetL
     """Validate, transform and write batches: items to ``items_dir``, invalid rows (with a
     reason each) to ``quarantine_dir``. Both files stream (memory bounded by the batch) and
     are replaced atomically at the end, even when empty; on error neither changes.
-    ``duplicates``: :func:`ingest.duplicate_keys` of the same rows."""
+    ``duplicates``: :func:`~blade_pipeline.steps.extract.duplicate_keys` of the same rows."""
     stager = _Stager(source, lake, lambda _: (items_dir, quarantine_dir), run, duplicates)
     key = "all"
     results = _run(stager, batches, [key], lambda b: [(key, 0, b.num_rows)],

@@ -9,9 +9,9 @@ import pytest
 
 from blade_pipeline.sources.databricks import DatabricksWarehouse
 from blade_pipeline.sources.reader import (
-    WarehouseAuthError,
-    WarehouseQueryError,
-    WarehouseUnavailableError,
+    SourceAuthError,
+    SourceQueryError,
+    SourceUnavailableError,
 )
 from blade_pipeline_tests.conftest import BIG_ROWS, WAREHOUSE_TOKEN, warehouse_url
 from blade_pipeline_tests.servers import free_port
@@ -69,7 +69,7 @@ def test_token_from_env_var(big_warehouse, monkeypatch):
 def test_wrong_token_fails_fast_without_leaking_it(big_warehouse):
     secret = "s3cr3t-token-value"
     started = time.perf_counter()
-    with pytest.raises(WarehouseAuthError) as err:
+    with pytest.raises(SourceAuthError) as err:
         resource(big_warehouse, token=secret).test_connection()
     assert time.perf_counter() - started < 3
     assert secret not in str(err.value)
@@ -80,7 +80,7 @@ def test_dead_warehouse_fails_in_seconds_naming_host_and_cause():
     port = free_port()
     dead = DatabricksWarehouse(url=f"http://127.0.0.1:{port}/sql/1.0/warehouses/x", token="t")
     started = time.perf_counter()
-    with pytest.raises(WarehouseUnavailableError) as err:
+    with pytest.raises(SourceUnavailableError) as err:
         dead.test_connection()
     # ~11 s: the connector is the only layer retrying a warehouse call (3 retries); before,
     # a call gave up after ~2.5 s and the step retried it 3 times more (a run failed later)
@@ -90,5 +90,5 @@ def test_dead_warehouse_fails_in_seconds_naming_host_and_cause():
 
 
 def test_bad_sql_is_a_query_error(big_warehouse):
-    with pytest.raises(WarehouseQueryError, match="rejected the statement"):
+    with pytest.raises(SourceQueryError, match="rejected the statement"):
         list(resource(big_warehouse).stream_arrow("SELECT * FROM main.blade.missing"))

@@ -8,9 +8,8 @@ import pyarrow as pa
 import pytest
 
 from blade_pipeline.config.sources import source_for
-from blade_pipeline.steps.ingest import Checkpoint, StagedFile, changed_items, rebatch
 from blade_pipeline.steps.items import ITEM_SCHEMA, IngestRun, ItemBuilder
-from blade_pipeline.steps.uploading import Piece
+from blade_pipeline.steps.uploading import Checkpoint, Piece, StagedFile, changed_items, rebatch
 from blade_pipeline.steps.validation import PartitionValidator
 from blade_pipeline.storage.catalog import KnownItems
 

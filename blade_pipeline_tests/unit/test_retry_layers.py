@@ -2,12 +2,12 @@
 
 import pytest
 
-from blade_pipeline.defs.glue import step_failure, step_may_retry
+from blade_pipeline.defs.failures import step_failure, step_may_retry
 from blade_pipeline.sources.reader import (
-    WarehouseAuthError,
-    WarehouseQueryError,
-    WarehouseResultLostError,
-    WarehouseUnavailableError,
+    SourceAuthError,
+    SourceQueryError,
+    SourceResultLostError,
+    SourceUnavailableError,
 )
 from blade_pipeline.storage.catalog import CatalogAuthError, CatalogError, CatalogUnavailableError
 from blade_pipeline.storage.lake import LakeError
@@ -19,11 +19,11 @@ URL = "http://catalog.test/api/v1/items/batch"
     (CatalogUnavailableError("503 x3", url=URL), False),  # the client retried each request
     (CatalogAuthError("401", url=URL), False),
     (CatalogError("422", url=URL), False),
-    (WarehouseUnavailableError("refused x3"), False),  # the connector retried the call
-    (WarehouseAuthError("403"), False),
-    (WarehouseQueryError("bad SQL"), False),
+    (SourceUnavailableError("refused x3"), False),  # the connector retried the call
+    (SourceAuthError("403"), False),
+    (SourceQueryError("bad SQL"), False),
     (LakeError("disk full"), False),
-    (WarehouseResultLostError("stream broke mid-fetch"), True),  # only a re-run recovers it
+    (SourceResultLostError("stream broke mid-fetch"), True),  # only a re-run recovers it
     (RuntimeError("unexpected"), True),
 ])
 def test_the_step_retries_only_what_no_resource_retried(exc, retried_by_step):

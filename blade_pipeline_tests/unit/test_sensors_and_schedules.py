@@ -10,7 +10,7 @@ from blade_pipeline.config.sources import source_for
 from blade_pipeline.definitions import defs
 from blade_pipeline.defs.partitions import daily_partitions
 from blade_pipeline.defs.sensors import SensorTickError, build_change_sensor, evaluate_changes
-from blade_pipeline.sources.reader import WarehouseError
+from blade_pipeline.sources.reader import SourceError
 
 
 class FakeWarehouse(dg.ConfigurableResource):
@@ -36,7 +36,7 @@ class DownWarehouse(dg.ConfigurableResource):
     """A warehouse that cannot be reached (what DatabricksWarehouse raises then)."""
 
     def query_arrow(self, sql: str, params: dict | None = None) -> pa.Table:
-        raise WarehouseError("Databricks SQL warehouse http://127.0.0.1:9/sql/1.0/warehouses/x "
+        raise SourceError("Databricks SQL warehouse http://127.0.0.1:9/sql/1.0/warehouses/x "
                              "is not reachable: Connection refused")
 
 

@@ -1,4 +1,4 @@
-"""ingest.stage over its three threads (extract + validate | build | write), without servers."""
+"""staging.stage over its three threads (extract + validate | build | write), without servers."""
 
 import datetime as dt
 import threading
@@ -11,7 +11,7 @@ import pytest
 
 from blade_pipeline.config.sources import source_for
 from blade_pipeline.sources.databricks import DatabricksWarehouse
-from blade_pipeline.steps import ingest
+from blade_pipeline.steps import items, staging
 from blade_pipeline.steps.pipelining import WriteBehind, prefetch
 from blade_pipeline.storage.lake import ParquetLake
 from blade_pipeline_tests.unit.test_items_and_validation import LM, RUN, batch, readiness
@@ -26,8 +26,8 @@ def partition(n: int, start: int = 0) -> pa.RecordBatch:
                   for i in range(n)])
 
 
-def stage(lake: ParquetLake, batches, duplicates=None) -> ingest.StageResult:
-    return ingest.stage(SOURCE, iter(batches), lake, lake.partition_dir("readiness", "d"),
+def stage(lake: ParquetLake, batches, duplicates=None) -> staging.StageResult:
+    return staging.stage(SOURCE, iter(batches), lake, lake.partition_dir("readiness", "d"),
                         lake.partition_dir("readiness", "d", "quarantine"), RUN,
                         duplicates=duplicates)
 
@@ -92,7 +92,7 @@ def test_a_build_failure_stops_the_extract_and_closes_it_before_stage_returns(tm
     def broken_build(self, raw, keep=None):
         raise MemoryError("no room for items")
 
-    monkeypatch.setattr(ingest.ItemBuilder, "build", broken_build)
+    monkeypatch.setattr(items.ItemBuilder, "build", broken_build)
     with pytest.raises(MemoryError, match="no room"):
         stage(lake, endless())
     assert closed.is_set()

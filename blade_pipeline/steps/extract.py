@@ -1,10 +1,5 @@
-"""The pipeline's steps as plain functions over Arrow batches (no Dagster in here).
-
-extract -> validate/quarantine -> transform to items -> stage (Parquet, ``staging``) -> diff +
-upload (``uploading``).
-The assets, the query job, the item job and `blade bench` all call these, so there is one code
-path; Dagster only wraps them (partitions, checks, retries, metadata, progress events).
-"""
+"""Reading a source for a step: its rows as Arrow batches (streamed, time zones made
+naive UTC), the keys repeated in them, and its rows per day (no Dagster in here)."""
 
 from __future__ import annotations
 
@@ -18,64 +13,14 @@ import pyarrow as pa
 
 from blade_pipeline.config.sources import BladeSource
 from blade_pipeline.sources import sql as source_sql
-from blade_pipeline.sources.reader import Warehouse, utc_naive
-from blade_pipeline.steps.items import ItemBuilder
-from blade_pipeline.steps.staging import (
-    PREVIEW_ROWS,
-    RangeProgress,
-    StageResult,
-    day_range_bounds,
-    stage,
-    stage_days,
-)
-from blade_pipeline.steps.uploading import (
-    KEPT_NEWER,
-    Checkpoint,
-    DaysUpload,
-    StagedFile,
-    UploadProgress,
-    changed_items,
-    open_staged,
-    rebatch,
-    upload,
-    upload_days,
-    upload_file,
-)
-
-__all__ = [
-    "KEPT_NEWER",
-    "PREVIEW_ROWS",
-    "Checkpoint",
-    "DaysUpload",
-    "ItemBuilder",
-    "RangeProgress",
-    "StageResult",
-    "StagedFile",
-    "UploadProgress",
-    "changed_items",
-    "day_range_bounds",
-    "open_staged",
-    "rebatch",
-    "rows_per_day",
-    "stage",
-    "stage_days",
-    "upload",
-    "upload_days",
-    "upload_file",
-]
+from blade_pipeline.sources.reader import SourceReader, utc_naive
+from blade_pipeline.steps.staging import day_range_bounds
 
 DEFAULT_BATCH_ROWS = 250_000
 FIRST_BATCH_DIVISOR = 4
 
 
-# ---- extract ---------------------------------------------------------------------------------
-def partition_sql(source: BladeSource, days: int = 1) -> str:
-    """Rows of a source whose watermark falls in [:start, :end) (see
-    :func:`blade_pipeline.sources.sql.partition_rows`)."""
-    return source_sql.partition_rows(source, days)
-
-
-def duplicate_keys(warehouse: Warehouse, source: BladeSource, sql: str,
+def duplicate_keys(warehouse: SourceReader, source: BladeSource, sql: str,
                    params: dict[str, Any] | None, by_day: bool = False) -> Future[pa.Table]:
     """Keys held by more than one row of ``sql`` (within a day: ``by_day``) and the newest
     watermark of each, asked for in a background thread: the answer is needed only by the
@@ -94,7 +39,7 @@ def duplicate_keys(warehouse: Warehouse, source: BladeSource, sql: str,
     return future
 
 
-def rows_per_day(warehouse: Warehouse, source: BladeSource, days: list[str]) -> dict[str, int]:
+def rows_per_day(warehouse: SourceReader, source: BladeSource, days: list[str]) -> dict[str, int]:
     """The warehouse's rows of each of ``days`` (consecutive, in order) now: day -> rows."""
     table = warehouse.query_arrow(source_sql.rows_per_day(source),
                                   day_range_bounds(days[0], days[-1]))
@@ -108,9 +53,7 @@ def day_bounds(day: str) -> dict[str, dt.datetime]:
     return {"start": start, "end": start + dt.timedelta(days=1)}
 
 
-
-
-def extract(warehouse: Warehouse, sql: str, params: dict[str, Any] | None,
+def extract(warehouse: SourceReader, sql: str, params: dict[str, Any] | None,
             batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
     """Rows of ``sql`` as Arrow batches, streamed (never the whole result in memory), with
     time-zoned timestamps as naive UTC (:func:`utc_naive`).

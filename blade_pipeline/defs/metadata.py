@@ -1,77 +1,16 @@
-"""Dagster glue shared by the assets and the jobs: asset keys, run labels, the retry policy
-and the failure rule, Terminate handling, and the metadata builders.
-
-**One retry layer per failure.** A request is retried where it is made: the catalog client
-retries each HTTP request (connect errors, timeouts, 429/5xx, honouring ``Retry-After``) and the
-Databricks connector each warehouse call (429/503, connection errors), both bounded. When a
-resource gives up, the step fails at once (``allow_retries=False``): retrying the step would
-repeat the same requests, multiplied. The step's :data:`RETRY_POLICY` retries only what no
-request-level retry can recover: a warehouse result stream lost mid-fetch (only running the
-query again helps) and unexpected errors. Fatal errors (bad token, bad SQL, lake) never retry.
-"""
+"""The metadata the assets and jobs attach to their results (tables, schemas, figures)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
 
-from blade_pipeline.config.settings import step_retry_delay_seconds
-from blade_pipeline.config.sources import BladeSource
-from blade_pipeline.sources.reader import WarehouseError, WarehouseResultLostError
 from blade_pipeline.steps import day_checks, uploading
 from blade_pipeline.steps.schema_policy import RunSchema, SchemaPlan
 from blade_pipeline.steps.staging import StageResult
-from blade_pipeline.storage.catalog import CatalogError
-from blade_pipeline.storage.lake import LakeError
-
-#: What no resource retried: a lost result stream, unexpected errors (see the module doc).
-#: Waits ``BLADE_STEP_RETRY_DELAY_SECONDS`` (2 s), then twice as long after each attempt.
-RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=step_retry_delay_seconds(),
-                              backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-POOL = "blade"
-
-
-def step_may_retry(exc: Exception) -> bool:
-    """Whether the step's RetryPolicy may retry after ``exc`` (the one-retry-layer rule)."""
-    if isinstance(exc, WarehouseResultLostError):
-        return True
-    return not isinstance(exc, WarehouseError | CatalogError | LakeError)
-
-
-def step_failure(label: str, exc: Exception) -> dg.Failure:
-    """A Dagster failure naming what failed (``[maintenance 2024-01-01] ...``)."""
-    return dg.Failure(description=f"[{label}] {exc}", allow_retries=step_may_retry(exc))
-
-
-def run_label(source: BladeSource, days: list[str]) -> str:
-    """``maintenance 2024-01-01`` or ``maintenance 2024-01-01...2024-03-31``."""
-    return f"{source.data_type} {days[0]}" + (f"...{days[-1]}" if len(days) > 1 else "")
-
-
-def staged_key(source: BladeSource) -> dg.AssetKey:
-    return dg.AssetKey(["blade", source.data_type, "staged"])
-
-
-def catalog_key(source: BladeSource) -> dg.AssetKey:
-    return dg.AssetKey(["blade", source.data_type, "catalog"])
-
-
-@contextlib.contextmanager
-def paused_on_terminate(label: str) -> Iterator[None]:
-    """Terminate (the UI's pause) ends the step for good instead of being retried.
-
-    Dagster re-runs an interrupted step when it has a RetryPolicy (meant for preemption); a
-    user's Terminate must stop the run instead, leaving the checkpoint for Re-execute."""
-    try:
-        yield
-    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
-        raise dg.Failure(description=f"[{label}] terminated: paused between batches with the "
-                         "checkpoint saved; Re-execute (from failure) resumes after the last "
-                         "acknowledged batch", allow_retries=False) from None
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

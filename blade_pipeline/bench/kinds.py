@@ -1,4 +1,4 @@
-"""Bench stages of the other source kinds (`blade bench --source postgres | csv`, issue 21).
+"""Bench stages of the other source kinds (`blade bench --source postgres | csv`).
 
     stage_postgres  our staging path reading the bench's rows from PostgreSQL (ADBC):
                     extract -> validate -> items -> Parquet, as ``stage`` does from Databricks

@@ -1,4 +1,4 @@
-"""A supplier that drops CSV exports (the demo's ``kind: csv`` source, issue 21).
+"""A supplier that drops CSV exports (the demo's ``kind: csv`` source).
 
 Every ``interval_s`` a file of the generator's supply rows, stamped with the current time as
 their ``last_modified``, is written to the landing folder — under a hidden name, then renamed,

@@ -1,5 +1,5 @@
 """Seed BLADE tables into PostgreSQL or MySQL/MariaDB with the mock warehouse's generator
-(issue 21): the same rows (invalid ones included) for the same parameters, so a relational
+the same rows (invalid ones included) for the same parameters, so a relational
 source and the mock warehouse hold the same data and must yield the same items."""
 
 from __future__ import annotations

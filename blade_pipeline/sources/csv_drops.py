@@ -1,5 +1,5 @@
 """CSV drops (``kind: csv`` in sources.yaml): the landing folders, and the rows landed from them
-read as a table (issue 21).
+read as a table.
 
 Files land in ``<landing_uri>/<folder>/`` (a local path or ``s3://bucket/prefix``, like the
 lake). ``sources.csv_landing`` parses each complete file once and keeps its rows in the

@@ -1,5 +1,4 @@
-"""A MySQL or MariaDB source database (``kind: mysql`` in sources.yaml), read as Arrow
-(issue 21).
+"""A MySQL or MariaDB source database (``kind: mysql`` in sources.yaml), read as Arrow.
 
 connectorx reads the result straight into Arrow record batches (Rust, no Python row tuples):
 neither ADBC (no MySQL driver on PyPI) nor DuckDB's mysql extension (downloaded at run time)
@@ -28,6 +27,7 @@ import sqlglot
 from pydantic import PrivateAttr
 from sqlglot import exp
 
+from blade_pipeline.sources import sql as source_sql
 from blade_pipeline.sources.database import SourceDatabase
 from blade_pipeline.sources.reader import (
     ConnectionCheck,
@@ -146,7 +146,7 @@ class MySQLDatabase(SourceDatabase):
 
     def test_connection(self) -> ConnectionCheck:
         started = time.perf_counter()
-        table = self._read("SELECT schema_name AS s FROM information_schema.schemata ORDER BY 1",
-                           "checking the connection", return_type="arrow")
+        table = self._read(source_sql.schema_names(), "checking the connection",
+                           return_type="arrow")
         return ConnectionCheck(self.endpoint, table.column(0).to_pylist(),
                                round(1000 * (time.perf_counter() - started), 1))

@@ -1,6 +1,6 @@
-"""A PostgreSQL source database (``kind: postgres`` in sources.yaml), read as Arrow (issue 21).
+"""A PostgreSQL source database (``kind: postgres`` in sources.yaml), read as Arrow.
 
-The pipeline asks every source the same Databricks SQL (``warehouse_sql``, named ``:markers``);
+The pipeline asks every source the same Databricks SQL (``sources.sql``, named ``:markers``);
 this resource translates each text once to PostgreSQL with sqlglot (``:start`` → ``$1``) and
 runs it through ADBC's PostgreSQL driver, which streams the result as Arrow record batches
 (PostgreSQL's binary COPY protocol, no Python row tuples). Values travel as bound parameters.
@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
+from blade_pipeline.sources import sql as source_sql
 from blade_pipeline.sources.database import SourceDatabase
 from blade_pipeline.sources.reader import ConnectionCheck, check_batch_sizes, sized_batches
 
@@ -142,8 +143,7 @@ class PostgresDatabase(SourceDatabase):
     def test_connection(self) -> ConnectionCheck:
         started = time.perf_counter()
         with self._cursor("checking the connection") as cursor:
-            cursor.execute("SELECT schema_name FROM information_schema.schemata "
-                           "ORDER BY schema_name")
+            cursor.execute(source_sql.schema_names())
             schemas = cursor.fetch_arrow_table().column(0).to_pylist()
         return ConnectionCheck(self.endpoint, schemas,
                                round(1000 * (time.perf_counter() - started), 1))

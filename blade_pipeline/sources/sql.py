@@ -91,3 +91,9 @@ def newest_watermark(source: BladeSource) -> str:
 def ping() -> str:
     """The connection check's statement."""
     return "SELECT 1 AS ok"
+
+
+def schema_names() -> str:
+    """A relational source's connection check: its schemas (column 0), in standard SQL that
+    PostgreSQL and MySQL run as written (``information_schema``, no translation)."""
+    return "SELECT schema_name FROM information_schema.schemata ORDER BY schema_name"

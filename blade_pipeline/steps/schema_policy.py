@@ -1,4 +1,4 @@
-"""What a change of a source's schema does: its ``schema_policy`` applied to one run (issue 20).
+"""What a change of a source's schema does: its ``schema_policy`` applied to one run.
 
 A run's first batch shows the schema it observes. Against the *expected* version (see
 ``SchemaHistory``) every change gets a decision from the source's policy:

@@ -1,4 +1,4 @@
-"""Schema versions of a source: what its table looked like each time it changed (issue 20).
+"""Schema versions of a source: what its table looked like each time it changed.
 
 Every staging run observes the columns the warehouse sent (name, Arrow type, Databricks type,
 nullability). When they differ from the source's newest version, a new version is written with

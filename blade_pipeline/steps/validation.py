@@ -125,7 +125,7 @@ class PartitionValidator:
                 or wm not in batch.schema.names:
             return None
         keys = batch.column(pk)
-        if "day" in dups.schema.names:  # duplicates within a day (warehouse_sql.duplicate_keys)
+        if "day" in dups.schema.names:  # duplicates within a day (sources.sql.duplicate_keys)
             if not isinstance(self._dup_keys, pa.ChunkedArray):
                 self._dup_keys = _day_keys(dups["day"], dups["key"])
             keys, wanted = _day_keys(batch.column(wm), keys), self._dup_keys

@@ -1,4 +1,4 @@
-"""Schema versions recorded by real staging runs (issue 20): the first run records v1, an
+"""Schema versions recorded by real staging runs: the first run records v1, an
 unchanged table records nothing, a column added through plain Databricks SQL (``ALTER TABLE …
 ADD COLUMN``) makes v2 with the change named, in the staged asset's metadata and in ``blade
 schema history`` / ``diff``; a change the policy lets through alerts once (the health sensor),

@@ -1,1 +1,1 @@
-"""Fault matrix (issue 7): the real stack on loopback, one injected fault per case."""
+"""Fault matrix: the real stack on loopback, one injected fault per case."""

@@ -1,4 +1,4 @@
-"""Fixtures and helpers of the fault suite (issue 7).
+"""Fixtures and helpers of the fault suite.
 
 Every case runs the real stack on loopback (mock warehouse, catalog service, Dagster on the
 PostgreSQL-backed instance), injects one fault and asserts the defined end state with

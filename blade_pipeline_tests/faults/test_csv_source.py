@@ -1,5 +1,5 @@
 """Case 15: a ``kind: csv`` source — files dropped in a landing folder — through the same
-factory (issue 21).
+factory.
 
 The generator's supply rows (the very rows the mock warehouse of this suite holds, invalid ones
 included) are written as CSV files and dropped in a landing folder; the landing sensor, the

@@ -87,7 +87,7 @@ def test_9b_disk_full_fails_at_once_and_leaves_no_partial_file(
     for kind in ("", "quarantine"):
         directory = Path(lake.partition_dir("maintenance", DAY, kind))
         assert not (directory / "part-0.parquet").exists()
-    # A run that fails records no schema version (issue 20: never half of one, and none
+    # A run that fails records no schema version (never half of one, and none
     # for rows that were not staged): the next good run records it.
     assert not list((lake_root / "maintenance" / "_schema").glob("*"))
     leftovers = [p for p in lake_root.rglob("*") if p.is_file()]

@@ -1,5 +1,5 @@
 """Case 14: a ``kind: mysql`` source (MariaDB on 127.0.0.1:3306) through the same factory
-(issue 21): the generator's rows — the mock warehouse's, invalid ones included — read by
+the generator's rows — the mock warehouse's, invalid ones included — read by
 connectorx must reach the catalog exact, with the Databricks kind's items and hashes."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Case 13: a ``kind: postgres`` source through the same factory (issue 21, first part).
+"""Case 13: a ``kind: postgres`` source through the same factory.
 
 The machine's PostgreSQL (127.0.0.1:5432) holds the generator's rows — the very rows the mock
 warehouse of this suite holds, invalid ones included — and the same assets, checks, sensor and

@@ -1,4 +1,4 @@
-"""Case 8c-8f: each kind of schema change under each ``schema_policy`` (issue 20), made with
+"""Case 8c-8f: each kind of schema change under each ``schema_policy``, made with
 DDL through the connector on a running mock warehouse, met by real Dagster runs; accept and pin
 through the ``blade schema`` CLI.
 

@@ -1,4 +1,4 @@
-"""Hostile input to the catalog service (issue 7, item 12): path traversal and control
+"""Hostile input to the catalog service (case 12): path traversal and control
 characters in item ids, a ~100 MB NDJSON line, non-UTF-8 bytes, deeply nested JSON.
 Each gets a 4xx with a JSON reason, applies nothing, and the service stays up."""
 

@@ -82,3 +82,15 @@ def test_devservices_import_nothing_of_the_pipeline_but_the_dialect(path: Path):
                       if (other := _ours(n)) is not None and other not in
                       ("devservices", "databricks_sql"))
     assert pipeline == [], f"a dev service imports the pipeline: {pipeline}"
+
+
+@pytest.mark.parametrize(("old", "name", "new"), [
+    ("blade_pipeline.run_launcher", "LocalProcessRunLauncher", "blade_pipeline.ops.run_launcher"),
+    ("blade_pipeline.logs", "JsonLinesHandler", "blade_pipeline.ops.logs"),
+    ("blade_pipeline.celery_worker", "app", "blade_pipeline.ops.celery_app")])
+def test_the_paths_a_deployed_instance_names_still_work(old: str, name: str, new: str):
+    """dagster.yaml (run launcher, log handler) and the Celery worker command name these."""
+    import importlib
+
+    assert getattr(importlib.import_module(old), name) is getattr(importlib.import_module(new),
+                                                                  name)

@@ -1,4 +1,4 @@
-"""Schema changes classified (issue 20): added, dropped, retyped (widening or narrowing),
+"""Schema changes classified: added, dropped, retyped (widening or narrowing),
 nullability; versions recorded in a lake only when the columns change; the policy's decision
 on each change, values fitted to the model's types, the expected version and its acts."""
 

@@ -15,6 +15,7 @@ from blade_pipeline.defs.jobs import (
 )
 from blade_pipeline.defs.landing import build_landing_job, build_landing_sensor
 from blade_pipeline.defs.partitions import daily_partitions
+from blade_pipeline.defs.push_sensor import build_drained_sensor
 from blade_pipeline.defs.resources import resources_from_env
 from blade_pipeline.defs.schedules import build_daily_schedule, build_reconcile_schedule
 from blade_pipeline.defs.sensors import build_change_sensor
@@ -38,7 +39,9 @@ def build_definitions() -> dg.Definitions:
         job = build_partition_job(source)
         reconcile_job = build_reconcile_job(source)
         jobs += [job, reconcile_job]
-        if source.kind == "csv":  # file-driven: a landing sensor, no nightly re-run
+        if source.kind == "push":  # log-driven: the drain's days, no nightly re-run
+            sensors.append(build_drained_sensor(source, job, daily_partitions(source)))
+        elif source.kind == "csv":  # file-driven: a landing sensor, no nightly re-run
             landing_job = build_landing_job(source)
             jobs.append(landing_job)
             sensors.append(build_landing_sensor(source, landing_job, job,

@@ -9,6 +9,8 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from blade_pipeline.cli.push import add_push_commands
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -403,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse batch items whose item_id matches (a policy rejection "
                              "per line, the rest stored)")
     cat.set_defaults(handler=_cmd_mock_catalog)
+    add_push_commands(sub)
     return parser
 
 

@@ -142,6 +142,55 @@ class BladeSettings(BaseSettings):
         return missing
 
 
+DEMO_NATS_URL = "nats://127.0.0.1:4222"
+#: Signs the demo's and the tests' ingest tokens; ``prod`` must set its own secret or a JWKS.
+DEMO_INGEST_JWT_SECRET = "dev-ingest-secret-not-for-production"
+
+
+class IngestSettings(BaseSettings):
+    """The settings of ``blade ingest-server`` (push ingestion), checked like the pipeline's."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    deployment: Literal["demo", "prod"] = Field(
+        default="demo", validation_alias=_env("BLADE_DEPLOYMENT"))
+    nats_url: SecretStr = Field(default=SecretStr(DEMO_NATS_URL),
+                                validation_alias=_env("BLADE_NATS_URL"))
+    stream: str = Field(default="BLADE_INGEST", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                        validation_alias=_env("BLADE_INGEST_STREAM"))
+    jwt_secret: SecretStr | None = Field(default=None,
+                                         validation_alias=_env("BLADE_INGEST_JWT_SECRET"))
+    jwks_url: str | None = Field(default=None, validation_alias=_env("BLADE_INGEST_JWKS_URL"))
+    jwt_audience: str = Field(default="blade-ingest",
+                              validation_alias=_env("BLADE_INGEST_JWT_AUDIENCE"))
+    max_body_bytes: int = Field(default=16 << 20, ge=1024, le=1 << 30,
+                                validation_alias=_env("BLADE_INGEST_MAX_BODY_BYTES"))
+    dedupe_window_seconds: int = Field(default=3600, ge=1, le=7 * 86400,
+                                       validation_alias=_env("BLADE_INGEST_DEDUPE_WINDOW_SECONDS"))
+
+    @classmethod
+    def load(cls) -> IngestSettings:
+        """The ingest server's settings; :class:`SettingsError` naming what is wrong."""
+        try:
+            settings = cls()
+        except ValidationError as exc:
+            problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                        for e in exc.errors(include_input=False)]
+            raise SettingsError("bad environment settings: " + "; ".join(problems)) from None
+        if settings.jwt_secret is not None and len(settings.jwt_secret.get_secret_value()) < 32:
+            raise SettingsError("BLADE_INGEST_JWT_SECRET must be at least 32 bytes (HS256)")
+        if settings.deployment == "prod" and not (settings.jwt_secret or settings.jwks_url):
+            raise SettingsError("BLADE_DEPLOYMENT=prod needs BLADE_INGEST_JWKS_URL (or "
+                                "BLADE_INGEST_JWT_SECRET) to verify ingest tokens")
+        return settings
+
+    def secret(self) -> str | None:
+        """The HS256 secret: the configured one, the demo's when nothing is configured."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        return None if self.jwks_url else DEMO_INGEST_JWT_SECRET
+
+
 class _StepRetrySettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
 

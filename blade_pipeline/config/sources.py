@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
+import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -144,9 +145,58 @@ class CsvDrop(_Strict):
         return {name: csv_duckdb_type(declared) for name, declared in self.columns.items()}
 
 
+#: a declared column type -> its Arrow type (pushed records; the same names as ``CSV_TYPES``)
+_ARROW_TYPES = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "VARCHAR": pa.string(),
+                "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"), "DATE": pa.date32(),
+                "BOOLEAN": pa.bool_()}
+
+
+class PushEndpoint(_Strict):
+    """What clients push to a ``kind: push`` source (``blade ingest-server``): records of the
+    declared columns (the same type names as a CSV drop's), as NDJSON or Arrow IPC batches."""
+
+    #: column -> declared type (see ``CSV_TYPES``); a pushed field not declared is refused
+    columns: dict[str, str]
+    #: the drained rows' table, ``pushed.<table>`` (the source's name)
+    table: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+    @field_validator("columns")
+    @classmethod
+    def _types(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, declared in value.items():
+            if not _IDENT.match(name):
+                raise ValueError(f"{name!r} is not a plain column name")
+            try:
+                csv_duckdb_type(declared)
+            except ValueError as exc:
+                raise ValueError(f"column {name!r}: {exc}") from None
+        return value
+
+    @property
+    def schema_(self) -> str:
+        return "pushed"
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """``pushed.<table>``: the drained rows, as the ``pushed`` resource names them."""
+        return ("pushed", self.table)
+
+    def arrow_schema(self) -> pa.Schema:
+        """The records' Arrow schema (decimals as ``decimal128(p, s)``)."""
+        fields = []
+        for name, declared in self.columns.items():
+            duck = csv_duckdb_type(declared)
+            if duck.startswith("DECIMAL("):
+                precision, scale = duck[8:-1].split(",")
+                fields.append(pa.field(name, pa.decimal128(int(precision), int(scale))))
+            else:
+                fields.append(pa.field(name, _ARROW_TYPES[duck]))
+        return pa.schema(fields)
+
+
 #: source kind -> the key of the resource that reads it
 RESOURCE_KEYS = {"databricks": "warehouse", "postgres": "postgres", "mysql": "mysql",
-                 "csv": "csv"}
+                 "csv": "csv", "push": "pushed"}
 
 
 class Classification(_Strict):
@@ -177,17 +227,19 @@ class BladeSource(_Strict):
     name: str
     display_name: str
     data_type: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    #: the Pandera model of schemas.py its rows are validated with (default: ``data_type``):
-    #: a second source of maintenance records names ``model: maintenance``
+    #: the Pandera model (config/pandera_models.py) its rows are validated with (default:
+    #: ``data_type``): a second source of maintenance records names ``model: maintenance``
     model: str | None = None
     enabled: bool = True
     #: where the rows come from: a Databricks SQL warehouse table (``warehouse``), or a
     #: PostgreSQL / MySQL-MariaDB table (``database``, read by the ``postgres`` / ``mysql``
-    #: resource), or CSV files dropped in a landing folder (``csv``)
-    kind: Literal["databricks", "postgres", "mysql", "csv"] = "databricks"
+    #: resource), or CSV files dropped in a landing folder (``csv``), or records clients push
+    #: to ``blade ingest-server`` (``push``)
+    kind: Literal["databricks", "postgres", "mysql", "csv", "push"] = "databricks"
     warehouse: WarehouseTable | None = None
     database: DatabaseTable | None = None
     csv: CsvDrop | None = None
+    push: PushEndpoint | None = None
     primary_key: str
     watermark_column: str = "last_modified"
     item_id_prefix: str = Field(pattern=r"^[A-Z][A-Z0-9]*$")
@@ -205,6 +257,14 @@ class BladeSource(_Strict):
     #: checks fail after it. Quote it in YAML ("03:00"): unquoted, YAML reads 13:30 as 810.
     due_by: dt.time = dt.time(3, 0)
     schema_policy: SchemaPolicy = SchemaPolicy()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _push_table(cls, data: object) -> object:
+        """A push source's drained rows are the table named after the source."""
+        if isinstance(data, dict) and isinstance(data.get("push"), dict):
+            return {**data, "push": {"table": data.get("name"), **data["push"]}}
+        return data
 
     @field_validator("due_by", mode="before")
     @classmethod
@@ -237,6 +297,14 @@ class BladeSource(_Strict):
             if declared[self.watermark_column] != "TIMESTAMPTZ":
                 raise ValueError(f"csv.columns: the watermark {self.watermark_column!r} must "
                                  "be a timestamp (its day is the partition)")
+        if self.push is not None:
+            for role, column in (("primary_key", self.primary_key),
+                                 ("watermark_column", self.watermark_column)):
+                if column not in self.push.columns:
+                    raise ValueError(f"push.columns must declare the {role} {column!r}")
+            if csv_duckdb_type(self.push.columns[self.watermark_column]) != "TIMESTAMPTZ":
+                raise ValueError(f"push.columns: the watermark {self.watermark_column!r} must "
+                                 "be a timestamp (its day is the partition)")
         return self
 
     @field_validator("model")
@@ -245,7 +313,7 @@ class BladeSource(_Strict):
         from blade_pipeline.config.pandera_models import SCHEMAS
 
         if value is not None and value not in SCHEMAS:
-            raise ValueError(f"no Pandera model {value!r} in schemas.py (known: "
+            raise ValueError(f"no Pandera model {value!r} in pandera_models.py (known: "
                              f"{', '.join(SCHEMAS)})")
         return value
 
@@ -255,7 +323,7 @@ class BladeSource(_Strict):
         return self.model or self.data_type
 
     @property
-    def location(self) -> WarehouseTable | DatabaseTable | CsvDrop:
+    def location(self) -> WarehouseTable | DatabaseTable | CsvDrop | PushEndpoint:
         """The table the rows come from (for CSV drops: the rows landed from its files)."""
         location = getattr(self, _LOCATION[self.kind])
         assert location is not None  # _location
@@ -266,6 +334,8 @@ class BladeSource(_Strict):
         """The table as a person names it: ``main.blade.t`` or ``postgres:blade.t``."""
         if self.csv is not None:
             return f"csv:{self.csv.folder}"
+        if self.push is not None:
+            return f"push:{self.name}"
         name = ".".join(self.location.parts)
         return name if self.kind == "databricks" else f"{self.kind}:{name}"
 
@@ -286,7 +356,7 @@ class BladeSource(_Strict):
 
 
 _LOCATION = {"databricks": "warehouse", "postgres": "database", "mysql": "database",
-             "csv": "csv"}
+             "csv": "csv", "push": "push"}
 
 
 class SourcesFile(_Strict):

@@ -19,6 +19,7 @@ from blade_pipeline.sources.csv_drops import CsvDrops
 from blade_pipeline.sources.databricks import DatabricksWarehouse
 from blade_pipeline.sources.mysql import DEMO_MYSQL_URL, MySQLDatabase
 from blade_pipeline.sources.postgres import DEMO_POSTGRES_URL, PostgresDatabase
+from blade_pipeline.sources.pushed_rows import PushedRows
 from blade_pipeline.storage.catalog import CatalogClient
 from blade_pipeline.storage.lake import ParquetLake
 
@@ -80,6 +81,8 @@ def resources_from_env(settings: BladeSettings | None = None
         resources[kind] = database_from_env(kind, settings)
     if "csv" in kinds:
         resources["csv"] = csv_drops_from_env(resources["lake"], settings)
+    if "push" in kinds:  # the rows the ingest server's drain keeps in the lake
+        resources["pushed"] = PushedRows(lake=resources["lake"])
     return resources
 
 

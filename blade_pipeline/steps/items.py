@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from blade_pipeline.config.sources import BladeSource
+from blade_pipeline.sources.pushed_rows import TENANT_COLUMN
 
 ITEM_SCHEMA = pa.schema([
     pa.field("item_id", pa.string(), nullable=False),
@@ -86,8 +87,14 @@ def item_sql(source: BladeSource, columns: list[str]) -> str:
     ``content_hash``); when ``raw`` also has :data:`KEEP_COLUMN`, only the rows where it is
     true."""
     keep = KEEP_COLUMN in columns
-    columns = [c for c in columns if c != KEEP_COLUMN]
+    tenant = TENANT_COLUMN in columns
+    columns = [c for c in columns if c not in (KEEP_COLUMN, TENANT_COLUMN)]
     struct = ", ".join(f"{_ident(c)} := {_ident(c)}" for c in sorted(columns))
+    # a pushed row's tenant goes into its metadata, never into its data (nor its hash)
+    metadata = (f"CASE WHEN {_ident(TENANT_COLUMN)} IS NULL THEN $metadata ELSE "
+                "left($metadata, length($metadata) - 1) || ',\"tenant\":' || "
+                f"CAST(to_json({_ident(TENANT_COLUMN)}) AS VARCHAR) || '}}' END"
+                if tenant else "$metadata")
     data = f"CAST(to_json(struct_pack({struct})) AS VARCHAR) AS data, "
     cls = source.classification
     classification = (f"coalesce(CAST({_ident(cls.column)} AS VARCHAR), $default_class)"
@@ -97,7 +104,7 @@ def item_sql(source: BladeSource, columns: list[str]) -> str:
         "$data_type AS data_type, "
         f"{data}{classification} AS classification, "
         f"CAST({_ident(source.watermark_column)} AS TIMESTAMP) AS last_modified, "
-        "$metadata AS metadata "
+        f"{metadata} AS metadata "
         "FROM raw" + (f" WHERE {_ident(KEEP_COLUMN)}" if keep else "")
     )
 

@@ -142,6 +142,14 @@ class ParquetLake(dg.ConfigurableResource):
         return cls(uri=dg.EnvVar("BLADE_LAKE_URI"), **endpoint) if settings.lake_uri \
             else cls(**endpoint)
 
+    @classmethod
+    def resolved(cls, settings: BladeSettings | None = None) -> ParquetLake:
+        """The lake of :meth:`from_env` with the values read now, for processes outside
+        Dagster (the ingest server's drain)."""
+        settings = settings or BladeSettings.load()
+        return cls(uri=settings.lake_uri or DEMO_LAKE_URI, s3_endpoint=settings.s3_endpoint,
+                   s3_max_attempts=settings.s3_max_attempts)
+
     # ---- paths ----------------------------------------------------------------------------
     def _filesystem(self) -> tuple[pafs.FileSystem, str]:
         if self._fs is None:

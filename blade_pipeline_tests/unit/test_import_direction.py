@@ -17,7 +17,7 @@ import blade_pipeline
 PACKAGE = Path(blade_pipeline.__file__).parent
 #: a package's layer; a module may import its own layer and the ones below
 LAYERS = {"databricks_sql": 0, "config": 0, "sources": 1, "storage": 1, "steps": 2,
-          "defs": 3, "ops": 3, "run_launcher": 3, "logs": 3, "celery_worker": 3,
+          "defs": 3, "ops": 3, "push": 3, "run_launcher": 3, "logs": 3, "celery_worker": 3,
           "definitions": 4, "cli": 5, "bench": 5}
 PIPELINE = {name for name, layer in LAYERS.items() if layer <= 4}
 

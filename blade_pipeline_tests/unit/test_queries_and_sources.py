@@ -172,7 +172,7 @@ def test_a_source_kind_names_where_its_rows_are(tmp_path):
         "postgres", "postgres:blade.blade_maintenance_data", "maintenance")
     path.write_text(path.read_text().replace("model: maintenance", "model: maintenence"))
     with pytest.raises(SourcesFileError, match=re.escape(
-            "field 'model': Value error, no Pandera model 'maintenence' in schemas.py")):
+            "field 'model': Value error, no Pandera model 'maintenence' in pandera_models.py")):
         load_sources(path)
 
 
@@ -234,10 +234,10 @@ def test_a_csv_source_declares_its_columns_with_the_seed_type_map(tmp_path):
 
 
 def test_the_csv_resource_reads_databricks_sql_over_the_landed_folders():
-    from blade_pipeline.sources.csv_drops import duckdb_sql
+    from blade_pipeline.sources.lake_rows import duckdb_sql
 
     text, folders = duckdb_sql("SELECT CAST(`last_modified` AS DATE) AS day, count(*) AS rows "
                                "FROM `landed`.`supplier-x` WHERE `last_modified` >= :start "
-                               "GROUP BY 1")
+                               "GROUP BY 1", "landed")
     assert folders == ("supplier-x",)
     assert "FROM landed__supplier_x WHERE" in text and "$start" in text

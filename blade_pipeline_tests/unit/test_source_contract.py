@@ -1,5 +1,5 @@
 """The contract between the three descriptions of a BLADE table: the mock warehouse's DDL
-(devservices/warehouse/tables.py), sources.yaml and the Pandera models (schemas.py).
+(devservices/warehouse/tables.py), sources.yaml and the Pandera models (config/pandera_models.py).
 
 A column renamed, retyped or added in one of them and not the others fails here, not in a
 materialization against the mock."""

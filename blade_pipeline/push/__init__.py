@@ -1,0 +1,1 @@
+"""Push ingestion: the ingest API (JWT-authenticated batches) on a durable log (NATS JetStream)."""

@@ -29,7 +29,7 @@ from blade_pipeline.devservices.s3 import LOOPBACK_S3_ENV, create_bucket, start_
 if TYPE_CHECKING:
     from blade_pipeline.config.sources import BladeSource
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # blade_pipeline/cli/demo.py -> the checkout
 HISTORY_DAYS = 730  # what the mock warehouse's generator seeds: the days before today
 BACKFILL_STATUS = """
 query Status($id: String!) {

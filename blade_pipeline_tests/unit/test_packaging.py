@@ -36,3 +36,10 @@ def test_dev_commands_without_the_devservices_extra_say_what_to_install(monkeypa
     assert cli.main(["mock-catalog"]) == 2
     err = capsys.readouterr().err
     assert "blade_pipeline[devservices]" in err and "missing: uvicorn" in err
+
+
+def test_the_demo_finds_the_checkouts_workspace_and_instance_config():
+    from blade_pipeline.cli.demo import REPO_ROOT
+
+    assert REPO_ROOT == ROOT
+    assert (REPO_ROOT / "workspace.yaml").is_file() and (REPO_ROOT / "dagster.yaml").is_file()

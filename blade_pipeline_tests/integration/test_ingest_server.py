@@ -246,9 +246,10 @@ def _drain_pass(stream: str, lake_dir: Path, crash_after_files: bool = False):
 
 
 def load_sources_text(text: str, load_sources) -> list:
-    path = Path(tempfile.mkdtemp()) / "sources.yaml"
-    path.write_text(text)
-    return list(load_sources(path))
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "sources.yaml"
+        path.write_text(text)
+        return list(load_sources(path))
 
 
 async def _logged_records(stream: str, source: str) -> int:

@@ -20,10 +20,12 @@ that their values never reach run config, the UI or logs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_S = TypeVar("_S", bound=BaseSettings)
 
 DEMO_WAREHOUSE_URL = "http://127.0.0.1:8765/sql/1.0/warehouses/demo"
 DEMO_WAREHOUSE_TOKEN = "dev-warehouse-token"  # the mock's default; not a secret
@@ -38,6 +40,17 @@ DEMO_CELERY_BROKER_URL = "pyamqp://guest:guest@127.0.0.1:5672//"
 
 class SettingsError(ValueError):
     """The environment does not describe a usable deployment; names the variables."""
+
+
+def _read(settings_class: type[_S]) -> _S:
+    """The settings of this process's environment, or a :class:`SettingsError` naming each
+    malformed variable."""
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                    for e in exc.errors(include_input=False)]
+        raise SettingsError("bad environment settings: " + "; ".join(problems)) from None
 
 
 def _env(name: str) -> AliasChoices:
@@ -111,12 +124,7 @@ class BladeSettings(BaseSettings):
     def load(cls) -> BladeSettings:
         """The settings of this process's environment; :class:`SettingsError` naming each
         variable that is malformed, or missing for ``prod``."""
-        try:
-            settings = cls()
-        except ValidationError as exc:
-            problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                        for e in exc.errors(include_input=False)]
-            raise SettingsError("bad environment settings: " + "; ".join(problems)) from None
+        settings = _read(cls)
         missing = settings.missing_for_deployment()
         if missing:
             raise SettingsError(
@@ -171,12 +179,7 @@ class IngestSettings(BaseSettings):
     @classmethod
     def load(cls) -> IngestSettings:
         """The ingest server's settings; :class:`SettingsError` naming what is wrong."""
-        try:
-            settings = cls()
-        except ValidationError as exc:
-            problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                        for e in exc.errors(include_input=False)]
-            raise SettingsError("bad environment settings: " + "; ".join(problems)) from None
+        settings = _read(cls)
         if settings.jwt_secret is not None and len(settings.jwt_secret.get_secret_value()) < 32:
             raise SettingsError("BLADE_INGEST_JWT_SECRET must be at least 32 bytes (HS256)")
         if settings.deployment == "prod" and not (settings.jwt_secret or settings.jwks_url):

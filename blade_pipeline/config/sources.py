@@ -95,6 +95,18 @@ def csv_duckdb_type(declared: str) -> str:
                      f"{', '.join(CSV_TYPES)}, decimal(p,s) with 1 <= p <= 38, s <= p)")
 
 
+def declared_columns(value: dict[str, str], plain_names: bool = False) -> dict[str, str]:
+    """Columns declared with the CSV type names (see ``CSV_TYPES``), each type checked."""
+    for name, declared in value.items():
+        if plain_names and not _IDENT.match(name):
+            raise ValueError(f"{name!r} is not a plain column name")
+        try:
+            csv_duckdb_type(declared)
+        except ValueError as exc:
+            raise ValueError(f"column {name!r}: {exc}") from None
+    return value
+
+
 class CsvDrop(_Strict):
     """Where a CSV source's files land (``kind: csv``) and how they are read.
 
@@ -121,12 +133,7 @@ class CsvDrop(_Strict):
     def _types(cls, value: dict[str, str]) -> dict[str, str]:
         if not value:
             raise ValueError("declare at least one column")
-        for name, declared in value.items():
-            try:
-                csv_duckdb_type(declared)
-            except ValueError as exc:
-                raise ValueError(f"column {name!r}: {exc}") from None
-        return value
+        return declared_columns(value)
 
     @property
     def schema_(self) -> str:
@@ -163,14 +170,7 @@ class PushEndpoint(_Strict):
     @field_validator("columns")
     @classmethod
     def _types(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, declared in value.items():
-            if not _IDENT.match(name):
-                raise ValueError(f"{name!r} is not a plain column name")
-            try:
-                csv_duckdb_type(declared)
-            except ValueError as exc:
-                raise ValueError(f"column {name!r}: {exc}") from None
-        return value
+        return declared_columns(value, plain_names=True)
 
     @property
     def schema_(self) -> str:

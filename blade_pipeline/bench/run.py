@@ -34,6 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from blade_pipeline.bench.push import P99_TARGET_MS, PUSH_STAGES, TARGETS, PushServers
 from blade_pipeline.config.sources import SourcesFileError, source_for
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, free_port
 from blade_pipeline.devservices.s3 import create_bucket, start_s3, use_loopback_credentials
@@ -41,9 +42,10 @@ from blade_pipeline.devservices.s3 import create_bucket, start_s3, use_loopback_
 STAGE_ORDER = ("ceiling", "extract", "transform", "validate", "stage", "upload", "materialize",
                "backfill", "backfill_small")
 S3_STAGES = ("ceiling_s3", "stage_s3", "materialize_s3")  # --lake s3: each beside its local one
-#: --source postgres | csv: the stages of that kind (see bench/kinds.py), beside the ceiling
+#: --source postgres | csv | push: the stages of that kind (bench/kinds.py, bench/push.py)
 KIND_STAGES = {"postgres": ("ceiling", "stage_postgres", "dlt_pyarrow", "dlt_connectorx"),
-               "csv": ("ceiling", "ceiling_csv", "land_csv", "stage_csv")}
+               "csv": ("ceiling", "ceiling_csv", "land_csv", "stage_csv"),
+               "push": PUSH_STAGES}
 ALL_STAGES = tuple(dict.fromkeys((*STAGE_ORDER, *(s for k in KIND_STAGES.values() for s in k))))
 #: the stages that read the mock Databricks warehouse (it is started only for them)
 WAREHOUSE_STAGES = {"extract", "stage", "upload", "materialize", "stage_s3", "materialize_s3"}
@@ -107,6 +109,7 @@ def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_0
                       if WAREHOUSE_STAGES & set(stages) else {})
         kind_cfg = _prepare_kinds(stages, rows, data_type, workdir)
         s3: ServerProcess | None = None
+        push = PushServers(workdir, data_type) if set(PUSH_STAGES) & set(stages) else None
         try:
             if lake == "s3":
                 use_loopback_credentials()  # inherited by the stage processes
@@ -136,7 +139,9 @@ def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_0
                        "s3_lake_uri": create_bucket(s3, f"bench-{attempt}") if s3 else "",
                        "range_warehouse_url": _url(warehouses.get("range")),
                        "small_warehouse_url": _url(warehouses.get("small")),
+                       **(push.cfg() if push else {}),
                        "server_pids": {
+                           **(push.pids() if push else {}),
                            **{name: w.popen.pid for name, w in warehouses.items()},
                            **{f"catalog{i + 1}": c.popen.pid for i, c in enumerate(catalogs)}}}
                 try:
@@ -148,6 +153,8 @@ def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_0
         finally:
             for server in warehouses.values():
                 server.stop()
+            if push:
+                push.stop()
     return summarize(samples, rows, data_type, batch_rows, repeat)
 
 
@@ -204,13 +211,16 @@ def summarize(samples: dict[str, list[dict]], rows: int, data_type: str, batch_r
                  "cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 2),
                  "server_cpu_s": round(statistics.median(
                      sum(r["server_cpu_s"].values()) for r in runs), 2)}
+        if "p99_ms" in runs[0]:  # ack latency: the medians of the runs' percentiles
+            entry["p50_ms"] = round(statistics.median(r["p50_ms"] for r in runs), 2)
+            entry["p99_ms"] = round(statistics.median(r["p99_ms"] for r in runs), 2)
         if "runs" in runs[0]:  # range runs: how many Dagster runs did the work
             entry["runs"] = runs[0]["runs"]
             entry["days"] = runs[0]["days"]
             entry["seconds_per_run"] = round(entry["seconds"] / entry["runs"], 3)
             entry["instance_events_per_run"] = runs[0].get("instance_events_per_run")
-        if stage == "ceiling":
-            ceiling = entry
+        if stage == "ceiling" or (stage == "push_ceiling" and "ceiling" not in samples):
+            ceiling = entry  # (push stages: the log's own rate, when no Databricks ceiling)
         result["stages"][stage] = entry
     for stage, entry in result["stages"].items():
         local = result["stages"].get(stage.removesuffix("_s3"))
@@ -226,6 +236,12 @@ def summarize(samples: dict[str, list[dict]], rows: int, data_type: str, batch_r
         if stage in {"land_csv", "stage_csv"} and "ceiling_csv" in result["stages"]:
             entry["ratio_to_ceiling_csv"] = round(
                 entry["rows_per_s"] / result["stages"]["ceiling_csv"]["rows_per_s"], 3)
+        if stage.startswith("push_") and stage not in ("push_ceiling", "push_latency") and (
+                push_ceiling := result["stages"].get("push_ceiling")):
+            entry["ratio_to_push_ceiling"] = round(
+                entry["rows_per_s"] / push_ceiling["rows_per_s"], 3)
+        if stage in TARGETS:
+            entry["target_rows_per_s"] = TARGETS[stage]
         if stage == "backfill" and "materialize" in result["stages"]:
             entry["seconds_vs_materialize"] = round(
                 entry["seconds"] / result["stages"]["materialize"]["seconds"], 2)
@@ -266,6 +282,17 @@ def format_table(result: dict) -> str:
         if "ratio_to_ceiling_csv" in e:
             lines.append(f"{stage}: {e['ratio_to_ceiling_csv']:.3f} of ceiling_csv (pyarrow.csv "
                          "-> Parquet of the same file)")
+        if "ratio_to_push_ceiling" in e:
+            lines.append(f"{stage}: {e['ratio_to_push_ceiling']:.3f} of push_ceiling (the same "
+                         "batches published straight to JetStream)"
+                         + (f"; target {e['target_rows_per_s']:,} records/s: "
+                            f"{'met' if e['rows_per_s'] >= e['target_rows_per_s'] else 'MISSED'}"
+                            if "target_rows_per_s" in e else ""))
+        if "p99_ms" in e:
+            lines.append(f"{stage}: ack latency p50 {e['p50_ms']:.1f} ms, p99 {e['p99_ms']:.1f} "
+                         f"ms (1,000-record batches, one at a time; target p99 <= "
+                         f"{P99_TARGET_MS:.0f} ms: "
+                         f"{'met' if e['p99_ms'] <= P99_TARGET_MS else 'MISSED'})")
         if "runs" in e:
             lines.append(f"{stage}: {e['days']} daily partitions in {e['runs']} run(s), "
                          f"{e['seconds']:.1f} s wall, {e['seconds_per_run']:.2f} s per run, "
@@ -298,7 +325,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="postgres: our staging from PostgreSQL against dlt's sql_table "
                              "(pyarrow and connectorx backends, dlt in its own venv); csv: "
                              "landing and staging a CSV file against a pyarrow.csv -> Parquet "
-                             "copy. Default: the Databricks stages")
+                             "copy; push: the ingest API's acknowledged records/s, ack "
+                             "latency and client -> lake / catalog rates (NATS at "
+                             "BLADE_NATS_URL). Default: the Databricks stages")
     parser.add_argument("--stages", default=None,
                         help="comma-separated subset of: " + ", ".join(ALL_STAGES)
                              + " (default: every stage of --source)")

@@ -312,10 +312,10 @@ STAGES: dict[str, Callable[[dict], Callable[[], Any]]] = {
 
 
 def main() -> None:
-    from blade_pipeline.bench import kinds
+    from blade_pipeline.bench import kinds, push
 
     stage, cfg = sys.argv[1], json.loads(sys.argv[2])
-    run = {**STAGES, **kinds.STAGES}[stage](cfg)
+    run = {**STAGES, **kinds.STAGES, **push.STAGES}[stage](cfg)
     pids = cfg.get("server_pids", {})
     baseline = _rss_mb()
     servers_before, cpu_before = _server_cpu_s(pids), _cpu_s()

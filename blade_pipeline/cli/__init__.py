@@ -89,7 +89,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                  dagster_port=args.dagster_port,
                                  change_interval=args.change_interval,
                                  backfill_days=args.backfill_days, lake=args.lake,
-                                 s3_port=args.s3_port, drop_interval=args.drop_interval))
+                                 s3_port=args.s3_port, drop_interval=args.drop_interval,
+                                 ingest_port=args.ingest_port, flight_port=args.flight_port,
+                                 push_interval=args.push_interval))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -310,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--drop-interval", type=float, default=60.0,
                       help="seconds between the CSV files dropped for the kind: csv source "
                            "(0 = none)")
+    demo.add_argument("--ingest-port", type=int, default=8090, help="port of the ingest API")
+    demo.add_argument("--flight-port", type=int, default=8815,
+                      help="port of the ingest server's Arrow Flight endpoint")
+    demo.add_argument("--push-interval", type=float, default=10.0,
+                      help="seconds between the demo client's live batches of sortie events "
+                           "to the kind: push source (0 = no ingest server, no client)")
     demo.set_defaults(handler=_cmd_demo)
 
     wh = sub.add_parser("mock-warehouse", help="run the mock Databricks SQL warehouse (dev)")

@@ -126,9 +126,15 @@ class DemoSettings:
     lake: str = "local"  # or "s3": a bucket on the demo's loopback S3 API
     s3_port: int = 9000
     drop_interval: float = 60.0  # seconds between the CSV source's dropped files (0: none)
+    ingest_port: int = 8090
+    flight_port: int = 8815
+    # the demo's ingest tokens are HS256 with this secret (at least 32 bytes)
+    ingest_secret: str = "dev-ingest-secret-for-the-demo-only"
+    push_interval: float = 10.0  # seconds between the demo client's live batches (0: none)
 
 
 DEMO_BUCKET = "blade-demo"
+DEMO_STREAM = "BLADE_DEMO"  # the demo's JetStream stream (BLADE_INGEST_STREAM)
 
 
 def start_demo_s3(settings: DemoSettings, logs: Path) -> tuple[ServerProcess, dict[str, str]]:
@@ -182,6 +188,8 @@ def _check_ports(settings: DemoSettings) -> None:
              ("Dagster UI", settings.dagster_port)]
     if settings.lake == "s3":
         ports.append(("S3 API", settings.s3_port))
+    if settings.push_interval > 0:
+        ports += [("ingest API", settings.ingest_port), ("Arrow Flight", settings.flight_port)]
     for name, port in ports:
         if port_in_use(port):
             raise SystemExit(f"port {port} for the {name} is already in use: stop what runs "
@@ -210,8 +218,8 @@ def launch_backfills(dagster_url: str, days: int) -> list[str]:
     today = dt.datetime.now(dt.UTC).date()
     ids = []
     for source in default_sources():
-        if not source.enabled or source.kind == "csv":  # CSV days come with their files
-            continue
+        if not source.enabled or source.kind in ("csv", "push"):  # their days come with
+            continue  # their files (CSV drops) or batches (pushes), through their sensors
         first = max(today - dt.timedelta(days=days), source.partition_start)
         ids.append(launch_backfill(dagster_url, source, [
             (first + dt.timedelta(days=n)).isoformat() for n in range((today - first).days)]))
@@ -330,6 +338,43 @@ def start_csv_drops(landing: Path, interval_s: float):  # -> CsvDropper | None
     return dropper
 
 
+def start_push(settings: DemoSettings, env: dict[str, str], logs: Path):
+    """The ingest server (with its drain) and the demo's push client of the ``kind: push``
+    source; ``(None, None)`` with a message when NATS does not answer (the rest runs on)."""
+    from blade_pipeline.cli.demo_pusher import TENANT, DemoPusher
+    from blade_pipeline.config.sources import default_sources
+    from blade_pipeline.push.auth import mint_token
+
+    source = next((s for s in default_sources() if s.kind == "push" and s.enabled), None)
+    if source is None or source.push is None:
+        return None, None
+    server = ServerProcess(
+        blade_command("ingest-server", "--port", str(settings.ingest_port),
+                      "--flight-port", str(settings.flight_port)),
+        settings.ingest_port, logs / "ingest-server.log")
+    nats_url = env.get("BLADE_NATS_URL", "nats://127.0.0.1:4222")
+    try:
+        server.start("/healthz", timeout=60, env=env)
+        healthy = httpx.get(f"{server.base_url}/healthz", timeout=10).status_code == 200
+    except (RuntimeError, TimeoutError, httpx.HTTPError):
+        healthy = False
+    if not healthy:
+        server.stop()
+        print(f"  NATS does not answer at {nats_url} (see {logs / 'ingest-server.log'}): "
+              f"the {source.name} push source gets nothing; start nats-server -js and rerun",
+              flush=True)
+        return None, None
+    token = mint_token(settings.ingest_secret, TENANT, [source.name], "blade-ingest",
+                       dt.timedelta(days=1))
+    pusher = DemoPusher(server.base_url, token, source.name, list(source.push.columns))
+    pusher.run(settings.push_interval)
+    print(f"  ingest API: {server.base_url}/v1/ingest/{source.name} (Arrow Flight on "
+          f"grpc://127.0.0.1:{settings.flight_port}; stream {env['BLADE_INGEST_STREAM']} on "
+          f"{nats_url}); a demo client pushes {pusher.pool.num_rows} sortie events of the last "
+          f"week, then {pusher.live_rows} every {settings.push_interval:.0f}s", flush=True)
+    return server, pusher
+
+
 def _dagster_bin(name: str) -> str:
     """A Dagster command of this interpreter's environment (the venv's)."""
     return shutil.which(name, path=str(Path(sys.executable).parent)) or name
@@ -351,6 +396,8 @@ def run_demo(settings: DemoSettings) -> int:
         "BLADE_LAKE_URI": str(home / "lake"),
         "BLADE_LANDING_URI": str(home / "landing"),
         "DAGSTER_HOME": str(dagster_home(settings)),
+        "BLADE_INGEST_JWT_SECRET": settings.ingest_secret,
+        "BLADE_INGEST_STREAM": os.environ.get("BLADE_INGEST_STREAM", DEMO_STREAM),
     }
     warehouse = ServerProcess(
         blade_command("mock-warehouse", "--port", str(settings.warehouse_port),
@@ -373,7 +420,8 @@ def run_demo(settings: DemoSettings) -> int:
                            settings.dagster_port, logs / "dagster-daemon.log")
     started: list[ServerProcess] = []
     s3: ServerProcess | None = None
-    dropper = None
+    ingest: ServerProcess | None = None
+    dropper = pusher = None
     try:
         if settings.lake == "s3":
             s3, s3_env = start_demo_s3(settings, logs)
@@ -403,6 +451,10 @@ def run_demo(settings: DemoSettings) -> int:
         print(f"logs in {logs}; Ctrl-C stops everything.", flush=True)
         if settings.drop_interval > 0:
             dropper = start_csv_drops(home / "landing", settings.drop_interval)
+        if settings.push_interval > 0:
+            ingest, pusher = start_push(settings, env, logs)
+            if ingest is not None:
+                started.append(ingest)
         if ids:
             print(f"ingesting the last {settings.backfill_days} days of every data type (one "
                   f"range run each): watch {dagster_url}/overview/backfills ; items land in "
@@ -420,5 +472,8 @@ def run_demo(settings: DemoSettings) -> int:
     finally:
         if dropper is not None:
             dropper.stop()
-        for proc in reversed([*([s3] if s3 else []), warehouse, catalog, webserver, daemon]):
+        if pusher is not None:
+            pusher.stop()
+        for proc in reversed([*([s3] if s3 else []), warehouse, catalog, webserver, daemon,
+                              *([ingest] if ingest else [])]):
             proc.stop(timeout=20)

@@ -107,7 +107,16 @@ def declared_columns(value: dict[str, str], plain_names: bool = False) -> dict[s
     return value
 
 
-class CsvDrop(_Strict):
+class _DeclaredColumns(_Strict):
+    """A source whose columns are declared by type name in sources.yaml (CSV drops, pushes)."""
+
+    columns: dict[str, str]
+
+    def duckdb_types(self) -> dict[str, str]:
+        return {name: csv_duckdb_type(declared) for name, declared in self.columns.items()}
+
+
+class CsvDrop(_DeclaredColumns):
     """Where a CSV source's files land (``kind: csv``) and how they are read.
 
     Files land in ``<BLADE_LANDING_URI>/<folder>/`` (a local path or ``s3://bucket/prefix``);
@@ -148,9 +157,6 @@ class CsvDrop(_Strict):
         """``landed.<folder>``: the landed rows, as the ``csv`` resource names them."""
         return ("landed", self.folder)
 
-    def duckdb_types(self) -> dict[str, str]:
-        return {name: csv_duckdb_type(declared) for name, declared in self.columns.items()}
-
 
 #: a declared column type -> its Arrow type (pushed records; the same names as ``CSV_TYPES``)
 _ARROW_TYPES = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "VARCHAR": pa.string(),
@@ -158,7 +164,7 @@ _ARROW_TYPES = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "VARCHAR": pa.stri
                 "BOOLEAN": pa.bool_()}
 
 
-class PushEndpoint(_Strict):
+class PushEndpoint(_DeclaredColumns):
     """What clients push to a ``kind: push`` source (``blade ingest-server``): records of the
     declared columns (the same type names as a CSV drop's), as NDJSON or Arrow IPC batches."""
 

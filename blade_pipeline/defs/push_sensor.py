@@ -1,11 +1,13 @@
 """The drained sensor of a push source: runs the days the drain has written batches into.
 
-The drain names each day file after the log sequence of its batch, so the sensor's cursor is
-the newest sequence it has seen: each tick lists the source's day folders, takes the days
-holding a batch past the cursor and requests them as range runs of the source's job
-(contiguous days, at most ``max_partitions_per_run`` each; ``run_key`` = days + newest
-sequence). A record pushed late with an old watermark is found all the same: its batch has a
-new sequence.
+The drain commits, per day, the newest log sequence it drained into it
+(``pushed/<source>/_committed.json``), so the sensor's cursor is the newest sequence it has
+seen: each tick reads that one file, takes the days whose sequence is past the cursor and
+requests them as range runs of the source's job (contiguous days, at most
+``max_partitions_per_run`` each; ``run_key`` = days + newest sequence). A record pushed late
+with an old watermark is found all the same: its batch has a new sequence. A day after today
+(a producer's clock ahead) is not a partition yet: the daily schedule runs it once it is
+yesterday.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ def evaluate_drained(source: BladeSource, pushed: PushedRows, cursor: str | None
                      partitions: dg.PartitionsDefinition) -> dg.SensorResult | dg.SkipReason:
     """The sensor's logic, separate from its decorator so tests can call it directly."""
     seen = int(cursor or 0)
-    files = pushed.drained_files(source.name)
-    newest = max((seq for seqs in files.values() for seq in seqs), default=seen)
-    days = [{"day": dt.date.fromisoformat(day)} for day, seqs in files.items()
-            if seqs and seqs[-1] > seen]
+    committed = pushed.committed(source.name)
+    newest = max(committed.sequence, seen)
+    days = [{"day": dt.date.fromisoformat(day)} for day, sequence in committed.days.items()
+            if sequence > seen]
     if not days:
         return dg.SkipReason(f"{source.data_type}: nothing drained after log sequence {seen}")
     groups = day_groups(days, set(partitions.get_partition_keys()),
@@ -46,7 +48,7 @@ def evaluate_drained(source: BladeSource, pushed: PushedRows, cursor: str | None
     requests = [range_request(g[0]["day"].isoformat(), g[-1]["day"].isoformat(),
                               f"seq{newest}", {"blade/trigger": "drained-sensor"})
                 for g in groups]
-    return dg.SensorResult(run_requests=requests, cursor=str(max(newest, seen)))
+    return dg.SensorResult(run_requests=requests, cursor=str(newest))
 
 
 def build_drained_sensor(source: BladeSource, job: UnresolvedAssetJobDefinition,

@@ -4,10 +4,11 @@ A durable JetStream consumer per push source (``drain_<source>``, explicit acks)
 source's batches in log order. Each batch's rows are split by the day of the watermark column
 and written to ``pushed/<source>/date=<day>/<sequence>.parquet`` (atomically; the file name is
 the batch's log sequence, so writing a batch again writes the same files). Only then is the
-source's committed sequence (``pushed/<source>/_committed.json``) advanced and the messages
-acked. A drain killed between the files and the ack finds the batches redelivered, rewrites
-the same files (or skips those at or below the committed sequence): nothing is lost or
-doubled. The tenant of each batch is kept as the ``_tenant`` column of its rows.
+source's committed sequence (``pushed/<source>/_committed.json``, with the newest sequence of
+each day it wrote) advanced and the messages acked. A drain killed between the files and the
+ack finds the batches redelivered, rewrites the same files (or skips those at or below the
+committed sequence): nothing is lost or doubled. The tenant of each batch is kept as the
+``_tenant`` column of its rows.
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from nats.js import errors as js_errors
 
 from blade_pipeline.config.sources import BladeSource
 from blade_pipeline.push.records import from_log_payload
-from blade_pipeline.sources.pushed_rows import PUSHED, TENANT_COLUMN
+from blade_pipeline.sources.pushed_rows import PUSHED, TENANT_COLUMN, PushedRows
 from blade_pipeline.storage.lake import ParquetLake
 
 LOG = logging.getLogger("blade.drain")
-COMMITTED = "_committed.json"
 
 
 def pushed_dir(lake: ParquetLake, source: str, *parts: str) -> str:
@@ -37,8 +37,7 @@ def pushed_dir(lake: ParquetLake, source: str, *parts: str) -> str:
 
 def committed_sequence(lake: ParquetLake, source: str) -> int:
     """The newest log sequence of ``source`` whose rows are in the lake (0: none yet)."""
-    value = lake.read_json(pushed_dir(lake, source, COMMITTED))
-    return int(value["sequence"]) if value else 0
+    return PushedRows(lake=lake).committed(source).sequence
 
 
 @dataclass
@@ -55,8 +54,8 @@ class Drained:
 def write_batch(lake: ParquetLake, source: BladeSource, sequence: int, tenant: str,
                 table: pa.Table) -> set[str]:
     """One logged batch's rows as a file per day of its watermark; the days written."""
-    table = table.append_column(TENANT_COLUMN, pa.array([tenant] * table.num_rows,
-                                                        pa.string()))
+    table = table.append_column(TENANT_COLUMN,
+                                pa.nulls(table.num_rows, pa.string()).fill_null(tenant))
     days = pc.cast(table.column(source.watermark_column), pa.date32())
     written = set()
     if days.null_count:  # the ingest API refuses such batches
@@ -77,6 +76,7 @@ class Drain:
     def __init__(self, url: str, stream: str, lake: ParquetLake, sources: list[BladeSource],
                  ack_wait_seconds: float = 60.0) -> None:
         self._url, self._stream, self._lake = url, stream, lake
+        self._pushed = PushedRows(lake=lake)
         self._ack_wait = ack_wait_seconds  # a dead drain's batches are redelivered after it
         self._sources = [s for s in sources if s.kind == "push"]
         self._nc: nats.aio.client.Client | None = None
@@ -97,7 +97,8 @@ class Drain:
     async def drain_once(self, source: BladeSource, max_batches: int = 64,
                          wait_seconds: float = 1.0) -> Drained:
         """Move up to ``max_batches`` logged batches of ``source`` into the lake."""
-        result = Drained(committed=committed_sequence(self._lake, source.name))
+        committed = await asyncio.to_thread(self._pushed.committed, source.name)
+        result = Drained(committed=committed.sequence)
         try:
             messages = await self._subs[source.name].fetch(max_batches, timeout=wait_seconds)
         except (TimeoutError, js_errors.FetchTimeoutError):
@@ -110,15 +111,17 @@ class Drain:
                 continue
             tenant = (message.headers or {}).get("Blade-Tenant", "")
             table = from_log_payload(message.data)
-            result.days |= await asyncio.to_thread(write_batch, self._lake, source, sequence,
-                                                   tenant, table)
+            days = await asyncio.to_thread(write_batch, self._lake, source, sequence, tenant,
+                                           table)
+            result.days |= days
+            for day in days:
+                committed.days[day] = max(committed.days.get(day, 0), sequence)
             result.batches += 1
             result.records += table.num_rows
             newest = max(newest, sequence)
         if newest > result.committed:  # the files are durable: commit, then ack
-            await asyncio.to_thread(self._lake.write_json,
-                                    pushed_dir(self._lake, source.name, COMMITTED),
-                                    {"sequence": newest})
+            committed.sequence = newest
+            await asyncio.to_thread(self._pushed.commit, source.name, committed)
             result.committed = newest
         for message in messages:
             await message.ack()

@@ -1,11 +1,14 @@
 """The rows of push sources (``kind: push``), as the drain keeps them in the lake: one table
 ``pushed.<source>`` over ``<lake>/pushed/<source>/date=<day>/<log sequence>.parquet``, asked the
 same Databricks SQL as a warehouse table (``sources.lake_rows``). Nothing drained yet reads as an
-empty table."""
+empty table. Beside the days, ``_committed.json`` holds the newest log sequence whose rows are
+in the lake and, per day, the newest sequence drained into it (what the drained sensor reads:
+one small file a tick, however many batches the days hold)."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 from blade_pipeline.sources.lake_rows import LakeRowsReader
 from blade_pipeline.sources.reader import ConnectionCheck, SourceUnavailableError
@@ -14,6 +17,19 @@ from blade_pipeline.storage.lake import LakeError
 PUSHED = "pushed"  # the lake folder (and SQL schema) of the drained rows
 #: the column the drain adds: the tenant whose token pushed the row (into item metadata)
 TENANT_COLUMN = "_tenant"
+COMMITTED = "_committed.json"
+
+
+@dataclass
+class Committed:
+    """What the drain has committed of a source: its newest log sequence in the lake, and per
+    day (ISO date) the newest sequence drained into that day."""
+
+    sequence: int = 0
+    days: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"sequence": self.sequence, "days": dict(sorted(self.days.items()))}
 
 
 class PushedRows(LakeRowsReader):
@@ -26,17 +42,17 @@ class PushedRows(LakeRowsReader):
     def endpoint(self) -> str:
         return self.lake.where(self.lake.path(PUSHED))
 
-    def drained_files(self, source: str) -> dict[str, list[int]]:
-        """Day -> the log sequences drained into it (from the file names)."""
-        days: dict[str, list[int]] = {}
-        for directory in self.lake.list_dirs(self.rows_dir(source)):
-            if not directory.startswith("date="):
-                continue
-            names = [path.rsplit("/", 1)[-1]
-                     for path in self.lake.list_files(self.rows_dir(source, directory))]
-            days[directory[5:]] = sorted(int(n[:-8]) for n in names
-                                         if n.endswith(".parquet") and n[:-8].isdigit())
-        return days
+    def committed(self, source: str) -> Committed:
+        """What the drain has committed of ``source`` (nothing yet: sequence 0, no days)."""
+        value = self.lake.read_json(self.rows_dir(source, COMMITTED))
+        if not value:
+            return Committed()
+        return Committed(int(value["sequence"]),
+                         {day: int(seq) for day, seq in value.get("days", {}).items()})
+
+    def commit(self, source: str, committed: Committed) -> None:
+        """Record ``committed`` (atomically: a reader sees the old or the new file)."""
+        self.lake.write_json(self.rows_dir(source, COMMITTED), committed.as_json())
 
     def test_connection(self) -> ConnectionCheck:
         """The lake answers: the push sources drained so far are listed (as "catalogs")."""

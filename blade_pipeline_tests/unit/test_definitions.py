@@ -45,5 +45,6 @@ def test_a_csv_source_lands_files_and_has_no_change_sensor():
 
 
 def test_resources_are_wired_for_every_asset():
-    assert set(defs.resources) == {"warehouse", "catalog", "lake", "alerts", "postgres", "csv"}
+    assert set(defs.resources) == {"warehouse", "catalog", "lake", "alerts", "postgres", "csv",
+                                  "pushed"}
     defs.resolve_all_job_defs()  # raises if any asset needs a missing resource

@@ -23,7 +23,7 @@ def test_the_blade_sources_load():
     assert [(s.data_type, s.kind) for s in sources] == [
         ("maintenance", "databricks"), ("sortie", "databricks"), ("supply", "databricks"),
         ("readiness", "databricks"), ("maintenance_unit_b", "postgres"),
-        ("supply_drops", "csv")]
+        ("supply_drops", "csv"), ("sortie_events", "push")]
     maint = source_for("maintenance")
     assert source_sql.table(maint) == "`main`.`blade`.`blade_maintenance_data`"
     assert maint.catalog_data_source == "BLADE:maintenance"

@@ -42,7 +42,7 @@ def test_a_source_of_another_kind_reads_its_model_s_generated_table(source):
     if source.kind == "postgres":
         assert source.database.table == TABLES[source.model_name]
         return
-    declared = source.csv.duckdb_types()
+    declared = (source.csv or source.push).duckdb_types()
     assert list(declared) == list(columns)  # the order the generator's CSV is written in
     same = {"INTEGER": "BIGINT", "TIMESTAMP": "TIMESTAMPTZ"}
     assert {n: same.get(t, t) for n, t in columns.items()} == declared

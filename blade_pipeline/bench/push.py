@@ -311,7 +311,8 @@ def prepare_push_ceiling(cfg: dict) -> Callable[[], int]:
 
 
 def _wait_committed(cfg: dict, source: str, sequence: int, deadline_s: float = 600) -> None:
-    """Until the drain has committed ``source``'s batches up to log ``sequence``."""
+    """Until the drain has committed ``source``'s batches up to log ``sequence`` (batches in
+    log order: the bench kills nothing, so none comes again after a newer one)."""
     pushed = PushedRows(lake=ParquetLake(uri=cfg["push_lake"]))
     deadline = time.monotonic() + deadline_s
     while pushed.committed(source).sequence < sequence:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from blade_pipeline.config.settings import DEMO_INGEST_JWT_SECRET
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, port_in_use
 from blade_pipeline.devservices.s3 import LOOPBACK_S3_ENV, create_bucket, start_s3
 
@@ -128,8 +129,9 @@ class DemoSettings:
     drop_interval: float = 60.0  # seconds between the CSV source's dropped files (0: none)
     ingest_port: int = 8090
     flight_port: int = 8815
-    # the demo's ingest tokens are HS256 with this secret (at least 32 bytes)
-    ingest_secret: str = "dev-ingest-secret-for-the-demo-only"
+    # the demo's ingest tokens: HS256 with the settings' development secret (what
+    # `blade ingest-token` mints with when BLADE_INGEST_JWT_SECRET is not set)
+    ingest_secret: str = DEMO_INGEST_JWT_SECRET
     push_interval: float = 10.0  # seconds between the demo client's live batches (0: none)
 
 

@@ -38,9 +38,11 @@ def _cmd_ingest_server(args: argparse.Namespace) -> int:
         except SettingsError as exc:
             print(f"blade ingest-server: error: {exc}", file=sys.stderr)
             return 2
-        drain = Drain(settings.nats_url.get_secret_value(), settings.stream, lake, sources)
+        drain = Drain(settings.nats_url.get_secret_value(), settings.stream, lake, sources,
+                      settings.drain_ack_wait_seconds)
     app = create_app(sources, verifier, log, settings.max_body_bytes, drain, args.flight_port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                limit_concurrency=settings.max_concurrent_requests)
     return 0
 
 

@@ -175,6 +175,13 @@ class IngestSettings(BaseSettings):
                                 validation_alias=_env("BLADE_INGEST_MAX_BODY_BYTES"))
     dedupe_window_seconds: int = Field(default=3600, ge=1, le=7 * 86400,
                                        validation_alias=_env("BLADE_INGEST_DEDUPE_WINDOW_SECONDS"))
+    # connections + requests served at once; past it the server answers 503 (clients retry)
+    max_concurrent_requests: int = Field(
+        default=256, ge=1, le=100_000,
+        validation_alias=_env("BLADE_INGEST_MAX_CONCURRENT_REQUESTS"))
+    # a batch the drain took but did not ack (it died) is delivered again after this long
+    drain_ack_wait_seconds: float = Field(
+        default=60.0, gt=0, le=3600, validation_alias=_env("BLADE_INGEST_DRAIN_ACK_WAIT_SECONDS"))
 
     @classmethod
     def load(cls) -> IngestSettings:

@@ -1,11 +1,11 @@
 """The drained sensor of a push source: runs the days the drain has written batches into.
 
-The drain commits, per day, the newest log sequence it drained into it
-(``pushed/<source>/_committed.json``), so the sensor's cursor is the newest sequence it has
-seen: each tick reads that one file, takes the days whose sequence is past the cursor and
-requests them as range runs of the source's job (contiguous days, at most
-``max_partitions_per_run`` each; ``run_key`` = days + newest sequence). A record pushed late
-with an old watermark is found all the same: its batch has a new sequence. A day after today
+The drain numbers its commits and marks each day with the last commit that wrote into it
+(``pushed/<source>/_committed.json``), so the sensor's cursor is the newest commit it has seen:
+each tick reads that one file, takes the days marked past the cursor and requests them as
+range runs of the source's job (contiguous days, at most ``max_partitions_per_run`` each;
+``run_key`` = days + commit). A record pushed late with an old watermark, or a batch the log
+delivered again after a crash, is found all the same: its commit is new. A day after today
 (a producer's clock ahead) is not a partition yet: the daily schedule runs it once it is
 yesterday.
 """
@@ -38,15 +38,15 @@ def evaluate_drained(source: BladeSource, pushed: PushedRows, cursor: str | None
     """The sensor's logic, separate from its decorator so tests can call it directly."""
     seen = int(cursor or 0)
     committed = pushed.committed(source.name)
-    newest = max(committed.sequence, seen)
-    days = [{"day": dt.date.fromisoformat(day)} for day, sequence in committed.days.items()
-            if sequence > seen]
+    newest = max(committed.commit, seen)
+    days = [{"day": dt.date.fromisoformat(day)} for day, commit in committed.days.items()
+            if commit > seen]
     if not days:
-        return dg.SkipReason(f"{source.data_type}: nothing drained after log sequence {seen}")
+        return dg.SkipReason(f"{source.data_type}: nothing drained after commit {seen}")
     groups = day_groups(days, set(partitions.get_partition_keys()),
                         source.max_partitions_per_run)
     requests = [range_request(g[0]["day"].isoformat(), g[-1]["day"].isoformat(),
-                              f"seq{newest}", {"blade/trigger": "drained-sensor"})
+                              f"commit{newest}", {"blade/trigger": "drained-sensor"})
                 for g in groups]
     return dg.SensorResult(run_requests=requests, cursor=str(newest))
 
@@ -61,7 +61,7 @@ def build_drained_sensor(source: BladeSource, job: UnresolvedAssetJobDefinition,
         default_status=(dg.DefaultSensorStatus.RUNNING if source.enabled
                         else dg.DefaultSensorStatus.STOPPED),
         description=f"Runs the {source.display_name} days the ingest server's drain wrote "
-                    "pushed batches into (log sequence past the cursor).",
+                    "pushed batches into (commits past the cursor).",
         required_resource_keys={source.resource_key},
     )
     def drained(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
@@ -70,7 +70,8 @@ def build_drained_sensor(source: BladeSource, job: UnresolvedAssetJobDefinition,
             return evaluate_drained(source, pushed, context.cursor, partitions)
         except LakeError as exc:
             raise SensorTickError(f"[{source.data_type}] drained sensor: cannot list the "
-                                  f"drained days (the cursor stays at {context.cursor or 0}; "
+                                  f"drained days (the cursor stays at commit "
+                                  f"{context.cursor or 0}; "
                                   f"the next tick retries): {exc}") from None
 
     return drained

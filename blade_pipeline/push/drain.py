@@ -3,12 +3,12 @@
 A durable JetStream consumer per push source (``drain_<source>``, explicit acks) delivers the
 source's batches in log order. Each batch's rows are split by the day of the watermark column
 and written to ``pushed/<source>/date=<day>/<sequence>.parquet`` (atomically; the file name is
-the batch's log sequence, so writing a batch again writes the same files). Only then is the
-source's committed sequence (``pushed/<source>/_committed.json``, with the newest sequence of
-each day it wrote) advanced and the messages acked. A drain killed between the files and the
-ack finds the batches redelivered, rewrites the same files (or skips those at or below the
-committed sequence): nothing is lost or doubled. The tenant of each batch is kept as the
-``_tenant`` column of its rows.
+the batch's log sequence, so writing a batch again writes the same files). Only then is a
+commit recorded (``pushed/<source>/_committed.json``: the commit's number on each day it wrote)
+and the messages acked. A drain killed between the files and the ack gets those batches again
+after the consumer's ack wait, behind newer ones, and rewrites the same files: nothing is lost
+or doubled, and their days are marked by the commit that rewrote them. The tenant of each
+batch is kept as the ``_tenant`` column of its rows.
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ class Drained:
     batches: int = 0
     records: int = 0
     days: set[str] = field(default_factory=set)
-    skipped: int = 0  # redelivered batches at or below the committed sequence
-    committed: int = 0  # the committed sequence after the pass
+    committed: int = 0  # the newest log sequence drained, after the pass
 
 
 def write_batch(lake: ParquetLake, source: BladeSource, sequence: int, tenant: str,
@@ -106,23 +105,18 @@ class Drain:
         newest = result.committed
         for message in messages:
             sequence = message.metadata.sequence.stream
-            if sequence <= result.committed:
-                result.skipped += 1
-                continue
             tenant = (message.headers or {}).get("Blade-Tenant", "")
             table = from_log_payload(message.data)
-            days = await asyncio.to_thread(write_batch, self._lake, source, sequence, tenant,
-                                           table)
-            result.days |= days
-            for day in days:
-                committed.days[day] = max(committed.days.get(day, 0), sequence)
+            result.days |= await asyncio.to_thread(write_batch, self._lake, source, sequence,
+                                                   tenant, table)
             result.batches += 1
             result.records += table.num_rows
             newest = max(newest, sequence)
-        if newest > result.committed:  # the files are durable: commit, then ack
-            committed.sequence = newest
+        if result.batches:  # the files are durable: commit, then ack
+            committed.commit += 1
+            committed.days.update(dict.fromkeys(result.days, committed.commit))
+            committed.sequence = result.committed = newest
             await asyncio.to_thread(self._pushed.commit, source.name, committed)
-            result.committed = newest
         for message in messages:
             await message.ack()
         if result.batches:

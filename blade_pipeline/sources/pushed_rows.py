@@ -1,9 +1,9 @@
 """The rows of push sources (``kind: push``), as the drain keeps them in the lake: one table
 ``pushed.<source>`` over ``<lake>/pushed/<source>/date=<day>/<log sequence>.parquet``, asked the
 same Databricks SQL as a warehouse table (``sources.lake_rows``). Nothing drained yet reads as an
-empty table. Beside the days, ``_committed.json`` holds the newest log sequence whose rows are
-in the lake and, per day, the newest sequence drained into it (what the drained sensor reads:
-one small file a tick, however many batches the days hold)."""
+empty table. Beside the days, ``_committed.json`` counts the drain's commits and holds, per
+day, the number of the last commit that wrote into it (what the drained sensor reads: one small
+file a tick, however many batches the days hold), and the newest log sequence drained."""
 
 from __future__ import annotations
 
@@ -22,14 +22,19 @@ COMMITTED = "_committed.json"
 
 @dataclass
 class Committed:
-    """What the drain has committed of a source: its newest log sequence in the lake, and per
-    day (ISO date) the newest sequence drained into that day."""
+    """What the drain has committed of a source: how many commits, per day (ISO date) the
+    number of the last commit that wrote into it, and the newest log sequence drained.
 
-    sequence: int = 0
+    Commit numbers, not log sequences, mark the days: a batch the log delivers again after a
+    crash comes after newer ones, and its day must still read as new."""
+
+    commit: int = 0
     days: dict[str, int] = field(default_factory=dict)
+    sequence: int = 0
 
     def as_json(self) -> dict:
-        return {"sequence": self.sequence, "days": dict(sorted(self.days.items()))}
+        return {"commit": self.commit, "days": dict(sorted(self.days.items())),
+                "sequence": self.sequence}
 
 
 class PushedRows(LakeRowsReader):
@@ -47,8 +52,9 @@ class PushedRows(LakeRowsReader):
         value = self.lake.read_json(self.rows_dir(source, COMMITTED))
         if not value:
             return Committed()
-        return Committed(int(value["sequence"]),
-                         {day: int(seq) for day, seq in value.get("days", {}).items()})
+        return Committed(int(value["commit"]),
+                         {day: int(n) for day, n in value["days"].items()},
+                         int(value["sequence"]))
 
     def commit(self, source: str, committed: Committed) -> None:
         """Record ``committed`` (atomically: a reader sees the old or the new file)."""

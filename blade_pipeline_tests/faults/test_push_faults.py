@@ -1,5 +1,6 @@
-"""Cases 16a-16b: push ingestion keeps every acknowledged record across a kill -9 of the ingest
-server mid-stream, and of NATS itself (a private server on its own store, restarted on it).
+"""Cases 16a-16c: push ingestion keeps every acknowledged record across a kill -9 of the ingest
+server mid-stream, of NATS itself (a private server on its own store, restarted on it), and of
+the drain between its day files and its ack.
 
 A client thread pushes numbered batches, retrying a batch with the same Idempotency-Key until
 it is acknowledged (as a real client would after a dropped connection or a 503); the process is
@@ -16,16 +17,23 @@ import threading
 import time
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pyarrow.dataset as pads
 import pytest
 
+from blade_pipeline.config.sources import load_sources
+from blade_pipeline.defs.assets import build_blade_assets
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, free_port
 from blade_pipeline.push.auth import mint_token
+from blade_pipeline.push.client import PushClient, ndjson_body
 from blade_pipeline.push.drain import pushed_dir
+from blade_pipeline.storage.catalog import CatalogClient
 from blade_pipeline.storage.lake import ParquetLake
-from blade_pipeline_tests.integration.test_ingest_server import SECRET
-from blade_pipeline_tests.nats_support import NATS_URL, nats_answers
+from blade_pipeline_tests.conftest import CATALOG_TOKEN
+from blade_pipeline_tests.expectations import catalog_items
+from blade_pipeline_tests.integration.test_ingest_server import SECRET, _stream_op
+from blade_pipeline_tests.nats_support import NATS_URL, nats_answers, run_async
 
 pytestmark = [pytest.mark.slow, pytest.mark.extended,
               pytest.mark.skipif(not nats_answers(), reason="NATS does not answer on 4222")]
@@ -75,12 +83,15 @@ class Client(threading.Thread):
             time.sleep(0.02)
 
 
-def _server(home: Path, port: int, nats_url: str, stream: str) -> ServerProcess:
-    server = ServerProcess(blade_command("ingest-server", "--port", str(port)), port,
+def _server(home: Path, port: int, nats_url: str, stream: str,
+            ack_wait_seconds: float = 5, drain: bool = True) -> ServerProcess:
+    server = ServerProcess(blade_command("ingest-server", "--port", str(port),
+                                         *([] if drain else ["--no-drain"])), port,
                            home / "server.log")
     server.start("/healthz", env={"BLADE_SOURCES_FILE": str(home / "sources.yaml"),
                                   "BLADE_INGEST_STREAM": stream, "BLADE_NATS_URL": nats_url,
                                   "BLADE_INGEST_JWT_SECRET": SECRET,
+                                  "BLADE_INGEST_DRAIN_ACK_WAIT_SECONDS": str(ack_wait_seconds),
                                   "BLADE_LAKE_URI": str(home / "lake")})
     return server
 
@@ -139,9 +150,6 @@ def test_16a_the_ingest_server_killed_mid_stream_loses_no_acknowledged_record(ho
         assert client.retries > 0
     finally:
         server.stop()
-        from blade_pipeline_tests.integration.test_ingest_server import _stream_op
-        from blade_pipeline_tests.nats_support import run_async
-
         run_async(_stream_op(stream, "delete"))
 
 
@@ -167,3 +175,68 @@ def test_16b_nats_killed_mid_stream_and_restarted_on_its_store_loses_nothing(hom
         server.stop()
         nats.kill()
         nats.wait()
+
+
+def test_16c_the_drain_killed_between_its_day_files_and_the_ack_doubles_nothing(
+        tmp_path, start_catalog):
+    """40 batches wait in the log (a server without its drain took them); a server with its
+    drain starts and is killed -9 as soon as its first day file appears, while it writes the
+    others and before it commits and acks. Restarted, it gets the same batches again after
+    the ack wait, rewrites the same files and commits; more batches follow. Every
+    acknowledged record reaches the lake and then the catalog exactly once."""
+    from blade_pipeline.sources.pushed_rows import PushedRows
+    from blade_pipeline_tests.integration import test_push_end_to_end as e2e
+
+    (tmp_path / "sources.yaml").write_text(e2e.SOURCES)
+    [source] = load_sources(tmp_path / "sources.yaml")
+    stream, port = f"BLADE_F16C_{int(time.time() * 1000)}", free_port()
+    lake = ParquetLake(uri=str(tmp_path / "lake"))
+    folder = Path(pushed_dir(lake, "sortie_events"))
+    token = mint_token(SECRET, "acme", ["sortie_events"], "blade-ingest")
+
+    def push(server: ServerProcess, batches: range) -> list[int]:
+        with PushClient(server.base_url, token) as client:
+            return [client.send_ndjson("sortie_events", ndjson_body(e2e._records(
+                        RECORDS * n, RECORDS, e2e.DAYS[n % 3])), f"batch-{n}").sequence
+                    for n in batches]
+
+    server = _server(tmp_path, port, NATS_URL, stream, drain=False)
+    try:
+        acked = push(server, range(40))
+        server.stop()
+        # (the drain's consumer is made here: its ack wait outlasts the restart and the 10
+        # newer batches, so the 40 come again after those, as after a real crash)
+        server = _server(tmp_path, port, NATS_URL, stream, ack_wait_seconds=8)
+        deadline = time.monotonic() + 60
+        while not any(folder.glob("date=*/[0-9]*.parquet")):
+            assert time.monotonic() < deadline, "the drain wrote no day file"
+            time.sleep(0.002)
+        server.kill()
+        # (a temporary file the kill cut short stays: hidden names are not rows)
+        written = {int(p.stem) for p in folder.glob("date=*/[0-9]*.parquet")}
+        committed = PushedRows(lake=lake).committed("sortie_events").sequence
+        assert written and max(written) > committed, "killed outside the files-to-ack window"
+        server = _server(tmp_path, port, NATS_URL, stream)
+        acked += push(server, range(40, 50))
+        # the 40 come again after the ack wait, behind the 10 newer ones: lag 0 once acked
+        lag = 'blade_ingest_drain_lag_batches{source="sortie_events"} 0.0'
+        while (PushedRows(lake=lake).committed("sortie_events").sequence < max(acked)
+               or lag not in httpx.get(f"{server.base_url}/metrics").text):
+            assert time.monotonic() < deadline + 60, "the drain did not commit every batch"
+            time.sleep(0.2)
+    finally:
+        server.stop()
+        run_async(_stream_op(stream, "delete"))
+    rows = pads.dataset(folder, format="parquet", partitioning="hive").to_table()
+    ids = rows.column("sortie_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 50 * RECORDS
+    catalog = start_catalog()
+    client = CatalogClient(base_url=catalog.base_url, token=CATALOG_TOKEN)
+    tags = {"dagster/asset_partition_range_start": e2e.DAYS[0],
+            "dagster/asset_partition_range_end": e2e.DAYS[-1]}
+    run = dg.materialize(build_blade_assets(source), instance=dg.DagsterInstance.ephemeral(),
+                         resources={"pushed": PushedRows(lake=lake), "lake": lake,
+                                    "catalog": client}, tags=tags)
+    assert run.success
+    items = catalog_items(client, source.catalog_data_source)
+    assert len(items) == len({i["item_id"] for i in items}) == 50 * RECORDS

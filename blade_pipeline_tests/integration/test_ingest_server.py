@@ -10,6 +10,7 @@ import json
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -66,6 +67,9 @@ async def _stream_op(stream: str, op: str, seq: int | None = None):
         await nc.close()
 
 
+FLOOD_LIMIT = 16  # the module's server: connections + requests at once
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[tuple[ServerProcess, str]]:
     home = tmp_path_factory.mktemp("ingest")
@@ -79,7 +83,8 @@ def server(tmp_path_factory) -> Iterator[tuple[ServerProcess, str]]:
     proc.start("/healthz", env={"BLADE_SOURCES_FILE": str(home / "sources.yaml"),
                                 "BLADE_INGEST_STREAM": stream, "BLADE_NATS_URL": NATS_URL,
                                 "BLADE_INGEST_JWT_SECRET": SECRET,
-                                "BLADE_INGEST_MAX_BODY_BYTES": str(256 * 1024)})
+                                "BLADE_INGEST_MAX_BODY_BYTES": str(256 * 1024),
+                                "BLADE_INGEST_MAX_CONCURRENT_REQUESTS": str(FLOOD_LIMIT)})
     try:
         yield proc, stream
     finally:
@@ -340,3 +345,72 @@ def test_a_flight_client_puts_record_batches_with_an_ack_each(server):
                                   options=denied)
         writer.write_with_metadata(table.to_batches()[0], pa.py_buffer(b"x"))
         writer.close()
+
+
+def test_a_flight_call_refuses_each_bad_batch_by_name_and_goes_on(server):
+    """Over Flight, a batch with an undeclared column, a value that does not fit its type or
+    no batch id is answered by an error ack naming it and stores nothing; the call goes on,
+    and bytes that are not gRPC at all leave the endpoint serving."""
+    import socket
+
+    import pyarrow.flight as fl
+
+    proc, stream = server
+    before = run_async(_stream_op(stream, "info"))
+    client = fl.connect(f"grpc+tcp://127.0.0.1:{proc.flight_port}")
+    options = fl.FlightCallOptions(headers=[(b"authorization", f"Bearer {_token()}".encode())])
+    stamp = pa.array([dt.datetime(2026, 12, 1)], pa.timestamp("us", tz="UTC"))
+
+    def put(table: pa.Table, keys: list[bytes | None]) -> list[dict]:
+        writer, acks = client.do_put(fl.FlightDescriptor.for_path("sortie_events"),
+                                     table.schema, options=options)
+        answers = []
+        for key in keys:
+            batch = table.to_batches()[0]
+            if key is None:
+                writer.write_batch(batch)
+            else:
+                writer.write_with_metadata(batch, pa.py_buffer(key))
+            answers.append(json.loads(acks.read().to_pybytes()))
+        writer.close()
+        return answers
+
+    [extra] = put(pa.table({"event_id": ["X1"], "legs": [2], "last_modified": stamp}),
+                  [b"fx-1"])
+    [not_a_time] = put(pa.table({"event_id": ["X2"], "last_modified": ["yesterday"]}),
+                       [b"fx-2"])
+    no_id, good = put(pa.table({"event_id": ["X3"], "last_modified": stamp}),
+                      [None, b"fx-" + uuid.uuid4().hex.encode()])
+    assert extra["status"] == 400 and "field 'legs' is not a column" in extra["error"]
+    assert not_a_time["status"] == 400 and "field 'last_modified'" in not_a_time["error"]
+    assert no_id["status"] == 400 and "Idempotency-Key" in no_id["error"]
+    assert good["records"] == 1  # after the batch without an id, on the same call
+    assert run_async(_stream_op(stream, "info")) == before + 1
+    with socket.create_connection(("127.0.0.1", proc.flight_port)) as raw:
+        raw.sendall(b"GET / HTTP/1.1\r\n\r\n" + bytes(range(256)) * 64)
+    assert put(pa.table({"event_id": ["X4"], "last_modified": stamp}),
+               [b"fx-" + uuid.uuid4().hex.encode()])[0]["records"] == 1
+
+
+def test_a_flood_of_small_requests_is_bounded_and_every_batch_stored_once(server):
+    """64 clients each push 15 one-record batches at once against a server serving 16 at a
+    time: the excess is answered 503 at once, the clients retry with their keys, and every
+    batch is stored once; the server answers its health check afterwards."""
+    from blade_pipeline.push.client import PushClient
+
+    proc, stream = server
+    before = run_async(_stream_op(stream, "info"))
+    run = uuid.uuid4().hex[:8]
+
+    def client(n: int) -> list:
+        with PushClient(proc.base_url, _token(), retry_pause=0.05) as push:
+            return [push.send_ndjson("sortie_events", _ndjson(1, 100 * n + i),
+                                     f"flood-{run}-{n}-{i}") for i in range(15)]
+
+    with ThreadPoolExecutor(64) as pool:
+        acks = [a for share in pool.map(client, range(64)) for a in share]
+    assert len(acks) == 960 and not any(a.duplicate for a in acks)
+    assert len({a.sequence for a in acks}) == 960
+    assert any(a.attempts > 1 for a in acks), "the bound never answered 503"
+    assert run_async(_stream_op(stream, "info")) == before + 960
+    assert httpx.get(f"{proc.base_url}/healthz", timeout=10).status_code == 200

@@ -92,8 +92,10 @@ def test_pushed_records_reach_the_catalog_once_with_their_tenant(tmp_path, start
         while pushed.committed("sortie_events").sequence < 4:
             assert time.monotonic() < deadline, "the drain did not commit the 4 batches"
             time.sleep(0.2)
-        # per day, the newest batch drained into it (what the drained sensor reads)
-        assert pushed.committed("sortie_events").days == {DAYS[0]: 1, DAYS[1]: 4, DAYS[2]: 3}
+        # per day, the last commit that wrote into it (what the drained sensor reads)
+        committed = pushed.committed("sortie_events")
+        assert set(committed.days) == set(DAYS)
+        assert max(committed.days.values()) == committed.commit >= 1
         lag = 'blade_ingest_drain_lag_batches{source="sortie_events"} 0.0'
         while lag not in httpx.get(f"{server.base_url}/metrics").text:
             assert time.monotonic() < deadline, "the drain's lag never reads 0"

@@ -23,7 +23,8 @@ expect = sync_api.expect
 
 pytestmark = pytest.mark.slow
 
-DATA_TYPES = ("maintenance", "maintenance_unit_b", "readiness", "sortie", "supply", "supply_drops")
+DATA_TYPES = ("maintenance", "maintenance_unit_b", "readiness", "sortie", "supply", "supply_drops",
+              "sortie_events")
 CSV_TYPES = ("supply_drops",)  # these also have a landed asset (its "Asset checks" row: -)
 GRAPH_VIEWPORT = {"width": 2200, "height": 1200}
 RUN_URL = re.compile(r"/runs/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
@@ -121,7 +122,7 @@ def show_whole_graph(page) -> None:
 
 
 def test_asset_graph_shows_every_data_type_with_its_assets_and_checks(page):
-    # six groups side by side (the CSV one three assets tall): fitted in 1440x900 the graph
+    # seven groups side by side (the CSV one three assets tall): fitted in 1440x900 the graph
     # is drawn as bare boxes, so this picture is taken wider
     page.set_viewport_size(GRAPH_VIEWPORT)
     page.goto("/")

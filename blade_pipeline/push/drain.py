@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import nats
@@ -133,3 +134,31 @@ class Drain:
         if self._nc is not None:
             await self._nc.close()
             self._nc = None
+
+
+def drain_lag(url: str, stream: str, source: str, timeout: float = 2.0) -> int | None:
+    """Batches of ``source`` in the log not drained yet (its drain consumer's pending and
+    unacked messages), asked from outside the server; None when the log does not answer or
+    no drain has started on the stream yet."""
+
+    async def ask() -> int | None:
+        async def quiet(_error: Exception) -> None:  # (no traceback per failed attempt)
+            return None
+
+        try:
+            nc = await asyncio.wait_for(nats.connect(
+                url, connect_timeout=timeout, allow_reconnect=False, max_reconnect_attempts=1,
+                error_cb=quiet), timeout)
+        except Exception:  # (nats-py raises several kinds for an unreachable server)
+            return None
+        try:
+            info = await nc.jetstream(timeout=timeout).consumer_info(stream,
+                                                                     f"drain_{source}")
+            return info.num_pending + info.num_ack_pending
+        except (js_errors.Error, nats.errors.Error, TimeoutError):
+            return None
+        finally:
+            await nc.close()
+
+    with ThreadPoolExecutor(1) as pool:  # (a sensor's thread may already run an event loop)
+        return pool.submit(asyncio.run, ask()).result()

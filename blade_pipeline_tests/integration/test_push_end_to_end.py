@@ -22,6 +22,7 @@ from blade_pipeline.defs.partitions import daily_partitions
 from blade_pipeline.defs.push_sensor import evaluate_drained
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, free_port
 from blade_pipeline.push.auth import mint_token
+from blade_pipeline.push.drain import drain_lag
 from blade_pipeline.sources.pushed_rows import PushedRows
 from blade_pipeline.storage.catalog import CatalogClient
 from blade_pipeline.storage.lake import ParquetLake
@@ -100,17 +101,26 @@ def test_pushed_records_reach_the_catalog_once_with_their_tenant(tmp_path, start
         while lag not in httpx.get(f"{server.base_url}/metrics").text:
             assert time.monotonic() < deadline, "the drain's lag never reads 0"
             time.sleep(0.2)
+        assert drain_lag(NATS_URL, stream, "sortie_events") == 0  # what the sensor asks
+        assert drain_lag(NATS_URL, stream, "no_such_source") is None
     finally:
         server.stop()
         run_async(_delete_stream(stream))
 
+    assert drain_lag("nats://127.0.0.1:1", stream, "sortie_events", timeout=0.5) is None
     partitions = daily_partitions(source)
-    result = evaluate_drained(source, pushed, None, partitions)
-    assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 1
+    result = evaluate_drained(source, pushed, None, partitions, lag=0)
+    assert len(result.run_requests) == 1
     request = result.run_requests[0]
     assert (request.tags["dagster/asset_partition_range_start"],
             request.tags["dagster/asset_partition_range_end"]) == (DAYS[0], DAYS[-1])
-    assert isinstance(evaluate_drained(source, pushed, result.cursor, partitions), dg.SkipReason)
+    [observed] = result.asset_events  # the lag, plotted on the staged asset
+    assert observed.metadata["log_lag_batches"].value == 0
+    again = evaluate_drained(source, pushed, result.cursor, partitions, lag=0)
+    assert not again.run_requests and not again.asset_events  # nothing new, lag unchanged
+    assert "nothing drained after commit" in again.skip_reason.skip_message
+    assert "log lag 0 batches" in again.skip_reason.skip_message
+    assert evaluate_drained(source, pushed, again.cursor, partitions, lag=3).asset_events
 
     catalog = start_catalog()
     client = CatalogClient(base_url=catalog.base_url, token=CATALOG_TOKEN)

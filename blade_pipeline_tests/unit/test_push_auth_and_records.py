@@ -182,3 +182,34 @@ def test_the_code_location_builds_a_push_source_with_its_drained_sensor(monkeypa
     assert type(defs.resources["pushed"]).__name__ == "PushedRows"
     assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} >= {
         "blade/sortie/staged", "blade/sortie/catalog"}
+
+
+def test_the_drained_sensor_runs_committed_days_and_says_when_the_log_does_not_answer(
+        tmp_path, monkeypatch):
+    """The committed days as one range run; the drain's lag, asked from a log that does not
+    answer, is "unknown" in the skip reason and recorded as no observation."""
+    from blade_pipeline.defs import push_sensor
+    from blade_pipeline.defs.partitions import daily_partitions
+    from blade_pipeline.sources.pushed_rows import Committed, PushedRows
+    from blade_pipeline.storage.lake import ParquetLake
+
+    source = BladeSource.model_validate(_push_source(event_id="string",
+                                                     last_modified="timestamp"))
+    pushed = PushedRows(lake=ParquetLake(uri=str(tmp_path)))
+    pushed.commit(source.name, Committed(2, {"2026-11-20": 1, "2026-11-21": 2}, 7))
+    monkeypatch.setenv("BLADE_NATS_URL", "nats://127.0.0.1:1")  # nothing listens there
+    lag = push_sensor._lag(source)
+    assert lag is None
+    partitions = daily_partitions(source)
+    first = push_sensor.evaluate_drained(source, pushed, None, partitions, lag)
+    [request] = first.run_requests
+    assert (request.tags["dagster/asset_partition_range_start"],
+            request.tags["dagster/asset_partition_range_end"]) == ("2026-11-20", "2026-11-21")
+    assert not first.asset_events
+    second = push_sensor.evaluate_drained(source, pushed, first.cursor, partitions, lag)
+    assert not second.run_requests
+    assert "log lag unknown" in second.skip_reason.skip_message
+    pushed.commit(source.name, Committed(3, {"2026-11-20": 3, "2026-11-21": 2}, 9))
+    [late] = push_sensor.evaluate_drained(source, pushed, second.cursor, partitions,
+                                          lag).run_requests  # a batch delivered again
+    assert late.partition_key == "2026-11-20"

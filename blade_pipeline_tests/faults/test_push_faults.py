@@ -113,10 +113,22 @@ def _assert_lake_holds_every_acknowledged_record_once(home: Path, client: Client
     assert len(ids) == len(set(ids)) == expected
 
 
+def _syncs_every_write() -> bool:
+    """nats-server >= 2.10 has ``sync_interval: always`` (an fsync before every ack)."""
+    version = subprocess.run(["nats-server", "--version"], capture_output=True, text=True,
+                             check=False).stdout.strip().rsplit("v", 1)[-1]
+    major, minor = (int(part) for part in version.split(".")[:2])
+    return (major, minor) >= (2, 10)
+
+
 def _start_nats(port: int, store: Path) -> subprocess.Popen:
-    process = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js",
-                                "-sd", str(store)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    """A private JetStream server on ``store``, syncing every write where it can."""
+    args = ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
+    if _syncs_every_write():
+        config = store.parent / "nats.conf"
+        config.write_text(f'jetstream {{ store_dir: "{store}", sync_interval: always }}\n')
+        args = ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-c", str(config)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while True:
         try:

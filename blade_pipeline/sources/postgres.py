@@ -1,9 +1,13 @@
 """A PostgreSQL source database (``kind: postgres`` in sources.yaml), read as Arrow.
 
 The pipeline asks every source the same Databricks SQL (``sources.sql``, named ``:markers``);
-this resource translates each text once to PostgreSQL with sqlglot (``:start`` → ``$1``) and
-runs it through ADBC's PostgreSQL driver, which streams the result as Arrow record batches
-(PostgreSQL's binary COPY protocol, no Python row tuples). Values travel as bound parameters.
+this resource translates each text to PostgreSQL with sqlglot and runs it through ADBC's
+PostgreSQL driver, which streams the result as Arrow record batches (PostgreSQL's binary COPY
+protocol, no Python row tuples). The day bounds (naive timestamps, dates) are written into the
+statement as typed literals (``CAST('2026-06-29 00:00:00.000000' AS TIMESTAMP)``): with bound
+parameters the driver cannot use COPY and holds the whole result in libpq's memory before the
+first batch (a 300k-row day: the first batch at 0.55-0.75 s instead of 0.23 s, the read 30 %
+slower, 130 MB more). Values of other kinds (text) travel as bound parameters (``$n``).
 
 Types as the pipeline expects them: ``numeric(p,s)`` (which the driver hands over as text) is
 cast to ``decimal128(p,s)``; the driver's field metadata is dropped. Credentials: the URL is a
@@ -14,6 +18,7 @@ secret when it carries a password (``dg.EnvVar("BLADE_POSTGRES_URL")``); errors,
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import time
 from collections.abc import Iterator, Mapping
@@ -42,6 +47,42 @@ def postgres_sql(databricks_sql: str) -> tuple[str, tuple[str, ...]]:
             names.append(marker.name)
         marker.replace(exp.Var(this=f"${names.index(marker.name) + 1}"))
     return tree.sql(dialect="postgres"), tuple(names)
+
+
+def _literal(value: Any) -> str | None:
+    """``value`` as a typed PostgreSQL literal: a naive timestamp or a date (None: bind it)."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            return None
+        return f"CAST('{value.isoformat(sep=' ', timespec='microseconds')}' AS TIMESTAMP)"
+    if isinstance(value, dt.date):
+        return f"CAST('{value.isoformat()}' AS DATE)"
+    return None
+
+
+@functools.lru_cache(maxsize=512)
+def _inlined(databricks_sql: str, literals: tuple[tuple[str, str], ...]) -> str:
+    tree = sqlglot.parse_one(databricks_sql, read="databricks")
+    values = dict(literals)
+    for marker in list(tree.find_all(exp.Placeholder)):
+        marker.replace(sqlglot.parse_one(values[marker.name], read="postgres"))
+    return tree.sql(dialect="postgres")
+
+
+def postgres_statement(databricks_sql: str, params: Mapping[str, Any] | None
+                       ) -> tuple[str, tuple[Any, ...]]:
+    """The PostgreSQL text to run and its bound values: every marker written as its typed
+    literal when all of them are timestamps or dates (the driver then streams COPY), else
+    ``$n`` markers and their values."""
+    text, names = postgres_sql(databricks_sql)
+    params = params or {}
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ValueError(f"no value for parameter(s) {', '.join(missing)}")
+    literals = tuple((n, _literal(params[n])) for n in names)
+    if names and all(literal is not None for _, literal in literals):
+        return _inlined(databricks_sql, literals), ()
+    return text, tuple(params[n] for n in names)
 
 
 def _numeric(field: pa.Field) -> pa.DataType | None:
@@ -110,29 +151,21 @@ class PostgresDatabase(SourceDatabase):
         except (adbc_driver_manager.Error, OSError) as exc:
             raise self._wrap(exc, doing) from None
 
-    @staticmethod
-    def _args(names: tuple[str, ...], params: Mapping[str, Any] | None) -> tuple[Any, ...]:
-        params = params or {}
-        missing = [n for n in names if n not in params]
-        if missing:
-            raise ValueError(f"no value for parameter(s) {', '.join(missing)}")
-        return tuple(params[n] for n in names)
-
     def stream_arrow(self, sql: str, params: Mapping[str, Any] | None = None,
                      batch_rows: int = 250_000,
                      first_batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
         check_batch_sizes(batch_rows, first_batch_rows)
-        text, names = postgres_sql(sql)
+        text, args = postgres_statement(sql, params)
         with self._cursor("streaming rows") as cursor:
-            cursor.execute(text, parameters=self._args(names, params) or None)
+            cursor.execute(text, parameters=args or None)
             reader = cursor.fetch_record_batch()
             yield from sized_batches((as_pipeline_types(b) for b in reader), batch_rows,
                                      first_batch_rows)
 
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        text, names = postgres_sql(sql)
+        text, args = postgres_statement(sql, params)
         with self._cursor("running a query") as cursor:
-            cursor.execute(text, parameters=self._args(names, params) or None)
+            cursor.execute(text, parameters=args or None)
             table = cursor.fetch_arrow_table()
         batches = [as_pipeline_types(b) for b in table.to_batches()]
         if not batches:

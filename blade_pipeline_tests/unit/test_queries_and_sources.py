@@ -189,6 +189,30 @@ def test_every_databricks_text_translates_to_postgres_with_positional_parameters
     assert postgres_sql(source_sql.changed_days(source))[1] == ("cursor",)
 
 
+def test_day_bounds_are_written_as_typed_literals_so_the_driver_streams_copy():
+    """Timestamps and dates become CAST literals (no bound parameter: ADBC then streams
+    PostgreSQL's COPY instead of buffering the whole result); text stays bound."""
+    import datetime as dt
+
+    from blade_pipeline.sources import sql as source_sql
+    from blade_pipeline.sources.postgres import postgres_statement
+
+    source = source_for("supply")
+    sql = source_sql.partition_rows(source, 2)
+    text, args = postgres_statement(sql, {"start": dt.datetime(2026, 6, 29),
+                                          "end": dt.datetime(2026, 6, 30, 0, 0, 0, 5)})
+    assert args == ()
+    assert ("\"last_modified\" >= CAST('2026-06-29 00:00:00.000000' AS TIMESTAMP) AND "
+            "\"last_modified\" < CAST('2026-06-30 00:00:00.000005' AS TIMESTAMP)") in text
+    text, args = postgres_statement(sql, {"start": "2026-06-29'; DROP TABLE x; --",
+                                          "end": dt.datetime(2026, 6, 30)})
+    assert "$1" in text and "DROP" not in text and args[0].startswith("2026-06-29'")
+    aware = dt.datetime(2026, 6, 29, tzinfo=dt.UTC)  # (a zone would be dropped by the cast)
+    assert postgres_statement(sql, {"start": aware, "end": aware})[1] == (aware, aware)
+    with pytest.raises(ValueError, match="no value for parameter"):
+        postgres_statement(sql, {"start": dt.datetime(2026, 6, 29)})
+
+
 CSV_ENTRY = """
     sources:
       - name: supplier_drops

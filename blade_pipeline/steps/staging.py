@@ -134,6 +134,8 @@ def _day_runs(batch: pa.RecordBatch, watermark: str) -> list[tuple[str, int, int
                          f"{exc}") from None
     if np.isnat(days).any():
         raise ValueError(f"watermark column '{watermark}' has nulls inside the range")
+    if not len(days):  # a batch without rows holds no day
+        return []
     edges = np.flatnonzero(days[1:] != days[:-1]) + 1
     starts = np.concatenate(([0], edges))
     stops = np.concatenate((edges, [len(days)]))

@@ -181,3 +181,9 @@ def test_an_extract_batch_size_below_one_row_is_an_error_not_an_empty_result(bat
     warehouse = DatabricksWarehouse(url="http://127.0.0.1:9/sql/1.0/warehouses/x", token="t")
     with pytest.raises(ValueError, match="at least 1 row"):
         next(warehouse.stream_arrow("SELECT 1", batch_rows=batch_rows, first_batch_rows=first))
+
+
+def test_a_batch_without_rows_holds_no_day():
+    rows = partition(3)
+    assert staging._day_runs(rows, "last_modified") == [(str(LM.date()), 0, 3)]
+    assert staging._day_runs(rows.slice(0, 0), "last_modified") == []

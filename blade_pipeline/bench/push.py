@@ -34,13 +34,12 @@ from pathlib import Path
 import httpx
 import nats
 import pyarrow as pa
-import pyarrow.flight as fl
 
 from blade_pipeline.bench.kinds import csv_columns
 from blade_pipeline.config.sources import BladeSource, load_sources
 from blade_pipeline.devservices.processes import ServerProcess, blade_command, free_port
 from blade_pipeline.push.auth import mint_token
-from blade_pipeline.push.client import arrow_body
+from blade_pipeline.push.client import PushClient, arrow_body
 from blade_pipeline.push.records import ARROW_STREAM, NDJSON, to_log_payload
 from blade_pipeline.sources.pushed_rows import PushedRows
 from blade_pipeline.storage.lake import ParquetLake
@@ -190,18 +189,11 @@ def _http_stage(cfg: dict, content_type: str, encode: Callable[[pa.Table], bytes
     url, token = cfg["push_urls"]["acks"], cfg["push_token"]
 
     def send(share: list) -> tuple[int, int]:
-        acked = newest = 0
-        with httpx.Client(base_url=url, timeout=60,
-                          headers={"Authorization": f"Bearer {token}",
-                                   "Content-Type": content_type}) as http:
-            for batch_id, body in share:
-                answer = http.post(f"/v1/ingest/{source.name}", content=body,
-                                   headers={"Idempotency-Key": batch_id})
-                answer.raise_for_status()
-                done = answer.json()
-                acked += 0 if done["duplicate"] else done["records"]
-                newest = max(newest, done["sequence"])
-        return acked, newest
+        with PushClient(url, token, deadline_seconds=0) as client:  # (a refusal fails it)
+            acks = [client.send(source.name, body, content_type, batch_id)
+                    for batch_id, body in share]
+        return (sum(0 if a.duplicate else a.records for a in acks),
+                max(a.sequence for a in acks))
 
     return lambda: _parallel(bodies, send)[0]
 
@@ -224,6 +216,8 @@ def _flight_send(port: int, token: str, source: str, share: list[pa.Table]
                  ) -> tuple[int, int]:
     """One do_put call streaming ``share``, one batch in flight; the records acknowledged
     and the newest log sequence."""
+    import pyarrow.flight as fl  # (only the Flight stages pay for its import)
+
     client = fl.FlightClient(f"grpc+tcp://127.0.0.1:{port}")
     options = fl.FlightCallOptions(headers=[(b"authorization", f"Bearer {token}".encode())])
     acked = newest = 0
@@ -266,14 +260,11 @@ def prepare_push_latency(cfg: dict) -> Callable[[], tuple[int, dict]]:
 
     def run() -> tuple[int, dict]:
         latencies = []
-        with httpx.Client(base_url=url, timeout=60, headers={
-                "Authorization": f"Bearer {token}", "Content-Type": ARROW_STREAM}) as http:
+        with PushClient(url, token, deadline_seconds=0) as client:
             for body in bodies:
                 started = time.perf_counter()
-                answer = http.post(f"/v1/ingest/{source.name}", content=body,
-                                   headers={"Idempotency-Key": uuid.uuid4().hex})
+                client.send(source.name, body, ARROW_STREAM, uuid.uuid4().hex)
                 latencies.append(1000 * (time.perf_counter() - started))
-                answer.raise_for_status()
         cuts = statistics.quantiles(latencies, n=100)
         return len(bodies) * LATENCY_RECORDS, {"p50_ms": round(cuts[49], 2),
                                                "p99_ms": round(cuts[98], 2),

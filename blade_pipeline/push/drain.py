@@ -127,13 +127,17 @@ class Drain:
 
     async def pending(self, source: BladeSource) -> int:
         """Batches of ``source`` in the log not drained yet (the drain's lag)."""
-        info = await self._subs[source.name].consumer_info()
-        return info.num_pending + info.num_ack_pending
+        return lag_of(await self._subs[source.name].consumer_info())
 
     async def close(self) -> None:
         if self._nc is not None:
             await self._nc.close()
             self._nc = None
+
+
+def lag_of(info: js_api.ConsumerInfo) -> int:
+    """A drain consumer's lag: batches not delivered yet plus delivered and not acked."""
+    return info.num_pending + info.num_ack_pending
 
 
 def drain_lag(url: str, stream: str, source: str, timeout: float = 2.0) -> int | None:
@@ -152,9 +156,8 @@ def drain_lag(url: str, stream: str, source: str, timeout: float = 2.0) -> int |
         except Exception:  # (nats-py raises several kinds for an unreachable server)
             return None
         try:
-            info = await nc.jetstream(timeout=timeout).consumer_info(stream,
-                                                                     f"drain_{source}")
-            return info.num_pending + info.num_ack_pending
+            return lag_of(await nc.jetstream(timeout=timeout).consumer_info(
+                stream, f"drain_{source}"))
         except (js_errors.Error, nats.errors.Error, TimeoutError):
             return None
         finally:

@@ -1,7 +1,9 @@
 """Pandera models (polars backend): one per BLADE data type, plus the BLADE item model.
 
 Row-level rules only (types, nullability, enums, ranges, key patterns, cross-field rules):
-key uniqueness across a whole partition is enforced by the ingest step, which sees every batch.
+a rule's verdict on a row depends on that row alone (validation evaluates them in one pass,
+``steps.row_screen``); key uniqueness across a whole partition is enforced by the ingest step,
+which sees every batch.
 Adding a data type = one model here (registered in ``SCHEMAS``) + one entry in sources.yaml.
 """
 

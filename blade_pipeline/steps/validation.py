@@ -1,6 +1,8 @@
 """Validate raw batches with the data type's Pandera model; split valid rows from quarantine.
 
-Row-level failures become a reason per row (column, rule, offending value). Failures that have
+Row-level failures become a reason per row (column, rule, offending value), as Pandera names
+them (found in one pass by :mod:`blade_pipeline.steps.row_screen`, or by Pandera itself when
+the screen cannot tell). Failures that have
 no row (a required column missing or retyped) are schema errors: every row of the batch is
 quarantined with them, and the staged asset's blocking check reports them.
 Duplicate primary keys are found across the whole partition without ordering the extract: the
@@ -27,6 +29,7 @@ import pyarrow.compute as pc
 from blade_pipeline.config.pandera_models import row_model
 from blade_pipeline.config.sources import BladeSource
 from blade_pipeline.steps import schema_policy
+from blade_pipeline.steps.row_screen import RowScreen
 from blade_pipeline.steps.schema_policy import SchemaPlan
 
 # Pandera registers its polars backends (importing hypothesis) inside the first validate():
@@ -97,13 +100,22 @@ class PartitionValidator:
 
     def __post_init__(self) -> None:
         self.model = row_model(self.source.model_name)
+        self.screen = RowScreen(self.model)
 
-    def _failure_cases(self, frame: pl.DataFrame) -> pl.DataFrame | None:
+    def _pandera_failures(self, frame: pl.DataFrame) -> pl.DataFrame | None:
         try:
             self.model.validate(frame, lazy=True)
         except pa_pl.errors.SchemaErrors as exc:
             return exc.failure_cases
         return None
+
+    def _failure_cases(self, frame: pl.DataFrame) -> pl.DataFrame | None:
+        """Pandera's failure cases of ``frame`` (None: every row passes), from the screen
+        where it can tell, else from Pandera itself."""
+        cases = self.screen.failure_cases(frame)
+        if cases is None:
+            return self._pandera_failures(frame)
+        return cases if cases.height else None
 
     @staticmethod
     def _schema_error_text(case: dict) -> str:

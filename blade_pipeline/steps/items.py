@@ -83,29 +83,28 @@ KEEP_COLUMN = "__blade_keep"
 
 
 def item_sql(source: BladeSource, columns: list[str]) -> str:
-    """DuckDB SELECT turning relation ``raw`` (with ``columns``) into BLADE items (all but
-    ``content_hash``); when ``raw`` also has :data:`KEEP_COLUMN`, only the rows where it is
-    true."""
+    """DuckDB SELECT turning relation ``raw`` (with ``columns``) into the per-row columns of
+    BLADE items (``item_id``, ``data``, ``classification``, ``last_modified``; ``metadata`` too
+    when the rows carry a tenant); when ``raw`` also has :data:`KEEP_COLUMN`, only the rows
+    where it is true. The run's constant columns are added in Arrow (:meth:`ItemBuilder.build`)."""
     keep = KEEP_COLUMN in columns
     tenant = TENANT_COLUMN in columns
     columns = [c for c in columns if c not in (KEEP_COLUMN, TENANT_COLUMN)]
     struct = ", ".join(f"{_ident(c)} := {_ident(c)}" for c in sorted(columns))
     # a pushed row's tenant goes into its metadata, never into its data (nor its hash)
-    metadata = (f"CASE WHEN {_ident(TENANT_COLUMN)} IS NULL THEN $metadata ELSE "
+    metadata = (f", CASE WHEN {_ident(TENANT_COLUMN)} IS NULL THEN $metadata ELSE "
                 "left($metadata, length($metadata) - 1) || ',\"tenant\":' || "
-                f"CAST(to_json({_ident(TENANT_COLUMN)}) AS VARCHAR) || '}}' END"
-                if tenant else "$metadata")
+                f"CAST(to_json({_ident(TENANT_COLUMN)}) AS VARCHAR) || '}}' END AS metadata"
+                if tenant else "")
     data = f"CAST(to_json(struct_pack({struct})) AS VARCHAR) AS data, "
     cls = source.classification
     classification = (f"coalesce(CAST({_ident(cls.column)} AS VARCHAR), $default_class)"
                       if cls.column and cls.column in columns else "$default_class")
     return (
         f"SELECT $prefix || '-' || CAST({_ident(source.primary_key)} AS VARCHAR) AS item_id, "
-        "$data_type AS data_type, "
         f"{data}{classification} AS classification, "
-        f"CAST({_ident(source.watermark_column)} AS TIMESTAMP) AS last_modified, "
-        f"{metadata} AS metadata "
-        "FROM raw" + (f" WHERE {_ident(KEEP_COLUMN)}" if keep else "")
+        f"CAST({_ident(source.watermark_column)} AS TIMESTAMP) AS last_modified"
+        f"{metadata} FROM raw" + (f" WHERE {_ident(KEEP_COLUMN)}" if keep else "")
     )
 
 
@@ -134,7 +133,7 @@ class ItemBuilder:
 
     def __init__(self, source: BladeSource, run: IngestRun, schema_version: int | None = None):
         self.source = source
-        self.params = {"prefix": source.item_id_prefix, "data_type": source.data_type,
+        self.params = {"prefix": source.item_id_prefix,
                        "default_class": source.classification.default,
                        "metadata": item_metadata(source, run, schema_version)}
         self._local = threading.local()
@@ -160,13 +159,18 @@ class ItemBuilder:
         if keep is not None:
             raw = raw.append_column(KEEP_COLUMN, keep)
         con = self._con()
+        sql = item_sql(self.source, raw.schema.names)
         con.register("raw", _chunked(raw, DUCKDB_CHUNK_ROWS))
         try:
-            table = con.sql(item_sql(self.source, raw.schema.names),
-                            params=self.params).to_arrow_table()
+            table = con.sql(sql, params={name: value for name, value in self.params.items()
+                                         if f"${name}" in sql}).to_arrow_table()
         finally:
             con.unregister("raw")
         columns = dict(zip(table.column_names, table.columns, strict=True))
         columns["content_hash"] = sha256_hex(columns["data"])
+        # the same value on every row: repeated in Arrow (a memcpy), not formatted per row
+        columns["data_type"] = pa.repeat(pa.scalar(self.source.data_type), table.num_rows)
+        if "metadata" not in columns:
+            columns["metadata"] = pa.repeat(pa.scalar(self.params["metadata"]), table.num_rows)
         return pa.table([columns[name] for name in ITEM_SCHEMA.names],
                         names=ITEM_SCHEMA.names).cast(ITEM_SCHEMA)

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -81,6 +82,22 @@ def prepare_stage_postgres(cfg: dict) -> Callable[[], int]:
     return lambda: stage_day(cfg, source, database, lake).extracted
 
 
+def local_server_pid(url: str) -> int | None:
+    """The pid of the server listening on ``url``'s loopback port (None: not on this machine,
+    or not visible): its CPU counts as the stage's server CPU, as the mock warehouse's does."""
+    import psutil
+
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or parts.port is None:
+        return None
+    try:
+        listening = [c.pid for c in psutil.net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == parts.port]
+    except psutil.AccessDenied:
+        return None
+    return next((pid for pid in listening if pid), None)
+
+
 def dlt_python(home: Path) -> str:
     """The python of the dlt venv: ``BLADE_BENCH_DLT_PYTHON``, or ``<home>/dlt-venv`` created
     (and dlt installed) on first use."""
@@ -105,12 +122,18 @@ def run_dlt(cfg: dict, backend: str) -> dict[str, Any]:
                 "schema": "blade",
                 "table": TABLES[cfg["data_type"]], "backend": backend,
                 "chunk_size": cfg["batch_rows"], "out": str(out)}
+    from blade_pipeline.bench.stages import server_cpu_s
+
+    pids = cfg.get("server_pids", {})
+    before = server_cpu_s(pids)
     proc = subprocess.run([cfg["dlt_python"], str(DLT_PEER), json.dumps(settings)],
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"dlt ({backend}) failed:\n{proc.stderr[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"stage": f"dlt_{backend}", "server_cpu_s": {}, **result}
+    after = server_cpu_s(pids)  # the server's CPU for dlt's queries (its imports cost none)
+    return {"stage": f"dlt_{backend}", **result,
+            "server_cpu_s": {name: round(after[name] - before[name], 3) for name in pids}}
 
 
 def write_bench_csv(cfg: dict, path: Path) -> None:

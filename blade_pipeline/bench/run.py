@@ -141,6 +141,7 @@ def run_bench(rows: int, data_type: str = "maintenance", batch_rows: int = 250_0
                        "small_warehouse_url": _url(warehouses.get("small")),
                        **(push.cfg() if push else {}),
                        "server_pids": {
+                           **kind_cfg.get("server_pids", {}),
                            **(push.pids() if push else {}),
                            **{name: w.popen.pid for name, w in warehouses.items()},
                            **{f"catalog{i + 1}": c.popen.pid for i, c in enumerate(catalogs)}}}
@@ -175,6 +176,8 @@ def _prepare_kinds(stages: tuple[str, ...], rows: int, data_type: str, workdir: 
         subprocess.run([sys.executable, "-c", SEED_POSTGRES, url, str(rows), END_DATE,
                         data_type], check=True)
         cfg["postgres_url"] = url
+        pid = kinds.local_server_pid(url)
+        cfg["server_pids"] = {"postgres": pid} if pid else {}
     if {"ceiling_csv", "land_csv", "stage_csv"} & set(stages):
         cfg["csv_path"] = str(workdir / "bench.csv")
         subprocess.run([sys.executable, "-m", "blade_pipeline.bench.kinds", json.dumps(

@@ -11,6 +11,7 @@ before the clock starts.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import resource
@@ -47,12 +48,19 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _server_cpu_s(pids: dict[str, int]) -> dict[str, float]:
-    """User + system CPU seconds each server process has used so far."""
+def server_cpu_s(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds each server has used so far: the process, its children that
+    ended (a PostgreSQL connection's backend) and those that still run."""
     spent = {}
     for name, pid in pids.items():
-        times = psutil.Process(pid).cpu_times()
-        spent[name] = times.user + times.system
+        server = psutil.Process(pid)
+        times = server.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in server.children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # ended meanwhile: counted by its parent
+                child_times = child.cpu_times()
+                total += child_times.user + child_times.system
+        spent[name] = total
     return spent
 
 
@@ -318,14 +326,14 @@ def main() -> None:
     run = {**STAGES, **kinds.STAGES, **push.STAGES}[stage](cfg)
     pids = cfg.get("server_pids", {})
     baseline = _rss_mb()
-    servers_before, cpu_before = _server_cpu_s(pids), _cpu_s()
+    servers_before, cpu_before = server_cpu_s(pids), _cpu_s()
     started = time.perf_counter()
     rows = run()
     seconds = time.perf_counter() - started
     extra: dict[str, Any] = {}
     if isinstance(rows, tuple):  # (rows, extra figures: runs launched, days, items)
         rows, extra = rows
-    cpu, servers = _cpu_s() - cpu_before, _server_cpu_s(pids)
+    cpu, servers = _cpu_s() - cpu_before, server_cpu_s(pids)
     out: dict[str, Any] = {"stage": stage, "rows": rows, "seconds": seconds,
                            "peak_rss_mb": round(_rss_mb(), 1),
                            "baseline_rss_mb": round(baseline, 1), "cpu_s": round(cpu, 3),

@@ -85,12 +85,14 @@ def seed_postgres(url: str, rows: int, seed: int = 42, *, end: dt.date | None = 
             cursor.adbc_ingest(name, table, mode="append", db_schema_name=schema)
             counts[data_type] = table.num_rows
         pg.commit()
-        # planner statistics, as autovacuum gives a live table (without them PostgreSQL
-        # sorts a 1M-row GROUP BY on disk where it would hash it)
-        for data_type in data_types or list(generator.TABLES):
-            cursor.execute(f"ANALYZE {_quote(schema)}.{_quote(generator.TABLES[data_type])}")
-        pg.commit()
     con.close()
+    # vacuumed and analyzed, as autovacuum leaves a live table: without statistics PostgreSQL
+    # sorts a 1M-row GROUP BY on disk where it would hash it, and an autovacuum of the fresh
+    # rows would run beside whatever reads them next
+    with adbc_pg.connect(url, autocommit=True) as pg, pg.cursor() as cursor:
+        for data_type in data_types or list(generator.TABLES):
+            cursor.execute(
+                f"VACUUM (ANALYZE) {_quote(schema)}.{_quote(generator.TABLES[data_type])}")
     return counts
 
 

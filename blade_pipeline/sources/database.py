@@ -5,9 +5,10 @@ unreachable or connection lost: the step retries; anything else: the query faile
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
+from blade_pipeline.sources import sql as source_sql
 from blade_pipeline.sources.reader import (
     SourceAuthError,
     SourceError,
@@ -15,6 +16,9 @@ from blade_pipeline.sources.reader import (
     SourceReader,
     SourceResultLostError,
 )
+
+if TYPE_CHECKING:
+    from blade_pipeline.config.sources import BladeSource
 
 
 class SourceDatabase(SourceReader):
@@ -60,3 +64,12 @@ class SourceDatabase(SourceReader):
                 f"{self.product} {self.endpoint} cannot be reached or dropped the connection "
                 f"while {doing} (the step retries): {text}")
         return SourceQueryError(f"{self.product} {self.endpoint} failed {doing}: {text}")
+
+    def key_is_unique(self, source: BladeSource) -> bool:
+        """Whether a PRIMARY KEY or UNIQUE constraint holds the key column alone (both
+        databases enforce them). A catalog the login may not read answers "not known": the
+        duplicates are then looked for, as without a constraint."""
+        try:
+            return self.query_arrow(source_sql.key_constraints(source)).num_rows > 0
+        except SourceError:
+            return False

@@ -9,10 +9,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from blade_pipeline.config.sources import BladeSource
 
 
 class SourceError(Exception):
@@ -71,6 +74,11 @@ class SourceReader(dg.ConfigurableResource, ABC):
     @abstractmethod
     def test_connection(self) -> ConnectionCheck:
         """Reach the source and list its catalogs (schemas), or raise :class:`SourceError`."""
+
+    def key_is_unique(self, source: BladeSource) -> bool:
+        """Whether the source itself forbids two rows with one primary key (then staging
+        does not look for duplicates). Default: it does not say."""
+        return False
 
 
 def check_batch_sizes(batch_rows: int, first_batch_rows: int | None) -> int:

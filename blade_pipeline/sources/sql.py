@@ -69,6 +69,29 @@ def duplicate_keys(source: BladeSource, rows_sql: str, by_day: bool = False) -> 
             f"extracted WHERE {pk} IS NOT NULL GROUP BY {day}, {pk} HAVING count(*) > 1")
 
 
+def key_constraints(source: BladeSource) -> str:
+    """PRIMARY KEY and UNIQUE constraints of a relational source's table that hold its primary
+    key column alone (one row each), from ``information_schema`` as PostgreSQL and MySQL keep
+    it. Both enforce them, so such a table has no duplicate keys to look for (Databricks'
+    constraints are informational: a warehouse is never asked). The names come from
+    sources.yaml and are written as string literals (sqlglot quotes them for each dialect):
+    MySQL's reader binds no text parameters."""
+    from sqlglot import exp
+
+    location = source.location
+    schema, name, column = (exp.Literal.string(v).sql(dialect="databricks") for v in (
+        location.schema_, location.table, source.primary_key))
+    return ("SELECT tc.constraint_name AS name FROM information_schema.table_constraints AS tc "
+            "JOIN information_schema.key_column_usage AS kcu "
+            "ON kcu.constraint_schema = tc.constraint_schema "
+            "AND kcu.constraint_name = tc.constraint_name "
+            "AND kcu.table_schema = tc.table_schema AND kcu.table_name = tc.table_name "
+            f"WHERE tc.table_schema = {schema} AND tc.table_name = {name} "
+            "AND tc.constraint_type IN ('PRIMARY KEY', 'UNIQUE') "
+            "GROUP BY tc.constraint_name "
+            f"HAVING count(*) = 1 AND max(kcu.column_name) = {column}")
+
+
 def changed_days(source: BladeSource) -> str:
     """Days with rows newer than ``:cursor``: newest watermark and row count per day."""
     wm = ident(source.watermark_column)

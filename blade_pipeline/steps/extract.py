@@ -21,15 +21,20 @@ FIRST_BATCH_DIVISOR = 4
 
 
 def duplicate_keys(warehouse: SourceReader, source: BladeSource, sql: str,
-                   params: dict[str, Any] | None, by_day: bool = False) -> Future[pa.Table]:
+                   params: dict[str, Any] | None, by_day: bool = False
+                   ) -> Future[pa.Table | None]:
     """Keys held by more than one row of ``sql`` (within a day: ``by_day``) and the newest
     watermark of each, asked for in a background thread: the answer is needed only by the
     first batch's validation, so the query overlaps the extract's start instead of delaying
-    it."""
-    future: Future[pa.Table] = Future()
+    it. None when the source enforces unique keys (a PRIMARY KEY or UNIQUE constraint on the
+    key column alone): the aggregate would scan the rows for nothing."""
+    future: Future[pa.Table | None] = Future()
 
     def ask() -> None:
         try:
+            if warehouse.key_is_unique(source):
+                future.set_result(None)
+                return
             future.set_result(utc_naive(warehouse.query_arrow(
                 source_sql.duplicate_keys(source, sql, by_day), params)))
         except BaseException as exc:  # re-raised where the answer is used

@@ -91,11 +91,13 @@ def warehouse_url(server: ServerProcess, warehouse_id: str = "test") -> str:
 
 
 @pytest.fixture(scope="session")
-def start_catalog(tmp_path_factory, started_servers) -> Callable[..., ServerProcess]:
+def start_catalog(tmp_path_factory, started_servers) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: start a catalog service (fresh SQLite store unless ``db`` is given); it stops
-    when the module that started it ends."""
+    when the module that started it ends. A plain catalog (no flags, no ``db``) is taken
+    from a spare launched when the previous one was taken: its ~2 s of process start overlap
+    the test that ran meanwhile."""
 
-    def start(*extra: str, db: Path | None = None) -> ServerProcess:
+    def launch(*extra: str, db: Path | None = None) -> ServerProcess:
         directory = tmp_path_factory.mktemp("catalog")
         port = free_port()
         server = ServerProcess(
@@ -103,11 +105,22 @@ def start_catalog(tmp_path_factory, started_servers) -> Callable[..., ServerProc
                           str(db or directory / "catalog.sqlite3"), "--token", CATALOG_TOKEN,
                           *extra),
             port, directory / "catalog.log")
-        server.start("/healthz", timeout=60)
+        server.launch()
+        return server
+
+    spares: list[ServerProcess] = []
+
+    def start(*extra: str, db: Path | None = None) -> ServerProcess:
+        plain = not extra and db is None
+        server = spares.pop() if plain and spares else launch(*extra, db=db)
+        if plain:
+            spares.append(launch())
+        server.wait_ready("/healthz", timeout=60)
         started_servers.append((server, False))
         return server
 
-    return start
+    yield start
+    stop_all(spares)
 
 
 #: Credentials of the loopback S3 API (moto accepts any): the standard AWS variables.

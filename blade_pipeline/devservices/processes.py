@@ -54,12 +54,22 @@ class ServerProcess:
         """Launch the process and wait until GET ``ready_path`` answers (any HTTP status), or
         with ``ready_path=None`` (a server that does not speak HTTP) until its port accepts
         connections."""
+        self.launch(env)
+        self.wait_ready(ready_path, timeout)
+
+    def launch(self, env: dict | None = None) -> None:
+        """Launch the process without waiting for it (see :meth:`wait_ready`)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
                 self.args, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})}, preexec_fn=_default_signals,
             )
+
+    def wait_ready(self, ready_path: str | None, timeout: float = 60.0) -> None:
+        """Wait until the launched process is ready (see :meth:`start`); stop it and raise
+        when it exits or is not ready in ``timeout`` seconds."""
+        assert self.popen is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:

@@ -1,13 +1,21 @@
-"""Arrow results as a Databricks SQL warehouse returns them over Thrift.
+"""Arrow results as a Databricks SQL warehouse returns them over Thrift and the Statement
+Execution API.
 
 DuckDB hands out Arrow types the connector cannot take (dictionary, unsigned, time, large
 strings, nanosecond timestamps); they are cast to what Databricks itself would send. The
-Thrift result schema (``TTableSchema``) is derived from the final Arrow schema.
+Thrift result schema (``TTableSchema``), the Statement Execution API's column list and its
+``JSON_ARRAY`` values are derived from the final Arrow schema.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
+import json
+from typing import Any
+
 import pyarrow as pa
+import pyarrow.compute as pc
 from databricks.sql.thrift_api.TCLIService import ttypes
 
 _PRIMITIVE_IDS: list[tuple[object, int]] = [
@@ -28,6 +36,10 @@ _PRIMITIVE_IDS: list[tuple[object, int]] = [
     (pa.types.is_map, ttypes.TTypeId.MAP_TYPE),
     (pa.types.is_struct, ttypes.TTypeId.STRUCT_TYPE),
 ]
+
+
+def _type_id(dtype: pa.DataType) -> int:
+    return next(tid for check, tid in _PRIMITIVE_IDS if check(dtype))
 
 
 def client_type(dtype: pa.DataType) -> pa.DataType:
@@ -85,7 +97,7 @@ def to_client(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 
 def _type_entry(dtype: pa.DataType) -> ttypes.TTypeEntry:
-    type_id = next(tid for check, tid in _PRIMITIVE_IDS if check(dtype))
+    type_id = _type_id(dtype)
     qualifiers = None
     if type_id == ttypes.TTypeId.DECIMAL_TYPE:
         qualifiers = ttypes.TTypeQualifiers(qualifiers={
@@ -122,3 +134,78 @@ def ipc_stream(schema: pa.Schema, batches: list[pa.RecordBatch]) -> pa.Buffer:
     buffer = pa.allocate_buffer(measured.size())
     write(pa.FixedSizeBufferWriter(buffer))
     return buffer
+
+
+#: Statement Execution API type names that differ from the Thrift ones (``TTypeId`` less _TYPE).
+_SEA_NAMES = {ttypes.TTypeId.TINYINT_TYPE: "BYTE", ttypes.TTypeId.SMALLINT_TYPE: "SHORT",
+              ttypes.TTypeId.BIGINT_TYPE: "LONG"}
+
+
+def type_text(dtype: pa.DataType) -> str:
+    """Databricks' SQL spelling of a client-readable Arrow type (``DECIMAL(10,2)``,
+    ``ARRAY<INT>``, ``TIMESTAMP_NTZ`` for a naive timestamp)."""
+    if pa.types.is_decimal(dtype):
+        return f"DECIMAL({dtype.precision},{dtype.scale})"
+    if pa.types.is_timestamp(dtype):
+        return "TIMESTAMP" if dtype.tz else "TIMESTAMP_NTZ"
+    if pa.types.is_list(dtype):
+        return f"ARRAY<{type_text(dtype.value_type)}>"
+    if pa.types.is_map(dtype):
+        return f"MAP<{type_text(dtype.key_type)}, {type_text(dtype.item_type)}>"
+    if pa.types.is_struct(dtype):
+        return "STRUCT<" + ", ".join(f"{f.name}: {type_text(f.type)}" for f in dtype) + ">"
+    if pa.types.is_null(dtype):
+        return "VOID"
+    return ttypes.TTypeId._VALUES_TO_NAMES[_type_id(dtype)].removesuffix("_TYPE")
+
+
+def sea_columns(schema: pa.Schema) -> list[dict[str, Any]]:
+    """``manifest.schema.columns`` of the Statement Execution API for a client-readable schema
+    (``type_name`` as the API names it: ``LONG``, ``SHORT``, ``BYTE``; positions from 0)."""
+    columns = []
+    for position, field in enumerate(schema):
+        tid = _type_id(field.type)
+        column = {"name": field.name, "position": position, "type_text": type_text(field.type),
+                  "type_name": _SEA_NAMES.get(tid) or
+                  ttypes.TTypeId._VALUES_TO_NAMES[tid].removesuffix("_TYPE")}
+        if pa.types.is_decimal(field.type):
+            column["type_precision"] = field.type.precision
+            column["type_scale"] = field.type.scale
+        columns.append(column)
+    return columns
+
+
+def _plain(value: Any, dtype: pa.DataType) -> Any:
+    """A nested value as JSON data: maps as objects, binary as hex, dates and decimals as text."""
+    if value is None:
+        return None
+    if pa.types.is_map(dtype):
+        return {str(k): _plain(v, dtype.item_type) for k, v in value}
+    if pa.types.is_struct(dtype):
+        return {f.name: _plain(value[f.name], f.type) for f in dtype}
+    if pa.types.is_list(dtype):
+        return [_plain(v, dtype.value_type) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dt.date | decimal.Decimal):
+        return str(value)
+    return value
+
+
+def json_strings(column: pa.ChunkedArray | pa.Array) -> list[str | None]:
+    """A column's ``JSON_ARRAY`` values: each the string form of its value, or None.
+
+    Scalars are cast by Arrow (timestamps in ISO 8601, zoned ones in UTC with ``Z``; booleans
+    ``true``/``false``); binary values are hex (the connector decodes them with
+    ``bytes.fromhex``) and nested ones compact JSON, converted value by value.
+    """
+    dtype = column.type
+    if pa.types.is_timestamp(dtype):
+        utc = column.cast(pa.timestamp(dtype.unit, "UTC")) if dtype.tz else column
+        return pc.strftime(utc, format="%Y-%m-%dT%H:%M:%S" + ("Z" if dtype.tz else "")
+                           ).to_pylist()
+    if pa.types.is_binary(dtype) or pa.types.is_nested(dtype):
+        return [None if v is None else v.hex() if isinstance(v, bytes) else
+                json.dumps(_plain(v, dtype), separators=(",", ":"))
+                for v in column.to_pylist()]
+    return column.cast(pa.string()).to_pylist()

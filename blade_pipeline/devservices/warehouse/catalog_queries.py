@@ -1,7 +1,10 @@
-"""Metadata answers (GetCatalogs/Schemas/Tables/Columns, DESCRIBE TABLE) from DuckDB's catalog.
+"""Metadata answers (GetCatalogs/Schemas/Tables/Columns, DESCRIBE TABLE, SHOW) from DuckDB's
+catalog.
 
 Result columns follow what Databricks returns (JDBC names for the Get* calls; col_name,
-data_type, comment for DESCRIBE), with Databricks catalog names in place of DuckDB databases.
+data_type, comment for DESCRIBE; ``catalogName``, ``namespace``, ... for the
+``SHOW TABLES|COLUMNS IN CATALOG`` commands the Statement Execution API clients send in place
+of the Get* calls), with Databricks catalog names in place of DuckDB databases.
 """
 
 from __future__ import annotations
@@ -171,8 +174,36 @@ class Show:
     pattern: str | None
 
 
-def show(sql: str) -> Show | None:
-    """``SHOW CATALOGS/SCHEMAS/TABLES/VIEWS`` as Databricks reads them; None otherwise."""
+_SHOW_IN_CATALOG = re.compile(
+    r"^\s*SHOW\s+(?P<what>TABLES|COLUMNS)\s+IN\s+(?:ALL\s+CATALOGS|CATALOG\s+(?P<catalog>[`\w]+))"
+    r"(?:\s+SCHEMA\s+LIKE\s+'(?P<schema>[^']*)')?(?:\s+TABLE\s+LIKE\s+'(?P<table>[^']*)')?"
+    r"(?:\s+LIKE\s+'(?P<pattern>[^']*)')?\s*;?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ShowInCatalog:
+    """``SHOW TABLES IN {CATALOG c | ALL CATALOGS} [SCHEMA LIKE 's'] [LIKE 't']`` or
+    ``SHOW COLUMNS IN CATALOG c [SCHEMA LIKE 's'] [TABLE LIKE 't'] [LIKE 'col']``: the
+    metadata commands of Statement Execution API clients (patterns as SQL LIKE, ``*`` = ``%``)."""
+
+    what: str  # tables or columns
+    catalog: str | None  # None: all catalogs
+    schema: str | None
+    table: str | None
+    pattern: str | None
+
+
+def _like(pattern: str | None) -> str | None:
+    return None if pattern is None else pattern.replace("*", "%")
+
+
+def show(sql: str) -> Show | ShowInCatalog | None:
+    """``SHOW CATALOGS/SCHEMAS/TABLES/VIEWS`` as Databricks reads them, and the
+    ``SHOW TABLES|COLUMNS IN CATALOG`` metadata commands; None otherwise."""
+    if found := _SHOW_IN_CATALOG.match(sql):
+        return ShowInCatalog(found["what"].lower(), found["catalog"] and
+                             found["catalog"].strip("`").lower(), _like(found["schema"]),
+                             _like(found["table"]), _like(found["pattern"]))
     match = _SHOW.match(sql)
     if not match:
         return None
@@ -190,10 +221,53 @@ def _matches(names: list[str], pattern: str | None) -> list[bool]:
     return [regex.fullmatch(name) is not None for name in names]
 
 
+def _tables_in_catalog(cur: duckdb.DuckDBPyConnection, catalog_map: Mapping[str, str],
+                       stmt: ShowInCatalog) -> pa.RecordBatchReader:
+    """``catalogName, namespace, tableName, isTemporary, information, tableType, remarks`` (the
+    table type 6th, where the connector's table-type filter reads it)."""
+    found = tables(cur, catalog_map, stmt.catalog, stmt.schema, stmt.pattern, None).read_all()
+    n = found.num_rows
+    return _reader(pa.table({
+        "catalogName": found["TABLE_CAT"], "namespace": found["TABLE_SCHEM"],
+        "tableName": found["TABLE_NAME"], "isTemporary": pa.array([False] * n, pa.bool_()),
+        "information": pa.nulls(n, pa.string()), "tableType": found["TABLE_TYPE"],
+        "remarks": found["REMARKS"]}))
+
+
+def _columns_in_catalog(cur: duckdb.DuckDBPyConnection, catalog_map: Mapping[str, str],
+                        stmt: ShowInCatalog) -> pa.RecordBatchReader:
+    """One row per column with the names JDBC drivers read (``col_name``, ``columnType``...);
+    ``ordinalPosition`` counts from 1."""
+    rows = _column_rows(cur, catalog_map, stmt.catalog, stmt.schema, stmt.table, stmt.pattern)
+
+    def text(i: int) -> pa.Array:
+        return pa.array([r[i] for r in rows], pa.string())
+
+    def number(i: int) -> pa.Array:
+        return pa.array([r[i] for r in rows], pa.int32())
+
+    return _reader(pa.table({
+        "catalogName": text(0), "namespace": text(1), "tableName": text(2), "col_name": text(3),
+        "columnType": pa.array([databricks_type(r[4])[0].upper() for r in rows], pa.string()),
+        "columnSize": number(5), "decimalDigits": number(6),
+        "radix": pa.array([10 if r[5] is not None else None for r in rows], pa.int32()),
+        "isNullable": pa.array(["true" if r[7] else "false" for r in rows], pa.string()),
+        "remarks": text(10), "ordinalPosition": number(9),
+        "isAutoIncrement": pa.array([False] * len(rows), pa.bool_()),
+        "isGenerated": pa.array([False] * len(rows), pa.bool_())}))
+
+
 def answer_show(cur: duckdb.DuckDBPyConnection, catalog_map: Mapping[str, str],
-                catalog: str, schema: str, stmt: Show) -> pa.RecordBatchReader:
+                catalog: str, schema: str, stmt: Show | ShowInCatalog) -> pa.RecordBatchReader:
     """What Databricks answers: ``catalog``; ``databaseName``; ``database, tableName,
-    isTemporary``; ``namespace, viewName, isTemporary, isMaterialized``."""
+    isTemporary``; ``namespace, viewName, isTemporary, isMaterialized``; and for
+    ``SHOW TABLES|COLUMNS IN CATALOG`` the columns above."""
+    if isinstance(stmt, ShowInCatalog):
+        if stmt.catalog is not None and stmt.catalog not in catalog_map:
+            raise DatabricksSqlError("NO_SUCH_CATALOG_EXCEPTION",
+                                     f"Catalog '{stmt.catalog}' was not found.", "42704")
+        answer = _tables_in_catalog if stmt.what == "tables" else _columns_in_catalog
+        return answer(cur, catalog_map, stmt)
     if stmt.what == "catalogs":
         names = sorted(catalog_map)
         return _reader(pa.table({"catalog": pa.array(

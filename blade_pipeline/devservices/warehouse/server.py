@@ -2,7 +2,8 @@
 
 The unmodified databricks-sql-connector is its client. It answers on any ``/sql/...`` path
 (``/sql/1.0/warehouses/<id>`` like a workspace with several warehouses), serves large results
-as cloud-fetch files under ``/cloudfetch/``, and ``GET /healthz`` for readiness probes.
+as cloud-fetch files under ``/cloudfetch/``, the Statement Execution API under
+``/api/2.0/sql/`` (``statement_api``), and ``GET /healthz`` for readiness probes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from thrift.transport import TTransport
 
 from blade_pipeline.devservices.warehouse import generator
 from blade_pipeline.devservices.warehouse.service import WarehouseService
+from blade_pipeline.devservices.warehouse.statement_api import StatementApi
 from blade_pipeline.devservices.warehouse.volumes import Volumes
 
 log = logging.getLogger("blade.mock_warehouse")
@@ -104,6 +106,40 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _authorized(self) -> bool:
+        """True if the request carries the warehouse's token; else answer 401 and say False."""
+        expected = f"Bearer {self.server.config.token}".encode()
+        given = (self.headers.get("Authorization") or "").encode()
+        if hmac.compare_digest(given, expected):
+            return True
+        reason = "Invalid access token." if given else "Missing access token."
+        self._reply(401, reason.encode(), headers={"x-databricks-reason-phrase": reason})
+        return False
+
+    def _statement_api(self, method: str) -> bool:
+        """A Statement Execution API call or one of its result links: answer it; False if the
+        path is neither."""
+        api = self.server.statements
+        if not api.serves(self.path):
+            return False
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if api.needs_token(self.path) and not self._authorized():
+            return True
+        cfg = self.server.config
+        if cfg.latency_ms and api.needs_token(self.path):
+            time.sleep(cfg.latency_ms / 1000)
+        if cfg.fail_rate and api.is_execute(method, self.path) and \
+                self.server.faults.random() < cfg.fail_rate:
+            log.info("injected HTTP 503 on POST statements")
+            self._reply(503, b"warehouse temporarily unavailable (injected fault)",
+                        headers={"Retry-After": "1"})
+            return True
+        self.server.request_host.value = self.headers.get("Host") or \
+            f"{cfg.host}:{self.server.server_port}"
+        reply = api.handle(method, self.path, body)
+        self._reply(reply.status, reply.body, reply.content_type)
+        return True
+
     def _volume(self, method: str) -> bool:
         """A presigned volume URL (``/volumes/<token>``): answer it; False if not one."""
         parts = self.path.split("?")[0].strip("/").split("/")
@@ -121,12 +157,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, b"not found")
 
     def do_DELETE(self) -> None:
-        if not self._volume("DELETE"):
+        if not self._statement_api("DELETE") and not self._volume("DELETE"):
             self._reply(404, b"not found")
 
     def do_GET(self) -> None:
         parts = self.path.split("?")[0].strip("/").split("/")
-        if self._volume("GET"):
+        if self._statement_api("GET") or self._volume("GET"):
             return
         if parts == ["healthz"]:
             self._reply(200, b"ok")
@@ -140,16 +176,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, b"not found")
 
     def do_POST(self) -> None:
+        if self._statement_api("POST"):
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         if not self.path.startswith("/sql/"):
-            self._reply(404, b"not a SQL warehouse endpoint; use /sql/1.0/warehouses/<id>")
+            self._reply(404, b"not a SQL warehouse endpoint; use /sql/1.0/warehouses/<id> "
+                        b"or /api/2.0/sql/statements")
             return
-        expected = f"Bearer {self.server.config.token}".encode()
-        given = (self.headers.get("Authorization") or "").encode()
-        if not hmac.compare_digest(given, expected):
-            reason = "Invalid access token." if given else "Missing access token."
-            self._reply(401, reason.encode(), headers={"x-databricks-reason-phrase": reason})
+        if not self._authorized():
             return
         cfg = self.server.config
         if cfg.latency_ms:
@@ -183,6 +218,7 @@ class WarehouseHTTPServer(ThreadingHTTPServer):
         self.service = WarehouseService(self.con, catalogs, self._base_url, volumes=Volumes(
             Path(f"{config.db_path}.volumes"), catalogs))
         self.processor = TCLIService.Processor(self.service)
+        self.statements = StatementApi(self.service)
         self.faults = random.Random(config.fault_seed)
         self._stop = threading.Event()
         super().__init__((config.host, config.port), _Handler)
@@ -200,6 +236,7 @@ class WarehouseHTTPServer(ThreadingHTTPServer):
     def _sweeper(self) -> None:
         while not self._stop.wait(30):
             self.service.sweep()
+            self.statements.sweep()
 
     def _change_feed(self) -> None:
         tick = 0

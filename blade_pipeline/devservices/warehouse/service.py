@@ -47,6 +47,11 @@ class WarehouseError(Exception):
         self.sql_state = sql_state
 
 
+def as_warehouse_error(exc: WarehouseError | ParameterError) -> WarehouseError:
+    """The error a statement fails with: a parameter that cannot be bound is SQLSTATE 22023."""
+    return exc if isinstance(exc, WarehouseError) else WarehouseError(str(exc), "22023")
+
+
 def _error_status(message: str, sql_state: str = "HY000",
                   code: int = ttypes.TStatusCode.ERROR_STATUS) -> ttypes.TStatus:
     return ttypes.TStatus(statusCode=code, errorMessage=message, displayMessage=message,
@@ -62,6 +67,11 @@ class Session:
     handle: ttypes.THandleIdentifier
     catalog: str
     schema: str
+
+    @classmethod
+    def new(cls, catalog: str, schema: str) -> Session:
+        """A session with a fresh handle, in ``catalog``.``schema``."""
+        return cls(_new_id(), catalog, schema)
 
 
 @dataclass
@@ -101,6 +111,17 @@ class Answer:
         if insert:
             columns["num_inserted_rows"] = pa.array([count], pa.int64())
         return cls(pa.table(columns), modified_rows=count)
+
+
+def as_reader(result: pa.RecordBatchReader | Answer | None
+              ) -> tuple[pa.RecordBatchReader, Answer | None]:
+    """A statement's rows as one reader (none: an empty schema), and its Answer if it had one."""
+    if isinstance(result, Answer):
+        return pa.RecordBatchReader.from_batches(result.table.schema,
+                                                 result.table.to_batches()), result
+    if result is None:
+        return pa.RecordBatchReader.from_batches(pa.schema([]), []), None
+    return result, None
 
 
 class WarehouseService:
@@ -220,8 +241,11 @@ class WarehouseService:
         session.schema = parts[-1]
         return True
 
-    def _run(self, session: Session, sql: str, params: object
+    def _run(self, session: Session, sql: str, params: object,
+             on_cursor: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
              ) -> pa.RecordBatchReader | Answer | None:
+        """Run ``sql``; ``on_cursor`` is shown the DuckDB cursor before the statement runs on it
+        (to interrupt it from another thread)."""
         if self._use(session, sql):
             return None
         staged = parse_staging(sql)
@@ -241,6 +265,8 @@ class WarehouseService:
         except DatabricksSqlError as exc:
             raise WarehouseError(str(exc), exc.sql_state) from None
         cur = self._cursor(session)
+        if on_cursor is not None:
+            on_cursor(cur)
         try:
             if described is not None:
                 return catalog_queries.describe(cur, self.catalogs, session.catalog,
@@ -271,18 +297,13 @@ class WarehouseService:
                                          hasResultSet=True)
         op = Operation(handle, session)
         try:
-            reader = run()
-            if isinstance(reader, Answer):
-                op.modified_rows, op.staging = reader.modified_rows, reader.staging
-                reader = pa.RecordBatchReader.from_batches(reader.table.schema,
-                                                           reader.table.to_batches())
-            if reader is None:
-                reader = pa.RecordBatchReader.from_batches(pa.schema([]), [])
+            reader, answer = as_reader(run())
+            if answer is not None:
+                op.modified_rows, op.staging = answer.modified_rows, answer.staging
             op.stream = ResultStream(reader)
         except (WarehouseError, ParameterError) as exc:
             op.state = State.ERROR_STATE
-            op.error = exc if isinstance(exc, WarehouseError) else WarehouseError(str(exc),
-                                                                                  "22023")
+            op.error = as_warehouse_error(exc)
         max_rows = direct.maxRows if direct and direct.maxRows else DEFAULT_MAX_ROWS
         max_bytes = direct.maxBytes if direct and direct.maxBytes else DEFAULT_MAX_BYTES
         if op.stream is not None:
@@ -325,6 +346,16 @@ class WarehouseService:
                                      bool(req.canDownloadResult), req.getDirectResults)
         return ttypes.TExecuteStatementResp(status=OK, operationHandle=handle,
                                             directResults=direct)
+
+    def execute(self, session: Session, sql: str, params: list[ttypes.TSparkParameter] | None,
+                on_cursor: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+                ) -> tuple[pa.RecordBatchReader, Answer | None]:
+        """Run ``sql`` as ExecuteStatement does, for another front end (the Statement Execution
+        API): its rows and its Answer, if any. WarehouseError for what fails."""
+        try:
+            return as_reader(self._run(session, sql, bind_values(params), on_cursor))
+        except ParameterError as exc:
+            raise as_warehouse_error(exc) from None
 
     # ---- metadata calls --------------------------------------------------------------------
     def _metadata_call(self, req: object, op_type: int,

@@ -142,6 +142,7 @@ def landing_dir(tmp_path) -> Path:
     return tmp_path / "landing"
 
 
+@pytest.mark.slow
 def test_15a_a_dropped_file_lands_with_its_broken_lines_quarantined_and_reaches_the_catalog(
         reference_db, fault_warehouse, start_catalog, lake_dir, landing_dir, tmp_path,
         dagster_instance, recorded):

@@ -93,6 +93,7 @@ def cli(monkeypatch, lane: Lane, *args: str) -> int:
     return main(["schema", *args])
 
 
+@pytest.mark.slow
 def test_8c_a_new_column_evolves_is_ignored_or_blocks_until_accepted(
         lanes, dagster_instance, recorded, monkeypatch, capsys, pg_dagster_home):
     evolve, ignore, fail = (lanes("maintenance", on_new_column=p)
@@ -175,6 +176,7 @@ def test_8c_a_new_column_evolves_is_ignored_or_blocks_until_accepted(
     assert schema_check(run(evolve.source, evolve.res, dagster_instance, recorded)).passed
 
 
+@pytest.mark.slow
 def test_8d_a_dropped_column_is_allowed_only_when_optional(
         lanes, dagster_instance, recorded):
     allow, fail = lanes("sortie", on_dropped_column="allow"), lanes("sortie")
@@ -210,6 +212,7 @@ def test_8d_a_dropped_column_is_allowed_only_when_optional(
         checks(result)["schema_conforms"].description
 
 
+@pytest.mark.slow
 def test_8e_a_widened_column_goes_on_rescuing_what_does_not_fit_and_narrowing_blocks(
         lanes, policy_warehouse, dagster_instance, recorded, monkeypatch, capsys):
     widen, fail = lanes("supply", on_type_change="widen"), lanes("supply")

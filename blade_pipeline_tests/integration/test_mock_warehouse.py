@@ -260,6 +260,7 @@ def test_concurrent_connections(big_warehouse, reference):
                 pc.sum(pc.utf8_length(expected.column(key))).as_py()
 
 
+@pytest.mark.slow
 def test_transient_503s_are_retried_by_the_connector(start_warehouse):
     server = start_warehouse(1_000, "--fail-rate", "0.5", "--fault-seed", "3",
                              "--latency-ms", "50")

@@ -76,6 +76,7 @@ def test_wrong_token_fails_fast_without_leaking_it(big_warehouse):
     assert str(big_warehouse.port) in str(err.value)
 
 
+@pytest.mark.slow
 def test_dead_warehouse_fails_in_seconds_naming_host_and_cause():
     port = free_port()
     dead = DatabricksWarehouse(url=f"http://127.0.0.1:{port}/sql/1.0/warehouses/x", token="t")

@@ -43,6 +43,7 @@ class RowScreen:
         self.model = model
         self.schema = model.to_schema()
         self.enabled = _screenable(self.schema)
+        self.rules = self._rules()
         self._schema_ok: dict[tuple, bool] = {}
 
     def _fits(self, frame: pl.DataFrame) -> bool:
@@ -91,7 +92,7 @@ class RowScreen:
         passes; None when the screen cannot tell (validate with Pandera)."""
         if not self.enabled or not self._fits(frame):
             return None
-        rules, lazy, n = self._rules(), frame.lazy(), frame.height
+        rules, lazy, n = self.rules, frame.lazy(), frame.height
         try:
             verdicts = pl.collect_all([self._verdict(lazy, frame, key, check)
                                        for key, _, check in rules])

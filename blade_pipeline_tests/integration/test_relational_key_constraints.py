@@ -81,21 +81,19 @@ def duplicates_asked(reader, source: BladeSource):
                                   extract.day_bounds(DAY.date().isoformat())).result(timeout=30)
 
 
-@pytest.mark.parametrize("name", sorted(TABLES))
-def test_postgres_constraints_on_the_key_alone_spare_the_duplicate_query(postgres_url, name):
-    reader, source = PostgresDatabase(url=postgres_url), table_source("postgres", "blade", name)
-    assert reader.key_is_unique(source) is EXPECTED[name]
-    duplicates = duplicates_asked(reader, source)
-    if EXPECTED[name]:
-        assert duplicates is None
-    else:
-        assert duplicates.column("key").to_pylist() == ["1"]
+@pytest.fixture(params=["postgres", "mysql"])
+def database(request) -> tuple[str, object, str]:
+    """(kind, reader, schema) of each database holding the tables."""
+    if request.param == "postgres":
+        return "postgres", PostgresDatabase(url=request.getfixturevalue("postgres_url")), "blade"
+    schema = request.getfixturevalue("mysql_schema")
+    return "mysql", MySQLDatabase(url=f"{MYSQL_SERVER}/{schema}"), schema
 
 
 @pytest.mark.parametrize("name", sorted(TABLES))
-def test_mysql_constraints_on_the_key_alone_spare_the_duplicate_query(mysql_schema, name):
-    reader = MySQLDatabase(url=f"{MYSQL_SERVER}/{mysql_schema}")
-    source = table_source("mysql", mysql_schema, name)
+def test_constraints_on_the_key_alone_spare_the_duplicate_query(database, name):
+    kind, reader, schema = database
+    source = table_source(kind, schema, name)
     assert reader.key_is_unique(source) is EXPECTED[name]
     duplicates = duplicates_asked(reader, source)
     if EXPECTED[name]:

@@ -24,6 +24,11 @@ from pandera.api.polars.types import PolarsData
 from pandera.backends.polars.checks import PolarsCheckBackend
 from pandera.constants import CHECK_OUTPUT_KEY
 
+# Pandera registers its polars backends and check implementations (importing hypothesis)
+# inside the first validate(); the screen calls the checks itself, so they are registered here,
+# at code load (~0.2 s) instead of inside a run's first batch.
+pa_pl.DataFrameSchema.register_default_backends(pl.LazyFrame)
+
 
 def _screenable(schema: pa_pl.DataFrameSchema) -> bool:
     """Whether every rule of ``schema`` is a per-row check the screen reproduces."""

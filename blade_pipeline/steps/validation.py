@@ -32,10 +32,6 @@ from blade_pipeline.steps import schema_policy
 from blade_pipeline.steps.row_screen import RowScreen
 from blade_pipeline.steps.schema_policy import SchemaPlan
 
-# Pandera registers its polars backends (importing hypothesis) inside the first validate():
-# ~0.2 s at code load instead of inside a run's first batch.
-pa_pl.DataFrameSchema.register_default_backends(pl.LazyFrame)
-
 ROW_COLUMN = "_row"
 REASON_COLUMN = "_reason"
 

@@ -30,10 +30,9 @@ from blade_pipeline_tests.conftest import (
     warehouse_url,
 )
 from blade_pipeline_tests.dagster_gql import DagsterGraphQL
-from blade_pipeline_tests.expectations import catalog_items
 from blade_pipeline_tests.mysql import MYSQL_SERVER, fresh_mysql_database
 from blade_pipeline_tests.postgres import fresh_pg_database
-from blade_pipeline_tests.servers import ServerProcess, catalog_reader, free_port
+from blade_pipeline_tests.servers import ServerProcess, free_port, stored_items
 
 LIVE_PG_ROWS = 2_000  # rows of the PostgreSQL source's table in a live stack
 #: The ``kind: mysql`` source a live stack adds to the packaged sources when asked
@@ -177,8 +176,7 @@ def assert_catalog_holds_exactly_the_staged_items(stack: LiveStack, data_type: s
                                                   *days: str) -> None:
     """The catalog holds exactly the days' staged items (no loss, no extra), each at version
     1 (nothing uploaded twice)."""
-    with catalog_reader(stack.catalog_server) as reader:
-        items = catalog_items(reader, f"BLADE:{data_type}")
+    items = stored_items(stack.catalog_server, f"BLADE:{data_type}")
     staged_ids = {i for day in days for i in stack.lake.parquet_file(  # a key may be on 2 days
         stack.lake.partition_dir(data_type, day)).read(columns=["item_id"]).column(0).to_pylist()}
     ids = [i["item_id"] for i in items]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import sqlite3
+from pathlib import Path
+from typing import Any
 
 from blade_pipeline.devservices.processes import (
     ServerProcess,
@@ -11,23 +13,22 @@ from blade_pipeline.devservices.processes import (
     free_port,
     running,
 )
-from blade_pipeline.storage.catalog import CatalogClient
 
-__all__ = ["ServerProcess", "blade_command", "catalog_reader", "free_port", "running"]
+__all__ = ["ServerProcess", "blade_command", "free_port", "running", "stored_items"]
 
 
 def _option(args: list[str], name: str) -> str:
     return args[args.index(name) + 1]
 
 
-@contextlib.contextmanager
-def catalog_reader(catalog: ServerProcess) -> Iterator[CatalogClient]:
-    """A client of a second catalog service on ``catalog``'s store, without the first one's
-    injected faults: reading back what a deliberately slow catalog holds at full speed (the
-    ``--latency-ms`` of a slow catalog applies to every page of a listing)."""
-    port = free_port()
-    token = _option(catalog.args, "--token")
-    with running(blade_command("mock-catalog", "--port", str(port),
-                               "--db", _option(catalog.args, "--db"), "--token", token),
-                 port, catalog.log_path.with_name(f"reader-{port}.log"), "/healthz") as reader:
-        yield CatalogClient(base_url=reader.base_url, token=token)
+def stored_items(catalog: ServerProcess, data_source: str) -> list[dict[str, Any]]:
+    """Every item of ``data_source`` as the catalog's store holds it (``item_id``,
+    ``content_hash``, ``version``), read from its SQLite file read-only: reading back what a
+    deliberately slow catalog holds without paging through its API (120 pages of 1,000 items
+    cost ~10 s; the API's own listing is tested on its own)."""
+    uri = f"{Path(_option(catalog.args, '--db')).resolve().as_uri()}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as con:
+        rows = con.execute("SELECT item_id, content_hash, version FROM items "
+                           "WHERE data_source = ? ORDER BY item_id", (data_source,)).fetchall()
+    return [{"item_id": i, "content_hash": h, "version": v} for i, h, v in rows]
+

@@ -5,8 +5,8 @@ One home for what "is this Databricks SQL?" means, shared by the pipeline (the q
 filter, the guard over every SQL text the pipeline sends) and the mock warehouse (which then
 runs the statement on DuckDB: ``devservices/warehouse/sql_dialect.py``):
 
-* text that does not parse, more than one statement, or DuckDB's ``* REPLACE`` /
-  ``* RENAME``: ``PARSE_SYNTAX_ERROR`` (42601);
+* text that does not parse, more than one statement, DuckDB's ``* REPLACE`` /
+  ``* RENAME`` or ``USING SAMPLE``: ``PARSE_SYNTAX_ERROR`` (42601);
 * a function Databricks does not have — ``regexp_matches`` and ``list_value`` are DuckDB's:
   ``UNRESOLVED_ROUTINE`` (42883). Every name called as a function in the text is looked up in
   Databricks' list of built-in functions (``databricks_functions.txt``, from Databricks' and
@@ -63,6 +63,8 @@ def check_functions(sql: str, tree: exp.Expression) -> None:
     """UNRESOLVED_ROUTINE for the first name called as a function that Databricks lacks
     (names the statement declares — tables, columns, aliases — are not calls)."""
     declared = {i.name.lower() for i in tree.find_all(exp.Identifier)}
+    if any(s.args.get("seed") for s in tree.find_all(exp.TableSample)):
+        declared.add("repeatable")  # TABLESAMPLE (...) REPEATABLE (seed) is not a call
     known = builtin_functions()
     for name in called_names(sql):
         if name not in known and name not in declared:
@@ -77,6 +79,35 @@ def _check_constructs(tree: exp.Expression) -> None:
         if star.args.get("replace") or star.args.get("rename"):
             raise syntax_error("`* REPLACE (...)` / `* RENAME (...)` are not Databricks SQL "
                                "(select the columns, or use `* EXCEPT (...)`)")
+    for sample in tree.find_all(exp.TableSample):
+        if isinstance(sample.parent, exp.Select):  # DuckDB's USING SAMPLE; or after an alias
+            raise syntax_error("a sample of the whole query (DuckDB's `USING SAMPLE`) is not "
+                               f"Databricks SQL: write {_SAMPLE_SYNTAX} right after the table "
+                               "name, before its alias")
+        if sample.args.get("method") or sample.args.get("bucket_field"):
+            raise syntax_error(f"Databricks samples with {_SAMPLE_SYNTAX}: no sampling method "
+                               "(SYSTEM, BERNOULLI, ...) and no BUCKET ... ON")
+
+
+_SAMPLE_SYNTAX = "`TABLESAMPLE (n PERCENT | n ROWS | BUCKET x OUT OF y) [REPEATABLE (seed)]`"
+_SAMPLE_SHAPES = {("N", "PERCENT"), ("N", "ROWS"), ("BUCKET", "N", "OUT", "OF", "N")}
+
+
+def _check_samples(sql: str) -> None:
+    """PARSE_SYNTAX_ERROR unless each ``TABLESAMPLE (...)`` is one of Databricks' three forms
+    (sqlglot also reads a bare ``(n)``, DuckDB's ``n%`` and a method name)."""
+    tokens = sqlglot.tokenize(sql, read=DIALECT)
+    for i, token in enumerate(tokens):
+        if token.token_type != TokenType.TABLE_SAMPLE:
+            continue
+        shape: list[str] = []
+        for inner in tokens[i + 2:]:
+            if inner.token_type == TokenType.R_PAREN:
+                break
+            shape.append("N" if inner.token_type == TokenType.NUMBER else inner.text.upper())
+        opened = i + 1 < len(tokens) and tokens[i + 1].token_type == TokenType.L_PAREN
+        if not opened or tuple(shape) not in _SAMPLE_SHAPES:
+            raise syntax_error(f"Databricks samples a table with {_SAMPLE_SYNTAX}")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -95,6 +126,8 @@ def parse(sql: str) -> exp.Expression:
     [tree] = statements
     if not isinstance(tree, exp.Command):
         _check_constructs(tree)
+        if tree.find(exp.TableSample):
+            _check_samples(sql)
         check_functions(sql, tree)
     return tree
 

@@ -323,28 +323,3 @@ def test_result_types_as_databricks_returns_them(big_warehouse, rows):
     assert first.s == {"x": 1, "y": "z"} and first.bin == b"\xab"
     assert described[:7] == [("d", "decimal"), ("ts", "timestamp"), ("ntz", "timestamp"),
                              ("dt", "date"), ("a", "array"), ("m", "map"), ("s", "struct")]
-
-
-def test_volume_put_get_remove_as_the_connectors_staging_operations(start_warehouse, tmp_path):
-    """PUT/GET/REMOVE on /Volumes/... through the connector's staging operations (it moves
-    the bytes itself over the URL the warehouse answers): the file lands, comes back equal,
-    is refused a second PUT without OVERWRITE, goes, and is then not found."""
-    server = start_warehouse(100)
-    local, back = tmp_path / "drop.csv", tmp_path / "back.csv"
-    local.write_bytes(b"record_id,priority\n000000001,HIGH\n" * 1000)
-    volume = "/Volumes/main/blade/landing/2026/drop.csv"
-    with connect(server, staging_allowed_local_path=str(tmp_path)) as conn, \
-            conn.cursor() as cur:
-        cur.execute(f"PUT '{local}' INTO '{volume}'")
-        with pytest.raises(ServerOperationError, match="FILE_ALREADY_EXISTS"):
-            cur.execute(f"PUT '{local}' INTO '{volume}'")
-        cur.execute(f"PUT '{local}' INTO '{volume}' OVERWRITE")
-        cur.execute(f"GET '{volume}' TO '{back}'")
-        assert back.read_bytes() == local.read_bytes()
-        cur.execute(f"REMOVE '{volume}'")
-        with pytest.raises(ServerOperationError, match="FILE_NOT_FOUND"):
-            cur.execute(f"GET '{volume}' TO '{back}'")
-        with pytest.raises(ServerOperationError, match="INVALID_VOLUME_PATH"):
-            cur.execute(f"PUT '{local}' INTO '/Volumes/main/blade/../../etc/x'")
-    # a presigned link is single use and bound to its operation
-    assert httpx.put(f"{server.base_url}/volumes/not-a-token", content=b"x").status_code == 403

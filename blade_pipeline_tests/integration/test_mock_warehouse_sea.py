@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import threading
 import time
 
 import httpx
@@ -13,24 +12,14 @@ import lz4.frame
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from databricks import sql as dbsql
-from databricks.sql.backend.types import CommandState
 from databricks.sql.exc import RequestError, ServerOperationError
 
 from blade_pipeline.devservices.warehouse import generator
-from blade_pipeline_tests.conftest import BIG_ROWS, WAREHOUSE_TOKEN, warehouse_url
+from blade_pipeline_tests.conftest import BIG_ROWS, WAREHOUSE_TOKEN
+from blade_pipeline_tests.warehouse_client import BACKENDS, MODES, connect
 
 MAINT = "main.blade.blade_maintenance_data"
 AUTH = {"Authorization": f"Bearer {WAREHOUSE_TOKEN}"}
-#: How the connector fetches: over Thrift, or over the Statement Execution API with Arrow files
-#: behind links (its default), Arrow attached to the answer when small (hybrid), or JSON inline.
-MODES = {
-    "thrift": {},
-    "sea": {"use_sea": True},
-    "sea-hybrid": {"use_sea": True, "use_hybrid_disposition": True},
-    "sea-json": {"use_sea": True, "use_cloud_fetch": False},
-}
-BACKENDS = ["thrift", "sea"]
 #: Rows of LABELLED whose result (~22 MB in Arrow) is cut into two chunks (~16 MiB each).
 LARGE = 1_000_000
 LABELLED = "SELECT id, concat('row-', CAST(id AS STRING)) AS label FROM range({n})"
@@ -39,19 +28,6 @@ OVERSIZED = "SELECT id, repeat('x', 100) AS pad FROM range(300000)"
 #: A cross join that would run for hours: only a cancel ends it.
 ENDLESS = ("SELECT count(*) AS n FROM range(200000000) a CROSS JOIN range(100000) b "
            "WHERE (a.id * 7 + b.id) % 1000003 = 1")
-
-
-def connect(server, mode: str = "sea", **kwargs) -> dbsql.client.Connection:
-    """The connector on ``server`` in one of MODES (the SEA client needs scheme and port
-    apart; the Thrift one takes the whole URL)."""
-    options = {**MODES[mode], **kwargs, "access_token": WAREHOUSE_TOKEN,
-               "http_path": "/sql/1.0/warehouses/test", "enable_telemetry": False,
-               "_retry_stop_after_attempts_count": 3,
-               "_retry_stop_after_attempts_duration": 10, "_retry_delay_max": 5}
-    if options.get("use_sea"):
-        return dbsql.connect(server_hostname="http://127.0.0.1", _port=server.port, **options)
-    return dbsql.connect(server_hostname=f"127.0.0.1:{server.port}",
-                         _connection_uri=warehouse_url(server), **options)
 
 
 def api(server, path: str) -> str:
@@ -164,25 +140,6 @@ def test_errors_name_class_and_sqlstate(big_warehouse, mode, sql, error_class, s
         cur.execute("SELECT 1 AS still_works")
         assert cur.fetchone()[0] == 1
 
-
-def test_cancel_from_another_thread_interrupts_the_statement(big_warehouse):
-    """Over Thrift the mock answers ExecuteStatement only once the statement is done, so there
-    is nothing to cancel; over the API the statement runs in the background and a cancel
-    interrupts DuckDB."""
-    with connect(big_warehouse) as conn, conn.cursor() as cur:
-        cur.execute_async(ENDLESS)
-        time.sleep(0.3)
-        assert cur.get_query_state() in (CommandState.PENDING, CommandState.RUNNING)
-        started = time.monotonic()
-        canceller = threading.Thread(target=cur.cancel)
-        canceller.start()
-        canceller.join()
-        while cur.is_query_pending() and time.monotonic() - started < 10:
-            time.sleep(0.05)
-        assert cur.get_query_state() == CommandState.CANCELLED
-        assert time.monotonic() - started < 5
-        cur.execute("SELECT 1 AS ok")
-        assert cur.fetchone().ok == 1
 
 
 @pytest.mark.parametrize("mode", BACKENDS)

@@ -2,6 +2,8 @@
 
 The reader is consumed lazily, one page at a time, with one batch of read-ahead so that
 ``hasMoreRows`` is exact. Only the current and the previous page's files are kept in memory.
+A row limit cuts the result; with ``lz4`` inline batches and files are LZ4 frames (fast level),
+as a warehouse sends them to a client that can decompress them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import lz4.frame
 import pyarrow as pa
 
 from blade_pipeline.devservices.warehouse.arrow_types import client_schema, ipc_stream, to_client
@@ -27,7 +30,7 @@ LINK_TTL_SECONDS = 900
 
 @dataclass
 class ResultFile:
-    """One cloud-fetch file: an Arrow IPC stream served over http."""
+    """One cloud-fetch file: an Arrow IPC stream (LZ4-framed when compressed) served over http."""
 
     key: str
     start_row: int
@@ -37,12 +40,21 @@ class ResultFile:
     expires_at: float = field(default_factory=lambda: time.time() + LINK_TTL_SECONDS)
 
 
-class ResultStream:
-    """Pages over an Arrow RecordBatchReader (client-readable types)."""
+def compress(data: pa.Buffer | bytes) -> bytes:
+    """One LZ4 frame at the fast level (level 0), with the content size in its header."""
+    return lz4.frame.compress(data, compression_level=lz4.frame.COMPRESSIONLEVEL_MIN)
 
-    def __init__(self, reader: pa.RecordBatchReader):
+
+class ResultStream:
+    """Pages over an Arrow RecordBatchReader (client-readable types), at most ``row_limit``
+    rows of it; ``lz4``: what it hands out is LZ4-compressed."""
+
+    def __init__(self, reader: pa.RecordBatchReader, row_limit: int | None = None,
+                 lz4: bool = False):
         self.schema = client_schema(reader.schema)
+        self.lz4 = lz4
         self._reader = reader
+        self._rows_left = row_limit if row_limit and row_limit > 0 else 2**62
         self._ahead: deque[pa.RecordBatch] = deque()
         self._done = False
         self.offset = 0  # rows handed out so far
@@ -50,17 +62,31 @@ class ResultStream:
         self.files: dict[str, ResultFile] = {}
         self.lock = threading.Lock()
 
-    def _fill(self) -> bool:
-        """Make sure one non-empty batch is read ahead; False when the reader is exhausted."""
-        while not self._ahead and not self._done:
+    def _read(self) -> pa.RecordBatch | None:
+        """The reader's next non-empty batch within the row limit (client types); None once the
+        reader is exhausted or the limit reached (the reader is then closed)."""
+        while not self._done:
             try:
-                batch = self._reader.read_next_batch()
+                batch = self._reader.read_next_batch() if self._rows_left > 0 else None
             except StopIteration:
+                batch = None
+            if batch is None:
                 self._done = True
                 self._reader.close()
-                break
+                return None
             if batch.num_rows:
-                self._ahead.append(to_client(batch, self.schema))
+                if batch.num_rows > self._rows_left:
+                    batch = batch.slice(0, self._rows_left)
+                self._rows_left -= batch.num_rows
+                return to_client(batch, self.schema)
+        return None
+
+    def _fill(self) -> bool:
+        """Make sure one non-empty batch is read ahead; False when the reader is exhausted."""
+        if not self._ahead:
+            batch = self._read()
+            if batch is not None:
+                self._ahead.append(batch)
         return bool(self._ahead)
 
     @property
@@ -83,24 +109,26 @@ class ResultStream:
         self.offset += rows
         return out
 
+    def take_inline(self, max_rows: int, max_bytes: int) -> list[tuple[bytes, int]]:
+        """Next batches as the IPC messages of an inline answer (compressed if ``lz4``), each
+        with its row count."""
+        out = []
+        for batch in self.take(max_rows, max_bytes):
+            data = batch.serialize()
+            out.append((compress(data) if self.lz4 else data.to_pybytes(), batch.num_rows))
+        return out
+
     def peek_small(self, max_rows: int, max_bytes: int) -> bool:
         """True when the whole remaining result fits in ``max_rows``/``max_bytes``."""
-        rows = size = 0
-        while not self._done:
-            if rows > max_rows or size > max_bytes:
-                return False
-            try:
-                batch = self._reader.read_next_batch()
-            except StopIteration:
-                self._done = True
-                self._reader.close()
-                break
-            if batch.num_rows:
-                batch = to_client(batch, self.schema)
-                self._ahead.append(batch)
-                rows, size = rows + batch.num_rows, size + batch.nbytes
-        total_rows = sum(b.num_rows for b in self._ahead)
-        return total_rows <= max_rows and sum(b.nbytes for b in self._ahead) <= max_bytes
+        rows = sum(b.num_rows for b in self._ahead)
+        size = sum(b.nbytes for b in self._ahead)
+        while rows <= max_rows and size <= max_bytes:
+            batch = self._read()
+            if batch is None:
+                return True
+            self._ahead.append(batch)
+            rows, size = rows + batch.num_rows, size + batch.nbytes
+        return False
 
     def next_files(self, max_bytes: int, max_files: int = MAX_FILES_PER_PAGE
                    ) -> list[ResultFile]:
@@ -116,6 +144,8 @@ class ResultStream:
             start = self.offset
             batches = self.take(max_rows=2**62, max_bytes=FILE_TARGET_BYTES)
             data = ipc_stream(self.schema, batches)
+            if self.lz4:
+                data = pa.py_buffer(compress(data))
             rf = ResultFile(secrets.token_urlsafe(16), start, self.offset - start, data, self.page)
             self.files[rf.key] = rf
             made.append(rf)
@@ -123,8 +153,10 @@ class ResultStream:
         return made
 
     def close(self) -> None:
-        self.files.clear()
-        self._ahead.clear()
-        if not self._done:
-            self._done = True
-            self._reader.close()
+        """Drop the files and read-ahead and close the reader (waits for a page being cut)."""
+        with self.lock:
+            self.files.clear()
+            self._ahead.clear()
+            if not self._done:
+                self._done = True
+                self._reader.close()

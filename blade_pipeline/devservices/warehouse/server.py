@@ -8,6 +8,7 @@ as cloud-fetch files under ``/cloudfetch/``, the Statement Execution API under
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import hmac
 import logging
@@ -134,19 +135,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(503, b"warehouse temporarily unavailable (injected fault)",
                         headers={"Retry-After": "1"})
             return True
-        self.server.request_host.value = self.headers.get("Host") or \
-            f"{cfg.host}:{self.server.server_port}"
+        self.server.request_host.set(self.headers.get("Host")
+                                     or f"{cfg.host}:{self.server.server_port}")
         reply = api.handle(method, self.path, body)
         self._reply(reply.status, reply.body, reply.content_type)
         return True
 
     def _volume(self, method: str) -> bool:
-        """A presigned volume URL (``/volumes/<token>``): answer it; False if not one."""
+        """A presigned volume URL (``/volumes/<token>``, no bearer token, like a cloud storage
+        link): answer it; False if not one. The body is read whole (sized or chunked)."""
         parts = self.path.split("?")[0].strip("/").split("/")
         if len(parts) != 2 or parts[0] != "volumes":
             return False
-        body = b""
-        if method == "PUT":
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline().strip():  # trailers, up to the blank line
+                pass
+            body = b"".join(chunks)
+        else:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         status, answer = self.server.service.volumes.serve(method, parts[1], body)
         self._reply(status, answer, "application/octet-stream")
@@ -195,8 +204,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(503, b"warehouse temporarily unavailable (injected fault)",
                         headers={"Retry-After": "1"})
             return
-        self.server.request_host.value = self.headers.get("Host") or \
-            f"{cfg.host}:{self.server.server_port}"
+        self.server.request_host.set(self.headers.get("Host")
+                                     or f"{cfg.host}:{self.server.server_port}")
         itrans = TTransport.TMemoryBuffer(body)
         otrans = TTransport.TMemoryBuffer()
         self.server.processor.process(TBinaryProtocol.TBinaryProtocol(itrans),
@@ -213,7 +222,9 @@ class WarehouseHTTPServer(ThreadingHTTPServer):
     def __init__(self, config: WarehouseConfig):
         self.config = config
         self.con = open_database(config)
-        self.request_host = threading.local()
+        #: the Host of the request being answered; a context variable, so that the thread a
+        #: statement runs in (started with the request's context) builds links on it too
+        self.request_host: contextvars.ContextVar[str] = contextvars.ContextVar("request_host")
         catalogs = {"main": MAIN_DATABASE}
         self.service = WarehouseService(self.con, catalogs, self._base_url, volumes=Volumes(
             Path(f"{config.db_path}.volumes"), catalogs))
@@ -224,8 +235,7 @@ class WarehouseHTTPServer(ThreadingHTTPServer):
         super().__init__((config.host, config.port), _Handler)
 
     def _base_url(self) -> str:
-        return "http://" + getattr(self.request_host, "value",
-                                   f"{self.config.host}:{self.server_port}")
+        return "http://" + self.request_host.get(f"{self.config.host}:{self.server_port}")
 
     def start_background(self) -> None:
         """Start the change feed (if configured) and the sweeper of abandoned operations."""

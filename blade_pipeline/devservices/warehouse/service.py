@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import logging
+import queue
 import secrets
 import threading
 import time
@@ -26,6 +30,8 @@ from blade_pipeline.devservices.warehouse.results import (
     ResultFile,
     ResultStream,
 )
+from blade_pipeline.devservices.warehouse.session_conf import Settings
+from blade_pipeline.devservices.warehouse.session_conf import answer as answer_setting
 from blade_pipeline.devservices.warehouse.sql_dialect import from_duckdb, translate
 from blade_pipeline.devservices.warehouse.volumes import Volumes, parse_staging
 
@@ -37,6 +43,17 @@ DEFAULT_MAX_ROWS = 100_000
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 OK = ttypes.TStatus(statusCode=ttypes.TStatusCode.SUCCESS_STATUS)
 State = ttypes.TOperationState
+#: ExecuteStatement waits this long for a statement to finish and answer with its results
+#: (direct results); a longer one answers RUNNING and is polled. Databricks' server holds the
+#: call a few seconds too; until it answers the client has no handle to cancel with.
+DIRECT_RESULTS_WAIT_SECONDS = 5.0
+#: GetOperationStatus on a running statement answers when it ends or after this long: the
+#: connector polls without a pause (Databricks holds the call up to ~5 s; shorter here so that
+#: a cancel, which waits for the connection's poll to return, goes through quickly).
+STATUS_WAIT_SECONDS = 1.0
+_ACTIVE = (State.INITIALIZED_STATE, State.PENDING_STATE, State.RUNNING_STATE)
+#: Spark's Thrift server answers a statement without output (DDL, USE) with this schema, no rows.
+NO_OUTPUT_SCHEMA = pa.schema([pa.field("Result", pa.string())])
 
 
 class WarehouseError(Exception):
@@ -67,32 +84,129 @@ class Session:
     handle: ttypes.THandleIdentifier
     catalog: str
     schema: str
+    conf: Settings = field(default_factory=Settings)
 
     @classmethod
-    def new(cls, catalog: str, schema: str) -> Session:
-        """A session with a fresh handle, in ``catalog``.``schema``."""
-        return cls(_new_id(), catalog, schema)
+    def new(cls, catalog: str, schema: str,
+            confs: dict[str, object] | None = None) -> Session:
+        """A session with a fresh handle, in ``catalog``.``schema``, opened with ``confs``
+        (DatabricksSqlError for an invalid value)."""
+        session = cls(_new_id(), catalog, schema)
+        session.conf.apply(confs)
+        return session
+
+
+class _Canceled(Exception):
+    """The operation was canceled before or while its statement ran."""
+
+
+class _Workers:
+    """Threads that run operations, each in the context it was submitted from: an idle thread
+    is reused (a new thread per statement costs ~0.3 ms of a ~3 ms round trip), else a new one
+    starts, so every operation runs at once; a thread idle for ``idle_seconds`` ends."""
+
+    def __init__(self, idle_seconds: float = 60):
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+        self._idle_seconds = idle_seconds
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        task = functools.partial(contextvars.copy_context().run, fn)
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._tasks.put(task)
+                return
+        threading.Thread(target=self._serve, args=(task,), daemon=True,
+                         name="operation").start()
+
+    def _serve(self, task: Callable[[], None]) -> None:
+        while True:
+            task()
+            with self._lock:
+                self._idle += 1
+            try:
+                task = self._tasks.get(timeout=self._idle_seconds)
+            except queue.Empty:
+                with self._lock:  # a task handed over just as the wait ended is still run
+                    try:
+                        task = self._tasks.get_nowait()
+                    except queue.Empty:
+                        self._idle -= 1
+                        return
+
+
+_WORKERS = _Workers()
 
 
 @dataclass
 class Operation:
+    """One statement or metadata call: run in its own thread, its state polled, its result
+    paged; ``lz4`` and ``row_limit`` as the client asked."""
+
     handle: ttypes.TOperationHandle
     session: Session
-    state: int = State.FINISHED_STATE
+    state: int = State.PENDING_STATE
     stream: ResultStream | None = None
     url_based: bool = False
     error: WarehouseError | None = None
     modified_rows: int | None = None
     staging: bool = False  # a volume PUT/GET/REMOVE: the client moves the bytes itself
+    lz4: bool = False
+    row_limit: int | None = None
+    cursor: duckdb.DuckDBPyConnection | None = None  # while its statement runs
+    cancel_requested: bool = False
     created: float = field(default_factory=time.time)
+    completed: float = 0.0
     touched: float = field(default_factory=time.time)
+    done: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def key(self) -> bytes:
         return self.handle.operationId.guid
 
+    def attach(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        """Keep the cursor the statement runs on (to interrupt it); refuse if canceled."""
+        with self.lock:
+            self.cursor = cursor
+            if self.cancel_requested:
+                raise _Canceled
+
+    def cancel(self) -> None:
+        """Cancel a pending or running operation: CANCELED at once (as Spark's Thrift server
+        does), its DuckDB query interrupted until its thread ends. A finished, failed or
+        canceled operation stays as it is."""
+        with self.lock:
+            if self.state not in _ACTIVE:
+                return
+            self.state, self.cancel_requested = State.CANCELED_STATE, True
+            self.completed = time.time()
+        threading.Thread(target=self._interrupt_until_done, daemon=True,
+                         name="cancel-operation").start()
+
+    def _interrupt_until_done(self, give_up_after: float = 60) -> None:
+        """DuckDB's interrupt stops only a query that is running: repeat it until the thread
+        ends, so a query about to start is stopped too."""
+        deadline = time.monotonic() + give_up_after
+        while not self.done.is_set() and time.monotonic() < deadline:
+            with self.lock, contextlib.suppress(duckdb.Error):
+                if self.cursor is not None:
+                    self.cursor.interrupt()
+            self.done.wait(0.05)
+
 
 _DML = (sqlglot_exp.Insert, sqlglot_exp.Update, sqlglot_exp.Delete, sqlglot_exp.Merge)
+_DDL = (sqlglot_exp.Create, sqlglot_exp.Drop, sqlglot_exp.Alter, sqlglot_exp.TruncateTable,
+        sqlglot_exp.Comment)
+
+
+def _no_output(tree: sqlglot_exp.Expression | None) -> bool:
+    """True for DDL, which Databricks answers without output (CREATE … AS SELECT aside)."""
+    return isinstance(tree, _DDL) and not (
+        isinstance(tree, sqlglot_exp.Create) and tree.kind == "TABLE"
+        and isinstance(tree.expression, sqlglot_exp.Query))
 
 
 @dataclass(frozen=True)
@@ -115,12 +229,13 @@ class Answer:
 
 def as_reader(result: pa.RecordBatchReader | Answer | None
               ) -> tuple[pa.RecordBatchReader, Answer | None]:
-    """A statement's rows as one reader (none: an empty schema), and its Answer if it had one."""
+    """A statement's rows as one reader (none, as for DDL: NO_OUTPUT_SCHEMA and no rows), and
+    its Answer if it had one."""
     if isinstance(result, Answer):
         return pa.RecordBatchReader.from_batches(result.table.schema,
                                                  result.table.to_batches()), result
     if result is None:
-        return pa.RecordBatchReader.from_batches(pa.schema([]), []), None
+        return pa.RecordBatchReader.from_batches(NO_OUTPUT_SCHEMA, []), None
     return result, None
 
 
@@ -180,7 +295,11 @@ class WarehouseService:
                 status=_error_status(f"[NO_SUCH_CATALOG_EXCEPTION] Catalog '{catalog}' was not "
                                      "found.", "42704"),
                 serverProtocolVersion=PROTOCOL_VERSION)
-        session = Session(_new_id(), catalog, schema)
+        try:
+            session = Session.new(catalog, schema, req.configuration)
+        except DatabricksSqlError as exc:
+            return ttypes.TOpenSessionResp(status=_error_status(str(exc), exc.sql_state),
+                                           serverProtocolVersion=PROTOCOL_VERSION)
         with self._lock:
             self.sessions[session.handle.guid] = session
         return ttypes.TOpenSessionResp(
@@ -197,8 +316,7 @@ class WarehouseService:
                       if op.session.handle.guid == sid.guid]
             ops = [self.operations.pop(k) for k in doomed]
         for op in ops:
-            if op.stream:
-                op.stream.close()
+            self._drop(op)  # a running one is canceled
         return ttypes.TCloseSessionResp(status=OK)
 
     def GetInfo(self, req: ttypes.TGetInfoReq) -> ttypes.TGetInfoResp:
@@ -214,6 +332,7 @@ class WarehouseService:
             "SELECT count(*) FROM duckdb_schemas() WHERE database_name = $1 AND schema_name = $2",
             [db, schema]).fetchone()[0]
         cur.execute(f'USE "{db}"."{schema}"' if known else f'USE "{db}"').fetchall()
+        cur.execute(session.conf.duckdb_setup())  # the session's time zone and ANSI mode
         return cur
 
     def _use(self, session: Session, sql: str) -> bool:
@@ -248,6 +367,12 @@ class WarehouseService:
         (to interrupt it from another thread)."""
         if self._use(session, sql):
             return None
+        try:
+            setting = answer_setting(session.conf, sql)  # SET, RESET, SET TIME ZONE
+        except DatabricksSqlError as exc:
+            raise WarehouseError(str(exc), exc.sql_state) from None
+        if setting is not None:
+            return Answer(setting)
         staged = parse_staging(sql)
         if staged is not None:
             if self.volumes is None:
@@ -261,7 +386,7 @@ class WarehouseService:
             described = catalog_queries.describe_table(sql)
             shown = None if described else catalog_queries.show(sql)
             tree = None if described or shown else parse(sql)  # cached: translate reuses it
-            duck_sql = None if tree is None else translate(sql, self.catalogs)
+            duck_sql = None if tree is None else translate(sql, self.catalogs, session.conf.ansi)
         except DatabricksSqlError as exc:
             raise WarehouseError(str(exc), exc.sql_state) from None
         cur = self._cursor(session)
@@ -278,7 +403,7 @@ class WarehouseService:
             if isinstance(tree, _DML):  # DuckDB answers a count; Databricks num_affected_rows
                 count = int(rel.fetchall()[0][0]) if rel is not None else 0
                 return Answer.dml(count, isinstance(tree, sqlglot_exp.Insert))
-            if rel is None:
+            if rel is None or _no_output(tree):  # DuckDB answers DDL with Count or Success
                 return None
             return rel.to_arrow_reader(READER_BATCH_ROWS)
         except DatabricksSqlError as exc:
@@ -290,42 +415,90 @@ class WarehouseService:
             raise WarehouseError(str(error), error.sql_state) from exc
 
     def _start(self, session: Session, op_type: int,
-               run: Callable[[], pa.RecordBatchReader | None], can_download: bool,
-               direct: ttypes.TSparkGetDirectResults | None,
+               run: Callable[[Callable[[duckdb.DuckDBPyConnection], None]],
+                             pa.RecordBatchReader | Answer | None],
+               can_download: bool, direct: ttypes.TSparkGetDirectResults | None,
+               lz4: bool = False, row_limit: int | None = None, run_async: bool = True,
                ) -> tuple[ttypes.TOperationHandle, ttypes.TSparkDirectResults | None]:
+        """Start an operation: ``run`` (handed the callback that takes its DuckDB cursor, to
+        interrupt it) runs in a thread of its own. With ``direct`` results asked for, wait up to
+        DIRECT_RESULTS_WAIT_SECONDS and answer status, metadata and first page of a finished
+        one, the status alone of one still running; without (the connector's execute_async),
+        answer at once; ``run_async`` False (a synchronous client): wait until it ended."""
         handle = ttypes.TOperationHandle(operationId=_new_id(), operationType=op_type,
                                          hasResultSet=True)
-        op = Operation(handle, session)
-        try:
-            reader, answer = as_reader(run())
-            if answer is not None:
-                op.modified_rows, op.staging = answer.modified_rows, answer.staging
-            op.stream = ResultStream(reader)
-        except (WarehouseError, ParameterError) as exc:
-            op.state = State.ERROR_STATE
-            op.error = as_warehouse_error(exc)
+        op = Operation(handle, session, lz4=lz4, row_limit=row_limit)
         max_rows = direct.maxRows if direct and direct.maxRows else DEFAULT_MAX_ROWS
         max_bytes = direct.maxBytes if direct and direct.maxBytes else DEFAULT_MAX_BYTES
-        if op.stream is not None:
-            small = op.stream.peek_small(min(INLINE_MAX_ROWS, max_rows),
-                                         min(INLINE_MAX_BYTES, max_bytes))
-            op.url_based = can_download and not small
         with self._lock:
             self.operations[op.key] = op
+        # the request's context (its Host, for links) goes along to the statement's thread
+        _WORKERS.submit(functools.partial(self._work, op, run, can_download, max_rows,
+                                          max_bytes))
+        if not run_async:
+            op.done.wait()
+        elif direct is not None:
+            op.done.wait(DIRECT_RESULTS_WAIT_SECONDS)
         if direct is None:
             return handle, None
         results = ttypes.TSparkDirectResults(operationStatus=self._status(op))
-        if op.stream is not None:
+        state = results.operationStatus.operationState
+        if state == State.FINISHED_STATE:
             results.resultSetMetadata = self._metadata(op)
             # The first page of links holds one file: the client starts downloading (and its
             # caller working) while the next files are cut, as with a real warehouse.
             results.resultSet = self._fetch(op, max_rows, max_bytes, max_files=1)
         # Inline results that are complete close at once; cloud-fetch results stay open until
         # the client's CloseOperation, since their files are downloaded after this answer.
-        if op.error is not None or (not op.url_based and not results.resultSet.hasMoreRows):
+        if state == State.ERROR_STATE or (state == State.FINISHED_STATE and not op.url_based
+                                          and not results.resultSet.hasMoreRows):
             results.closeOperation = ttypes.TCloseOperationResp(status=OK)
             self._drop(op)
         return handle, results
+
+    def _work(self, op: Operation,
+              run: Callable[[Callable[[duckdb.DuckDBPyConnection], None]],
+                            pa.RecordBatchReader | Answer | None],
+              can_download: bool, max_rows: int, max_bytes: int) -> None:
+        """Run the operation's statement (in its own thread) until its result is ready to
+        page: small enough to answer inline, or read far enough to know it is not."""
+        with op.lock:
+            if op.state == State.PENDING_STATE:
+                op.state = State.RUNNING_STATE
+        stream: ResultStream | None = None
+        answer: Answer | None = None
+        error: WarehouseError | None = None
+        url_based = False
+        try:
+            if op.cancel_requested:
+                raise _Canceled
+            reader, answer = as_reader(run(op.attach))
+            stream = ResultStream(reader, op.row_limit, op.lz4)
+            url_based = can_download and not stream.peek_small(
+                min(INLINE_MAX_ROWS, max_rows), min(INLINE_MAX_BYTES, max_bytes))
+        except _Canceled:
+            pass
+        except (WarehouseError, ParameterError) as exc:
+            error = as_warehouse_error(exc)
+        except duckdb.Error as exc:  # while reading the result's first batches
+            sql_error = from_duckdb(exc, "")
+            error = WarehouseError(str(sql_error), sql_error.sql_state)
+        except Exception as exc:  # the operation fails, the server goes on
+            log.exception("operation %s failed", op.key.hex())
+            error = WarehouseError(f"[INTERNAL_ERROR] the mock warehouse failed: {exc} "
+                                   "SQLSTATE: XX000", "XX000")
+        with op.lock:
+            op.cursor = None
+            canceled = op.cancel_requested
+            if not canceled:
+                op.stream, op.url_based, op.error = stream, url_based, error
+                if answer is not None:
+                    op.modified_rows, op.staging = answer.modified_rows, answer.staging
+                op.state = State.ERROR_STATE if error is not None else State.FINISHED_STATE
+                op.completed = time.time()
+        if canceled and stream is not None:
+            stream.close()
+        op.done.set()
 
     def ExecuteStatement(self, req: ttypes.TExecuteStatementReq
                          ) -> ttypes.TExecuteStatementResp:
@@ -339,11 +512,14 @@ class WarehouseService:
                 "this warehouse serves Arrow results only (install pyarrow)"))
         log.debug("execute %r", req.statement)
 
-        def run() -> pa.RecordBatchReader | None:
-            return self._run(session, req.statement, bind_values(req.parameters))
+        def run(attach: Callable[[duckdb.DuckDBPyConnection], None]
+                ) -> pa.RecordBatchReader | Answer | None:
+            return self._run(session, req.statement, bind_values(req.parameters), attach)
 
-        handle, direct = self._start(session, ttypes.TOperationType.EXECUTE_STATEMENT, run,
-                                     bool(req.canDownloadResult), req.getDirectResults)
+        handle, direct = self._start(
+            session, ttypes.TOperationType.EXECUTE_STATEMENT, run, bool(req.canDownloadResult),
+            req.getDirectResults, lz4=bool(req.canDecompressLZ4Result),
+            row_limit=req.resultRowLimit, run_async=bool(req.runAsync))
         return ttypes.TExecuteStatementResp(status=OK, operationHandle=handle,
                                             directResults=direct)
 
@@ -367,8 +543,9 @@ class WarehouseService:
             return resp_cls(status=_error_status(
                 str(exc), code=ttypes.TStatusCode.INVALID_HANDLE_STATUS))
 
-        def run() -> pa.RecordBatchReader:
+        def run(attach: Callable[[duckdb.DuckDBPyConnection], None]) -> pa.RecordBatchReader:
             cur = self._cursor(session)
+            attach(cur)
             try:
                 return query(cur)
             except duckdb.Error as exc:
@@ -436,23 +613,40 @@ class WarehouseService:
         return self._unsupported(ttypes.TRenewDelegationTokenResp, "RenewDelegationToken")
 
     # ---- operations ------------------------------------------------------------------------
-    def _status(self, op: Operation) -> ttypes.TGetOperationStatusResp:
+    def _status(self, op: Operation, wait: float = 0.0) -> ttypes.TGetOperationStatusResp:
+        """The operation's status; a pending or running one is waited for up to ``wait``
+        seconds first (answered as soon as it ends)."""
+        if wait > 0 and op.state in _ACTIVE:
+            op.done.wait(wait)
+        op.touched = time.time()
+        with op.lock:
+            state, error, completed = op.state, op.error, op.completed
         resp = ttypes.TGetOperationStatusResp(
-            status=OK, operationState=op.state, hasResultSet=op.stream is not None,
-            numModifiedRows=op.modified_rows,
-            operationStarted=int(op.created * 1000), operationCompleted=int(op.created * 1000))
-        if op.error is not None:
-            resp.errorMessage = resp.displayMessage = str(op.error)
-            resp.sqlState = op.error.sql_state
+            status=OK, operationState=state, hasResultSet=state != State.ERROR_STATE,
+            numModifiedRows=op.modified_rows if state == State.FINISHED_STATE else None,
+            operationStarted=int(op.created * 1000),
+            operationCompleted=int(completed * 1000) if completed else None)
+        if error is not None and state == State.ERROR_STATE:
+            resp.errorMessage = resp.displayMessage = str(error)
+            resp.sqlState = error.sql_state
         return resp
 
+    @staticmethod
+    def _not_finished(op: Operation) -> str:
+        """What Spark's Thrift server (Hive's operation) says when asked for the result of an
+        operation that did not finish."""
+        name = State._VALUES_TO_NAMES.get(op.state, "UNKNOWN").removesuffix("_STATE")
+        return f"Expected state FINISHED, but found {name}"
+
     def _metadata(self, op: Operation) -> ttypes.TGetResultSetMetadataResp:
+        if op.state != State.FINISHED_STATE or op.stream is None:
+            return ttypes.TGetResultSetMetadataResp(status=_error_status(self._not_finished(op)))
         schema = op.stream.schema
         return ttypes.TGetResultSetMetadataResp(
             status=OK, schema=thrift_schema(schema), arrowSchema=serialize_schema(schema),
             resultFormat=(ttypes.TSparkRowSetType.URL_BASED_SET if op.url_based
                           else ttypes.TSparkRowSetType.ARROW_BASED_SET),
-            lz4Compressed=False, isStagingOperation=op.staging)
+            lz4Compressed=op.lz4, isStagingOperation=op.staging)
 
     def _fetch(self, op: Operation, max_rows: int, max_bytes: int,
                max_files: int = MAX_FILES_PER_PAGE) -> ttypes.TFetchResultsResp:
@@ -470,16 +664,17 @@ class WarehouseService:
                     for rf in stream.next_files(max_bytes, max_files)]
                 rowset = ttypes.TRowSet(startRowOffset=start, rows=[], resultLinks=links)
             else:
-                batches = [ttypes.TSparkArrowBatch(batch=b.serialize().to_pybytes(),
-                                                   rowCount=b.num_rows)
-                           for b in stream.take(max_rows, max_bytes)]
+                batches = [ttypes.TSparkArrowBatch(batch=data, rowCount=rows)
+                           for data, rows in stream.take_inline(max_rows, max_bytes)]
                 rowset = ttypes.TRowSet(startRowOffset=start, rows=[], arrowBatches=batches)
             more = stream.has_more
         return ttypes.TFetchResultsResp(status=OK, hasMoreRows=more, results=rowset)
 
     def _drop(self, op: Operation) -> None:
+        """Forget the operation: one still running is canceled, its result closed."""
         with self._lock:
             self.operations.pop(op.key, None)
+        op.cancel()
         if op.stream is not None:
             op.stream.close()
 
@@ -489,22 +684,24 @@ class WarehouseService:
         if op is None:
             return ttypes.TGetOperationStatusResp(status=_error_status(
                 "Invalid OperationHandle", code=ttypes.TStatusCode.INVALID_HANDLE_STATUS))
-        return self._status(op)
+        return self._status(op, STATUS_WAIT_SECONDS)
 
     def GetResultSetMetadata(self, req: ttypes.TGetResultSetMetadataReq
                              ) -> ttypes.TGetResultSetMetadataResp:
         op = self._operation(req.operationHandle)
-        if op is None or op.stream is None:
+        if op is None:
             return ttypes.TGetResultSetMetadataResp(status=_error_status(
                 "Invalid OperationHandle", code=ttypes.TStatusCode.INVALID_HANDLE_STATUS))
         return self._metadata(op)
 
     def FetchResults(self, req: ttypes.TFetchResultsReq) -> ttypes.TFetchResultsResp:
         op = self._operation(req.operationHandle)
-        if op is None or op.stream is None or op.state != State.FINISHED_STATE:
+        if op is None:
             return ttypes.TFetchResultsResp(status=_error_status(
-                "Invalid OperationHandle: the operation is closed, canceled or unknown",
+                "Invalid OperationHandle: the operation is closed or unknown",
                 code=ttypes.TStatusCode.INVALID_HANDLE_STATUS))
+        if op.state != State.FINISHED_STATE or op.stream is None:
+            return ttypes.TFetchResultsResp(status=_error_status(self._not_finished(op)))
         if req.orientation not in (None, ttypes.TFetchOrientation.FETCH_NEXT):
             return ttypes.TFetchResultsResp(status=_error_status(
                 "only FETCH_NEXT is supported", "0A000"))
@@ -516,9 +713,7 @@ class WarehouseService:
     def CancelOperation(self, req: ttypes.TCancelOperationReq) -> ttypes.TCancelOperationResp:
         op = self._operation(req.operationHandle)
         if op is not None:
-            op.state = State.CANCELED_STATE
-            if op.stream:
-                op.stream.close()
+            op.cancel()
         return ttypes.TCancelOperationResp(status=OK)
 
     def CloseOperation(self, req: ttypes.TCloseOperationReq) -> ttypes.TCloseOperationResp:
@@ -528,12 +723,11 @@ class WarehouseService:
         return ttypes.TCloseOperationResp(status=OK)
 
     def sweep(self, max_idle_seconds: float = LINK_TTL_SECONDS) -> int:
-        """Drop operations idle for ``max_idle_seconds`` (abandoned by their clients)."""
+        """Drop operations idle for ``max_idle_seconds`` (abandoned by their clients; one still
+        running is canceled)."""
         cutoff = time.time() - max_idle_seconds
         with self._lock:
-            old = [k for k, op in self.operations.items() if op.touched < cutoff]
-            ops = [self.operations.pop(k) for k in old]
-        for op in ops:
-            if op.stream:
-                op.stream.close()
-        return len(ops)
+            old = [op for op in self.operations.values() if op.touched < cutoff]
+        for op in old:
+            self._drop(op)
+        return len(old)

@@ -12,8 +12,10 @@ Databricks error classes they correspond to (``from_duckdb``).
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import re
+import zoneinfo
 from collections.abc import Mapping
 
 import duckdb
@@ -51,13 +53,159 @@ def _repoint(tree: exp.Expression, catalogs: Mapping[str, str]) -> exp.Expressio
             if isinstance(catalog, exp.Identifier) and catalog.name.lower() in catalogs:
                 node.set("catalog", exp.to_identifier(catalogs[catalog.name.lower()],
                                                       quoted=True))
+        if isinstance(node, exp.TableSample):
+            _sample(node)
         return node
 
     return tree.transform(visit, copy=True)
 
 
+def _sample(node: exp.TableSample) -> None:
+    """Databricks' ``TABLESAMPLE`` as DuckDB's on the same table (before joins and WHERE):
+    ``n PERCENT`` and ``BUCKET x OUT OF y`` keep each row with that probability (Bernoulli, as
+    Spark's sampler), ``n ROWS`` keeps at most n rows (a reservoir); ``REPEATABLE (seed)``
+    picks the same rows for the same seed."""
+    numerator, denominator = node.args.get("bucket_numerator"), node.args.get("bucket_denominator")
+    if numerator is not None and denominator is not None:
+        node.set("percent", exp.Literal.number(
+            100 * int(numerator.name) / max(int(denominator.name), 1)))
+        node.set("bucket_numerator", None)
+        node.set("bucket_denominator", None)
+    node.set("method", exp.var("reservoir" if node.args.get("size") else "bernoulli"))
+
+
+_DATE = re.compile(r"^\s*(\d{4})(?:-(\d{1,2})(?:-(\d{1,2})(?:[ T].*)?)?)?\s*$", re.S)
+_TIMESTAMP = re.compile(
+    r"^\s*(\d{4})(?:-(\d{1,2})(?:-(\d{1,2})(?:[ T](\d{1,2})(?::(\d{1,2})(?::(\d{1,2})"
+    r"(?:\.(\d{1,9}))?)?)?)?)?)?\s*(?P<zone>Z|[+-]\d{1,2}(?::?\d{2}(?::?\d{2})?)?"
+    r"|(?:UTC|GMT|UT)(?:[+-]\d{1,2}(?::?\d{2})?)?|[A-Za-z_]+/[\w+\-/]+)?\s*$", re.I)
+_TYPED_LITERAL = re.compile(r"\b(DATE|TIMESTAMP(?:_NTZ|_LTZ)?)\s*'([^']*)'", re.I)
+_DATE_TYPES = (exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP,
+               exp.DataType.Type.TIMESTAMPTZ, exp.DataType.Type.TIMESTAMPLTZ,
+               exp.DataType.Type.TIMESTAMPNTZ)
+
+
+def _zone(text: str | None) -> str | None:
+    """A timestamp string's zone as DuckDB reads it: ``+HH:MM[:SS]`` or a region ID."""
+    if not text:
+        return ""
+    if text.upper() in ("Z", "UTC", "GMT", "UT"):
+        return "+00:00"
+    text = re.sub(r"^(UTC|GMT|UT)", "", text, flags=re.I)
+    if text[0] in "+-":
+        digits = text[1:].replace(":", "")
+        hours, rest = (digits[:2], digits[2:]) if len(digits) % 2 == 0 else (digits[:1],
+                                                                              digits[1:])
+        parts = [f"{int(hours):02d}"] + [rest[i:i + 2] for i in range(0, len(rest), 2)]
+        return text[0] + ":".join(parts) if int(hours) <= 18 else None
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+    return " " + text
+
+
+def spark_datetime(text: str, kind: exp.DataType.Type) -> str | None:
+    """``text`` as Spark reads it into a DATE or TIMESTAMP (``2021`` and ``2021-09`` are the
+    first of the year or month, ``2021-09-30 11`` is 11:00, an offset or region ID may
+    follow), written the way DuckDB reads it; None where Spark finds no such value."""
+    match = (_DATE if kind == exp.DataType.Type.DATE else _TIMESTAMP).match(text)
+    if match is None:
+        return None
+    year, month, day = int(match[1]), int(match[2] or 1), int(match[3] or 1)
+    try:
+        day_text = dt.date(year, month, day).isoformat()
+    except ValueError:
+        return None
+    if kind == exp.DataType.Type.DATE:
+        return day_text
+    hour, minute, second = (int(match[i] or 0) for i in (4, 5, 6))
+    zone = _zone(match["zone"])
+    if hour > 23 or minute > 59 or second > 59 or zone is None:
+        return None
+    micros = (match[7] or "").ljust(6, "0")[:6]
+    zone = "" if kind == exp.DataType.Type.TIMESTAMPNTZ else zone
+    return f"{day_text} {hour:02d}:{minute:02d}:{second:02d}.{micros}{zone}"
+
+
+def _type_name(kind: exp.DataType.Type) -> str:
+    return {exp.DataType.Type.DATE: "DATE",
+            exp.DataType.Type.TIMESTAMPNTZ: "TIMESTAMP_NTZ"}.get(kind, "TIMESTAMP")
+
+
+def _datetime_literal(node: exp.Cast, typed: set[str], ansi: bool) -> exp.Expression:
+    """A STRING literal cast to DATE/TIMESTAMP (``DATE '2021-09'``, ``CAST('2021' AS DATE)``,
+    ``to_date('…')``) with Spark's reading of it; an impossible value is INVALID_TYPED_LITERAL
+    for a typed literal, CAST_INVALID_INPUT with ANSI mode, NULL without."""
+    kind = node.to.this
+    value = spark_datetime(node.this.name, kind)
+    if value is not None:
+        return exp.Cast(this=exp.Literal.string(value), to=node.to.copy())
+    if node.this.name in typed:
+        raise DatabricksSqlError("INVALID_TYPED_LITERAL", f'The value of the typed literal '
+                                 f'"{_type_name(kind)}" is invalid: \'{node.this.name}\'.',
+                                 "42604")
+    if ansi:
+        raise cast_invalid_input(node.this.name, _type_name(kind))
+    return exp.Cast(this=exp.null(), to=node.to.copy())
+
+
+def cast_invalid_input(value: str, target: str) -> DatabricksSqlError:
+    return DatabricksSqlError(
+        "CAST_INVALID_INPUT", f"The value '{value}' of the type \"STRING\" cannot be cast to "
+        f"\"{target}\" because it is malformed. Correct the value as per the syntax, or change "
+        "its target type. Use `try_cast` to tolerate malformed input and return NULL instead.",
+        "22018")
+
+
+def _session_rules(tree: exp.Expression, sql: str, ansi: bool) -> exp.Expression:
+    """Databricks' dates, timestamps and ANSI mode on DuckDB: Spark's reading of date and
+    timestamp strings in literals; ``TIMESTAMP(…)``/``to_timestamp`` as the zoned TIMESTAMP
+    (DuckDB's TIMESTAMPTZ, read in the session time zone); ``date_add``/``date_sub`` answer
+    DATE; division by zero fails (DIVIDE_BY_ZERO) with ANSI mode and is NULL without, where
+    casts are TRY_CASTs."""
+    typed = {m[2] for m in _TYPED_LITERAL.finditer(sql)}
+
+    def visit(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.TsOrDsToDate) and not node.args.get("format"):
+            node = exp.Cast(this=node.this, to=exp.DataType.build("DATE"))
+        if isinstance(node, exp.Cast) and node.to.this == exp.DataType.Type.TIMESTAMP:
+            node.set("to", exp.DataType.build("TIMESTAMPTZ"))  # Databricks' TIMESTAMP is zoned
+        if isinstance(node, exp.Cast) and node.to.this in _DATE_TYPES \
+                and isinstance(node.this, exp.Literal) and node.this.is_string:
+            node = _datetime_literal(node, typed, ansi and not isinstance(node, exp.TryCast))
+        if isinstance(node, exp.TsOrDsAdd) and node.text("unit").upper() in ("", "DAY"):
+            return exp.Add(this=exp.Cast(this=node.this, to=exp.DataType.build("DATE")),
+                           expression=exp.Cast(this=node.expression,
+                                               to=exp.DataType.build("INT")))
+        if isinstance(node, exp.Div):
+            divisor = node.expression
+            guard = (exp.Case(ifs=[exp.If(this=exp.EQ(this=divisor.copy(),
+                                                      expression=exp.Literal.number(0)),
+                                          true=exp.Anonymous(this="error", expressions=[
+                                              exp.Literal.string("Division by zero")]))],
+                              default=divisor) if ansi
+                     else exp.Nullif(this=divisor, expression=exp.Literal.number(0)))
+            node.set("expression", exp.Paren(this=guard))
+        if isinstance(node, exp.CurrentTimezone):
+            return exp.Anonymous(this="current_setting", expressions=[
+                exp.Literal.string("TimeZone")])
+        if not ansi and type(node) is exp.Cast:
+            return exp.TryCast(this=node.this, to=node.to)
+        return node
+
+    for node in reversed(list(tree.walk(bfs=False))):  # children before their parents
+        new = visit(node)
+        if new is not node:
+            if node is tree:
+                tree = new
+            else:
+                node.replace(new)
+    return tree
+
+
 @functools.lru_cache(maxsize=4096)
-def _translate(sql: str, catalogs: tuple[tuple[str, str], ...]) -> str:
+def _translate(sql: str, catalogs: tuple[tuple[str, str], ...], ansi: bool = True) -> str:
     tree = parse(sql)
     if not isinstance(tree, RUNS):  # SET, GRANT, OPTIMIZE, VACUUM, ... (and DuckDB's PRAGMA)
         kind = tree.this if isinstance(tree, exp.Command) else tree.key.upper()
@@ -66,13 +214,15 @@ def _translate(sql: str, catalogs: tuple[tuple[str, str], ...]) -> str:
             "(it runs queries, INSERT/UPDATE/DELETE/MERGE, CREATE/ALTER/DROP TABLE and answers "
             "SHOW CATALOGS/SCHEMAS/TABLES, DESCRIBE TABLE and USE; try the rest on a real "
             "warehouse).", "0A000")
-    return _repoint(tree, dict(catalogs)).sql("duckdb", unsupported_level=ErrorLevel.IGNORE)
+    tree = _session_rules(_repoint(tree, dict(catalogs)), sql, ansi)
+    return tree.sql("duckdb", unsupported_level=ErrorLevel.IGNORE)
 
 
-def translate(sql: str, catalogs: Mapping[str, str]) -> str:
+def translate(sql: str, catalogs: Mapping[str, str], ansi: bool = True) -> str:
     """DuckDB SQL for Databricks SQL ``sql`` (catalog names as keys, lower case, mapped to
-    DuckDB database names); DatabricksSqlError for what Databricks would reject."""
-    return _translate(sql, tuple(sorted(catalogs.items())))
+    DuckDB database names) in a session with ANSI mode on or off; DatabricksSqlError for what
+    Databricks would reject."""
+    return _translate(sql, tuple(sorted(catalogs.items())), ansi)
 
 
 def _table_named(sql: str, name: str) -> str:
@@ -115,6 +265,18 @@ def from_duckdb(exc: duckdb.Error, sql: str) -> DatabricksSqlError:
             f"with name `{match[1]}` cannot be resolved.{hint}", "42703")
     if isinstance(exc, duckdb.BinderException):
         return DatabricksSqlError("DATATYPE_MISMATCH", text, "42K09")
+    if isinstance(exc, duckdb.InvalidInputException) and "Division by zero" in text:
+        return DatabricksSqlError("DIVIDE_BY_ZERO", "Division by zero. Use `try_divide` to "
+                                  "tolerate divisor being 0 and return NULL instead. If "
+                                  'necessary set "ANSI_MODE" to "false" to bypass this error.',
+                                  "22012")
+    if isinstance(exc, duckdb.OutOfRangeException) and "Overflow" in text:
+        return DatabricksSqlError("ARITHMETIC_OVERFLOW", f"{text} If necessary set "
+                                  '"ANSI_MODE" to "false" to bypass this error.', "22003")
+    if isinstance(exc, duckdb.ConversionException) and "out of range" in text \
+            and "date field" not in text:
+        return DatabricksSqlError("CAST_OVERFLOW", f"{text} Use `try_cast` to tolerate overflow "
+                                  "and return NULL instead.", "22003")
     if isinstance(exc, duckdb.ConversionException):
         return DatabricksSqlError("CAST_INVALID_INPUT", text, "22018")
     if isinstance(exc, duckdb.ParserException):

@@ -27,6 +27,7 @@ import lz4.frame
 import pyarrow as pa
 from databricks.sql.thrift_api.TCLIService import ttypes
 
+from blade_pipeline.databricks_sql import DatabricksSqlError
 from blade_pipeline.devservices.warehouse.arrow_types import ipc_stream, json_strings, sea_columns
 from blade_pipeline.devservices.warehouse.results import (
     FILE_TARGET_BYTES,
@@ -284,18 +285,27 @@ class StatementApi:
     def _open_session(self, body: dict[str, Any]) -> dict[str, Any]:
         if not body.get("warehouse_id"):
             raise ApiError(400, "INVALID_PARAMETER_VALUE", "warehouse_id is required")
-        session = self._new_session(body.get("catalog"), body.get("schema"))
+        confs = body.get("session_confs")
+        if confs is not None and not isinstance(confs, dict):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "session_confs must be an object")
+        session = self._new_session(body.get("catalog"), body.get("schema"), confs)
         session_id = str(uuid.uuid4())
         with self._lock:
             self.sessions[session_id] = session
         return {"session_id": session_id}
 
-    def _new_session(self, catalog: str | None, schema: str | None) -> Session:
+    def _new_session(self, catalog: str | None, schema: str | None,
+                     confs: dict[str, Any] | None = None) -> Session:
+        """A session in ``catalog``.``schema`` with ``session_confs`` applied (an invalid value
+        is refused with 400; names that are no Databricks SQL parameter are ignored)."""
         catalog = (catalog or self.service.default_catalog).lower()
         if catalog not in self.service.catalogs:
             raise ApiError(404, "NOT_FOUND", f"[NO_SUCH_CATALOG_EXCEPTION] Catalog '{catalog}' "
                            "was not found. SQLSTATE: 42704")
-        return Session.new(catalog, schema or self.service.default_schema)
+        try:
+            return Session.new(catalog, schema or self.service.default_schema, confs)
+        except DatabricksSqlError as exc:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", str(exc)) from None
 
     def _close_session(self, session_id: str) -> dict[str, Any]:
         with self._lock:

@@ -13,6 +13,7 @@ import datetime as dt
 import hmac
 import logging
 import random
+import signal
 import struct
 import threading
 import time
@@ -282,4 +283,6 @@ def serve(config: WarehouseConfig) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        # a second stop signal would cut the database's close short: it waits until exit
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         server.server_close()

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -137,7 +138,8 @@ class _Workers:
                         return
 
 
-_WORKERS = _Workers()
+#: The threads every statement runs in (Thrift's operations, the API's statements).
+WORKERS = _Workers()
 
 
 @dataclass
@@ -183,18 +185,32 @@ class Operation:
                 return
             self.state, self.cancel_requested = State.CANCELED_STATE, True
             self.completed = time.time()
-        threading.Thread(target=self._interrupt_until_done, daemon=True,
-                         name="cancel-operation").start()
+        interrupt_until_done(self)
 
-    def _interrupt_until_done(self, give_up_after: float = 60) -> None:
-        """DuckDB's interrupt stops only a query that is running: repeat it until the thread
-        ends, so a query about to start is stopped too."""
+
+class Interruptible(Protocol):
+    """A statement running on a DuckDB cursor in a thread of its own (Thrift's operations,
+    the Statement Execution API's statements)."""
+
+    lock: threading.Lock
+    cursor: duckdb.DuckDBPyConnection | None  # while its statement runs
+    done: threading.Event  # set when its thread ends
+
+
+def interrupt_until_done(work: Interruptible, give_up_after: float = 60) -> None:
+    """Interrupt ``work``'s DuckDB query, from a thread of its own, again and again until its
+    thread ends: DuckDB's interrupt stops only a query that is running, so one about to start
+    is stopped too."""
+
+    def repeat() -> None:
         deadline = time.monotonic() + give_up_after
-        while not self.done.is_set() and time.monotonic() < deadline:
-            with self.lock, contextlib.suppress(duckdb.Error):
-                if self.cursor is not None:
-                    self.cursor.interrupt()
-            self.done.wait(0.05)
+        while not work.done.is_set() and time.monotonic() < deadline:
+            with work.lock, contextlib.suppress(duckdb.Error):
+                if work.cursor is not None:
+                    work.cursor.interrupt()
+            work.done.wait(0.05)
+
+    threading.Thread(target=repeat, daemon=True, name="interrupt").start()
 
 
 _DML = (sqlglot_exp.Insert, sqlglot_exp.Update, sqlglot_exp.Delete, sqlglot_exp.Merge)
@@ -433,7 +449,7 @@ class WarehouseService:
         with self._lock:
             self.operations[op.key] = op
         # the request's context (its Host, for links) goes along to the statement's thread
-        _WORKERS.submit(functools.partial(self._work, op, run, can_download, max_rows,
+        WORKERS.submit(functools.partial(self._work, op, run, can_download, max_rows,
                                           max_bytes))
         if not run_async:
             op.done.wait()

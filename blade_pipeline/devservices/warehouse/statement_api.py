@@ -10,8 +10,8 @@ optionally LZ4-framed. Statements run, fail and are typed exactly as over Thrift
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import re
@@ -37,9 +37,11 @@ from blade_pipeline.devservices.warehouse.results import (
     ResultStream,
 )
 from blade_pipeline.devservices.warehouse.service import (
+    WORKERS,
     Session,
     WarehouseError,
     WarehouseService,
+    interrupt_until_done,
 )
 from blade_pipeline.devservices.warehouse.sql_dialect import from_duckdb
 
@@ -344,8 +346,7 @@ class StatementApi:
         with self._lock:
             self.statements[stmt.id] = stmt
         log.debug("statement %s: %r", stmt.id, request.statement)
-        threading.Thread(target=self._work, args=(stmt,), daemon=True,
-                         name=f"statement-{stmt.id[:8]}").start()
+        WORKERS.submit(functools.partial(self._work, stmt))  # in the request's context
         if request.wait_seconds and not stmt.done.wait(request.wait_seconds) \
                 and request.cancel_on_timeout:
             self._cancel(stmt)
@@ -468,18 +469,7 @@ class StatementApi:
             if stmt.state in TERMINAL or stmt.cancel_requested:
                 return
             stmt.cancel_requested = True
-        threading.Thread(target=self._interrupt_until_done, args=(stmt,), daemon=True).start()
-
-    @staticmethod
-    def _interrupt_until_done(stmt: Statement, give_up_after: float = 60) -> None:
-        """DuckDB's interrupt only stops a query that is running: repeat it until the statement
-        ends, so one that was about to start is stopped too."""
-        deadline = time.monotonic() + give_up_after
-        while not stmt.done.is_set() and time.monotonic() < deadline:
-            with stmt.lock, contextlib.suppress(duckdb.Error):
-                if stmt.cursor is not None:
-                    stmt.cursor.interrupt()
-            stmt.done.wait(0.05)
+        interrupt_until_done(stmt)
 
     def _close(self, stmt: Statement) -> None:
         """Close the statement: its result is dropped (a running one is canceled first)."""

@@ -34,8 +34,8 @@ check-defs: setup
 test: lint check-defs
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not extended"
 
-# The tests marked `extended` (~12 min; CI runs them after `make test`): the fault cases that
-# kill -9 and restart processes (3, 3r, 3s, 6a-6c, 10, 13g, 14f), the live stack's terminate +
+# The tests marked `extended` (~8–12 min; CI runs them after `make test`): the fault cases that
+# kill -9 and restart processes (3, 3r, 3s, 6b-6c, 10, 13g, 14f), the live stack's terminate +
 # re-execute of each kind, two browser tests (range backfill, schema change), steps on two Celery workers (RabbitMQ
 # on 127.0.0.1:5672, S3 lake, PostgreSQL instance) and the bench smoke run.
 test-extended: setup

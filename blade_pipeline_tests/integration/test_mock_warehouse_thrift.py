@@ -9,7 +9,12 @@ import time
 
 import pytest
 from databricks.sql.backend.types import CommandState
-from databricks.sql.exc import DatabaseError, OperationalError, ProgrammingError
+from databricks.sql.exc import (
+    DatabaseError,
+    OperationalError,
+    ProgrammingError,
+    ServerOperationError,
+)
 
 from blade_pipeline.devservices.warehouse.service import DIRECT_RESULTS_WAIT_SECONDS
 from blade_pipeline_tests.warehouse_client import BACKENDS, connect
@@ -148,3 +153,22 @@ def test_ddl_answers_no_output(warehouse, mode):
             assert cur.description == NO_OUTPUT, sql
             assert cur.fetchall() == [], sql
             assert cur.rowcount == -1
+
+
+@pytest.mark.parametrize("mode", BACKENDS)
+def test_statement_timeout_cancels_with_databricks_error(warehouse, mode):
+    """A statement past the session's STATEMENT_TIMEOUT (SET, or the connector's
+    session_configuration) is canceled and fails with QUERY_EXECUTION_TIMEOUT_EXCEEDED 57KD0;
+    the session goes on."""
+    with connect(warehouse, mode) as conn, conn.cursor() as cur:
+        cur.execute("SET STATEMENT_TIMEOUT = 1")
+        started = time.monotonic()
+        with pytest.raises(ServerOperationError, match=r"QUERY_EXECUTION_TIMEOUT_EXCEEDED.*"
+                           r"\(1s\).*SQLSTATE: 57KD0"):
+            cur.execute(ENDLESS)
+        assert time.monotonic() - started < 4
+        cur.execute("SELECT 3 AS ok")
+        assert cur.fetchone().ok == 3
+    with connect(warehouse, mode, session_configuration={"STATEMENT_TIMEOUT": 1}) as conn, \
+            conn.cursor() as cur, pytest.raises(ServerOperationError, match="57KD0"):
+        cur.execute(ENDLESS)

@@ -10,7 +10,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -211,6 +211,36 @@ def interrupt_until_done(work: Interruptible, give_up_after: float = 60) -> None
             work.done.wait(0.05)
 
     threading.Thread(target=repeat, daemon=True, name="interrupt").start()
+
+
+@contextlib.contextmanager
+def statement_timeout(work: Interruptible, seconds: int) -> Iterator[Callable[[], bool]]:
+    """While the block runs ``work``'s statement, interrupt it once it has run ``seconds``
+    (the session's STATEMENT_TIMEOUT; 0: no limit); yields whether that happened."""
+    fired = threading.Event()
+
+    def expire() -> None:
+        fired.set()
+        interrupt_until_done(work)
+
+    timer = threading.Timer(seconds, expire) if seconds > 0 else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        yield fired.is_set
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def timeout_error(seconds: int) -> WarehouseError:
+    """What a warehouse answers for a statement it canceled at its STATEMENT_TIMEOUT."""
+    error = DatabricksSqlError(
+        "QUERY_EXECUTION_TIMEOUT_EXCEEDED", f"Query execution was cancelled due to exceeding "
+        f"the timeout ({seconds}s). You can increase the limit in seconds by setting "
+        "STATEMENT_TIMEOUT.", "57KD0")
+    return WarehouseError(str(error), error.sql_state)
 
 
 _DML = (sqlglot_exp.Insert, sqlglot_exp.Update, sqlglot_exp.Delete, sqlglot_exp.Merge)
@@ -485,24 +515,28 @@ class WarehouseService:
         answer: Answer | None = None
         error: WarehouseError | None = None
         url_based = False
-        try:
-            if op.cancel_requested:
-                raise _Canceled
-            reader, answer = as_reader(run(op.attach))
-            stream = ResultStream(reader, op.row_limit, op.lz4)
-            url_based = can_download and not stream.peek_small(
-                min(INLINE_MAX_ROWS, max_rows), min(INLINE_MAX_BYTES, max_bytes))
-        except _Canceled:
-            pass
-        except (WarehouseError, ParameterError) as exc:
-            error = as_warehouse_error(exc)
-        except duckdb.Error as exc:  # while reading the result's first batches
-            sql_error = from_duckdb(exc, "")
-            error = WarehouseError(str(sql_error), sql_error.sql_state)
-        except Exception as exc:  # the operation fails, the server goes on
-            log.exception("operation %s failed", op.key.hex())
-            error = WarehouseError(f"[INTERNAL_ERROR] the mock warehouse failed: {exc} "
-                                   "SQLSTATE: XX000", "XX000")
+        timeout = op.session.conf.statement_timeout
+        with statement_timeout(op, timeout) as timed_out:
+            try:
+                if op.cancel_requested:
+                    raise _Canceled
+                reader, answer = as_reader(run(op.attach))
+                stream = ResultStream(reader, op.row_limit, op.lz4)
+                url_based = can_download and not stream.peek_small(
+                    min(INLINE_MAX_ROWS, max_rows), min(INLINE_MAX_BYTES, max_bytes))
+            except _Canceled:
+                pass
+            except (WarehouseError, ParameterError) as exc:
+                error = as_warehouse_error(exc)
+            except duckdb.Error as exc:  # while reading the result's first batches
+                sql_error = from_duckdb(exc, "")
+                error = WarehouseError(str(sql_error), sql_error.sql_state)
+            except Exception as exc:  # the operation fails, the server goes on
+                log.exception("operation %s failed", op.key.hex())
+                error = WarehouseError(f"[INTERNAL_ERROR] the mock warehouse failed: {exc} "
+                                       "SQLSTATE: XX000", "XX000")
+        if timed_out():
+            stream, error = None, timeout_error(timeout)
         with op.lock:
             op.cursor = None
             canceled = op.cancel_requested

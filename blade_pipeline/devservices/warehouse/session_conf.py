@@ -172,6 +172,11 @@ class Settings:
         return self.get("ANSI_MODE") == "true"
 
     @property
+    def statement_timeout(self) -> int:
+        """Seconds a statement may run before the warehouse cancels it (0: no limit)."""
+        return int(self.get("STATEMENT_TIMEOUT"))
+
+    @property
     def timezone(self) -> str:
         return self.get("TIMEZONE")
 

@@ -42,6 +42,8 @@ from blade_pipeline.devservices.warehouse.service import (
     WarehouseError,
     WarehouseService,
     interrupt_until_done,
+    statement_timeout,
+    timeout_error,
 )
 from blade_pipeline.devservices.warehouse.sql_dialect import from_duckdb
 
@@ -363,28 +365,32 @@ class StatementApi:
             self._finish(stmt, "CANCELED")
             return
         state, error, result = "FAILED", None, None
-        try:
-            reader, answer = self.service.execute(stmt.session, stmt.request.statement,
-                                                  stmt.request.params, stmt.attach)
-            result = self._collect(stmt, ResultStream(reader))
-            result.volume = bool(answer and answer.staging)
-            state = "SUCCEEDED"
-        except _Canceled:
-            state = "CANCELED"
-        except WarehouseError as exc:
-            error = exc
-        except duckdb.Error as exc:  # while reading the result
-            error = WarehouseError(str(sql_error := from_duckdb(exc, stmt.request.statement)),
-                                   sql_error.sql_state)
-        except Exception as exc:  # the statement fails, the server goes on
-            log.exception("statement %s failed", stmt.id)
-            error = WarehouseError(f"[INTERNAL_ERROR] the mock warehouse failed: {exc} "
-                                   "SQLSTATE: XX000", "XX000")
-        finally:
-            with stmt.lock:  # not while an interrupt is under way
-                cursor, stmt.cursor = stmt.cursor, None
-            if cursor is not None:
-                cursor.close()
+        timeout = stmt.session.conf.statement_timeout
+        with statement_timeout(stmt, timeout) as timed_out:
+            try:
+                reader, answer = self.service.execute(stmt.session, stmt.request.statement,
+                                                      stmt.request.params, stmt.attach)
+                result = self._collect(stmt, ResultStream(reader))
+                result.volume = bool(answer and answer.staging)
+                state = "SUCCEEDED"
+            except _Canceled:
+                state = "CANCELED"
+            except WarehouseError as exc:
+                error = exc
+            except duckdb.Error as exc:  # while reading the result
+                error = WarehouseError(str(sql_error := from_duckdb(exc, stmt.request.statement)),
+                                       sql_error.sql_state)
+            except Exception as exc:  # the statement fails, the server goes on
+                log.exception("statement %s failed", stmt.id)
+                error = WarehouseError(f"[INTERNAL_ERROR] the mock warehouse failed: {exc} "
+                                       "SQLSTATE: XX000", "XX000")
+            finally:
+                with stmt.lock:  # not while an interrupt is under way
+                    cursor, stmt.cursor = stmt.cursor, None
+                if cursor is not None:
+                    cursor.close()
+        if timed_out():
+            state, error, result = "FAILED", timeout_error(timeout), None
         if error is not None and stmt.cancel_requested:
             state, error = "CANCELED", None
         stmt.error, stmt.result = error, result

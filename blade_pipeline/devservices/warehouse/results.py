@@ -40,7 +40,7 @@ class ResultFile:
     expires_at: float = field(default_factory=lambda: time.time() + LINK_TTL_SECONDS)
 
 
-def compress(data: pa.Buffer | bytes) -> bytes:
+def lz4_frame(data: pa.Buffer | bytes) -> bytes:
     """One LZ4 frame at the fast level (level 0), with the content size in its header."""
     return lz4.frame.compress(data, compression_level=lz4.frame.COMPRESSIONLEVEL_MIN)
 
@@ -115,7 +115,7 @@ class ResultStream:
         out = []
         for batch in self.take(max_rows, max_bytes):
             data = batch.serialize()
-            out.append((compress(data) if self.lz4 else data.to_pybytes(), batch.num_rows))
+            out.append((lz4_frame(data) if self.lz4 else data.to_pybytes(), batch.num_rows))
         return out
 
     def peek_small(self, max_rows: int, max_bytes: int) -> bool:
@@ -145,7 +145,7 @@ class ResultStream:
             batches = self.take(max_rows=2**62, max_bytes=FILE_TARGET_BYTES)
             data = ipc_stream(self.schema, batches)
             if self.lz4:
-                data = pa.py_buffer(compress(data))
+                data = pa.py_buffer(lz4_frame(data))
             rf = ResultFile(secrets.token_urlsafe(16), start, self.offset - start, data, self.page)
             self.files[rf.key] = rf
             made.append(rf)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -37,6 +37,7 @@ from blade_pipeline.devservices.warehouse.sql_dialect import from_duckdb, transl
 from blade_pipeline.devservices.warehouse.volumes import Volumes, parse_staging
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROTOCOL_VERSION = ttypes.TProtocolVersion.SPARK_CLI_SERVICE_PROTOCOL_V8
 READER_BATCH_ROWS = 65_536
@@ -97,8 +98,26 @@ class Session:
         return session
 
 
-class _Canceled(Exception):
-    """The operation was canceled before or while its statement ran."""
+class Canceled(Exception):
+    """A statement was canceled before or while it ran."""
+
+
+@dataclass(kw_only=True)
+class Running:
+    """A statement run on a DuckDB cursor in a thread of its own (Thrift's operations, the
+    Statement Execution API's statements): the cursor is kept while it runs, to interrupt it."""
+
+    cursor: duckdb.DuckDBPyConnection | None = None
+    cancel_requested: bool = False
+    done: threading.Event = field(default_factory=threading.Event)  # set when its thread ends
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def attach(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        """Keep the cursor the statement runs on (to interrupt it); refuse if canceled."""
+        with self.lock:
+            self.cursor = cursor
+            if self.cancel_requested:
+                raise Canceled
 
 
 class _Workers:
@@ -143,7 +162,7 @@ WORKERS = _Workers()
 
 
 @dataclass
-class Operation:
+class Operation(Running):
     """One statement or metadata call: run in its own thread, its state polled, its result
     paged; ``lz4`` and ``row_limit`` as the client asked."""
 
@@ -157,24 +176,13 @@ class Operation:
     staging: bool = False  # a volume PUT/GET/REMOVE: the client moves the bytes itself
     lz4: bool = False
     row_limit: int | None = None
-    cursor: duckdb.DuckDBPyConnection | None = None  # while its statement runs
-    cancel_requested: bool = False
     created: float = field(default_factory=time.time)
     completed: float = 0.0
     touched: float = field(default_factory=time.time)
-    done: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def key(self) -> bytes:
         return self.handle.operationId.guid
-
-    def attach(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        """Keep the cursor the statement runs on (to interrupt it); refuse if canceled."""
-        with self.lock:
-            self.cursor = cursor
-            if self.cancel_requested:
-                raise _Canceled
 
     def cancel(self) -> None:
         """Cancel a pending or running operation: CANCELED at once (as Spark's Thrift server
@@ -188,16 +196,7 @@ class Operation:
         interrupt_until_done(self)
 
 
-class Interruptible(Protocol):
-    """A statement running on a DuckDB cursor in a thread of its own (Thrift's operations,
-    the Statement Execution API's statements)."""
-
-    lock: threading.Lock
-    cursor: duckdb.DuckDBPyConnection | None  # while its statement runs
-    done: threading.Event  # set when its thread ends
-
-
-def interrupt_until_done(work: Interruptible, give_up_after: float = 60) -> None:
+def interrupt_until_done(work: Running, give_up_after: float = 60) -> None:
     """Interrupt ``work``'s DuckDB query, from a thread of its own, again and again until its
     thread ends: DuckDB's interrupt stops only a query that is running, so one about to start
     is stopped too."""
@@ -214,7 +213,7 @@ def interrupt_until_done(work: Interruptible, give_up_after: float = 60) -> None
 
 
 @contextlib.contextmanager
-def statement_timeout(work: Interruptible, seconds: int) -> Iterator[Callable[[], bool]]:
+def statement_timeout(work: Running, seconds: int) -> Iterator[Callable[[], bool]]:
     """While the block runs ``work``'s statement, interrupt it once it has run ``seconds``
     (the session's STATEMENT_TIMEOUT; 0: no limit); yields whether that happened."""
     fired = threading.Event()
@@ -241,6 +240,30 @@ def timeout_error(seconds: int) -> WarehouseError:
         f"the timeout ({seconds}s). You can increase the limit in seconds by setting "
         "STATEMENT_TIMEOUT.", "57KD0")
     return WarehouseError(str(error), error.sql_state)
+
+
+def run_guarded(work: Running, body: Callable[[], T], sql: str, timeout: int
+                ) -> tuple[T | None, WarehouseError | None]:
+    """Run ``body`` (a statement and the reading of its result) for ``work`` in its thread,
+    interrupted past ``timeout`` seconds: what it returned, or the error it failed with as a
+    warehouse answers it. Both are None when it was canceled (``work.cancel_requested``)."""
+    with statement_timeout(work, timeout) as timed_out:
+        try:
+            value, error = body(), None
+        except Canceled:
+            return None, None
+        except (WarehouseError, ParameterError) as exc:
+            value, error = None, as_warehouse_error(exc)
+        except duckdb.Error as exc:  # while reading the result
+            sql_error = from_duckdb(exc, sql)
+            value, error = None, WarehouseError(str(sql_error), sql_error.sql_state)
+        except Exception as exc:  # the statement fails, the server goes on
+            log.exception("statement failed: %r", sql)
+            value, error = None, WarehouseError(
+                f"[INTERNAL_ERROR] the mock warehouse failed: {exc} SQLSTATE: XX000", "XX000")
+    if timed_out():
+        return None, timeout_error(timeout)
+    return value, error
 
 
 _DML = (sqlglot_exp.Insert, sqlglot_exp.Update, sqlglot_exp.Delete, sqlglot_exp.Merge)
@@ -511,32 +534,18 @@ class WarehouseService:
         with op.lock:
             if op.state == State.PENDING_STATE:
                 op.state = State.RUNNING_STATE
-        stream: ResultStream | None = None
-        answer: Answer | None = None
-        error: WarehouseError | None = None
-        url_based = False
-        timeout = op.session.conf.statement_timeout
-        with statement_timeout(op, timeout) as timed_out:
-            try:
-                if op.cancel_requested:
-                    raise _Canceled
-                reader, answer = as_reader(run(op.attach))
-                stream = ResultStream(reader, op.row_limit, op.lz4)
-                url_based = can_download and not stream.peek_small(
-                    min(INLINE_MAX_ROWS, max_rows), min(INLINE_MAX_BYTES, max_bytes))
-            except _Canceled:
-                pass
-            except (WarehouseError, ParameterError) as exc:
-                error = as_warehouse_error(exc)
-            except duckdb.Error as exc:  # while reading the result's first batches
-                sql_error = from_duckdb(exc, "")
-                error = WarehouseError(str(sql_error), sql_error.sql_state)
-            except Exception as exc:  # the operation fails, the server goes on
-                log.exception("operation %s failed", op.key.hex())
-                error = WarehouseError(f"[INTERNAL_ERROR] the mock warehouse failed: {exc} "
-                                       "SQLSTATE: XX000", "XX000")
-        if timed_out():
-            stream, error = None, timeout_error(timeout)
+
+        def body() -> tuple[ResultStream, Answer | None, bool]:
+            if op.cancel_requested:
+                raise Canceled
+            reader, answer = as_reader(run(op.attach))
+            stream = ResultStream(reader, op.row_limit, op.lz4)
+            small = stream.peek_small(min(INLINE_MAX_ROWS, max_rows),
+                                      min(INLINE_MAX_BYTES, max_bytes))
+            return stream, answer, can_download and not small
+
+        done, error = run_guarded(op, body, "", op.session.conf.statement_timeout)
+        stream, answer, url_based = done or (None, None, False)
         with op.lock:
             op.cursor = None
             canceled = op.cancel_requested

@@ -22,8 +22,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
-import lz4.frame
 import pyarrow as pa
 from databricks.sql.thrift_api.TCLIService import ttypes
 
@@ -35,17 +33,18 @@ from blade_pipeline.devservices.warehouse.results import (
     INLINE_MAX_ROWS,
     LINK_TTL_SECONDS,
     ResultStream,
+    lz4_frame,
 )
 from blade_pipeline.devservices.warehouse.service import (
     WORKERS,
+    Canceled,
+    Running,
     Session,
     WarehouseError,
     WarehouseService,
     interrupt_until_done,
-    statement_timeout,
-    timeout_error,
+    run_guarded,
 )
-from blade_pipeline.devservices.warehouse.sql_dialect import from_duckdb
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +64,6 @@ class ApiError(Exception):
     def __init__(self, status: int, error_code: str, message: str):
         super().__init__(message)
         self.status, self.error_code = status, error_code
-
-
-class _Canceled(Exception):
-    """The statement was canceled before or while it ran."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +119,7 @@ class Result:
 
 
 @dataclass
-class Statement:
+class Statement(Running):
     """One statement's request, state and, once it succeeded, result."""
 
     id: str
@@ -133,19 +128,8 @@ class Statement:
     state: str = "PENDING"
     error: WarehouseError | None = None
     result: Result | None = None
-    cursor: duckdb.DuckDBPyConnection | None = None
-    cancel_requested: bool = False
     closed: bool = False
     finished: float = 0.0
-    done: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def attach(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        """Keep the cursor the statement runs on (to interrupt it); refuse if canceled."""
-        with self.lock:
-            self.cursor = cursor
-            if self.cancel_requested:
-                raise _Canceled
 
 
 def _field(body: dict[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
@@ -364,35 +348,26 @@ class StatementApi:
         if canceled:
             self._finish(stmt, "CANCELED")
             return
-        state, error, result = "FAILED", None, None
-        timeout = stmt.session.conf.statement_timeout
-        with statement_timeout(stmt, timeout) as timed_out:
+
+        def body() -> Result:
             try:
                 reader, answer = self.service.execute(stmt.session, stmt.request.statement,
                                                       stmt.request.params, stmt.attach)
                 result = self._collect(stmt, ResultStream(reader))
-                result.volume = bool(answer and answer.staging)
-                state = "SUCCEEDED"
-            except _Canceled:
-                state = "CANCELED"
-            except WarehouseError as exc:
-                error = exc
-            except duckdb.Error as exc:  # while reading the result
-                error = WarehouseError(str(sql_error := from_duckdb(exc, stmt.request.statement)),
-                                       sql_error.sql_state)
-            except Exception as exc:  # the statement fails, the server goes on
-                log.exception("statement %s failed", stmt.id)
-                error = WarehouseError(f"[INTERNAL_ERROR] the mock warehouse failed: {exc} "
-                                       "SQLSTATE: XX000", "XX000")
             finally:
                 with stmt.lock:  # not while an interrupt is under way
                     cursor, stmt.cursor = stmt.cursor, None
                 if cursor is not None:
                     cursor.close()
-        if timed_out():
-            state, error, result = "FAILED", timeout_error(timeout), None
-        if error is not None and stmt.cancel_requested:
+            result.volume = bool(answer and answer.staging)
+            return result
+
+        result, error = run_guarded(stmt, body, stmt.request.statement,
+                                    stmt.session.conf.statement_timeout)
+        if result is None and stmt.cancel_requested:
             state, error = "CANCELED", None
+        else:
+            state = "FAILED" if error is not None else "SUCCEEDED"
         stmt.error, stmt.result = error, result
         self._finish(stmt, state)
 
@@ -416,7 +391,7 @@ class StatementApi:
         spent = 0
         while rows_left > 0 and spent < byte_cap and stream.has_more:
             if stmt.cancel_requested:
-                raise _Canceled
+                raise Canceled
             batches = stream.take(rows_left, min(target, byte_cap - spent))
             rows_left -= sum(b.num_rows for b in batches)
             spent += sum(b.nbytes for b in batches)
@@ -447,7 +422,7 @@ class StatementApi:
         rows = sum(b.num_rows for b in batches)
         chunk = Chunk(0, 0, rows, len(data))
         return Result(schema, [chunk], truncated,
-                      attachment=lz4.frame.compress(data) if compress else data)
+                      attachment=lz4_frame(data) if compress else data)
 
     @staticmethod
     def _chunk(schema: pa.Schema, batches: list[pa.RecordBatch], index: int, offset: int,
@@ -465,7 +440,7 @@ class StatementApi:
             data = json.dumps(values, separators=(",", ":")).encode()
             size = len(data)
         if request.lz4:
-            data = lz4.frame.compress(data)
+            data = lz4_frame(data)
         return Chunk(index, offset, rows, size, data=data)
 
     def _cancel(self, stmt: Statement) -> None:
